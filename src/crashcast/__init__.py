@@ -1,0 +1,20 @@
+"""crashcast: collision-risk anticipation from dashcam video.
+
+`import crashcast` is light (no torch); heavy stages import their libraries when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def predict(*args: Any, **kwargs: Any) -> Any:
+    """Risk timeline of a video; see `crashcast.predict.predict`."""
+    from crashcast.predict import predict as _predict
+
+    return _predict(*args, **kwargs)
+
+
+__all__ = ["__version__", "predict"]

@@ -1,0 +1,172 @@
+"""The `crashcast` command line (typer)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crashcast.errors import CrashcastError
+
+app = typer.Typer(
+    help="crashcast: how likely is a collision in the next seconds of this dashcam video, and why.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if Console().is_terminal else 140)
+log = logging.getLogger("crashcast")
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(message)s", handlers=[RichHandler(console=Console(stderr=True), show_path=False)], force=True)
+    logging.getLogger("crashcast").setLevel(max(level, logging.DEBUG))
+
+
+@app.callback()
+def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")] = 1) -> None:
+    _setup_logging(verbose)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated seconds, got {text!r}") from None
+
+
+# ----------------------------------------------------------------------------- synth
+
+
+@app.command()
+def synth(
+    n: Annotated[int, typer.Option("--n", help="number of clips (half positives)")] = 20,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("synthetic"),
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same clips)")] = 0,
+    workers: Annotated[int, typer.Option(help="parallel processes")] = 1,
+) -> None:
+    """Render synthetic dashcam clips with exact ground truth (MP4 + annotations.csv + truth/*.json)."""
+    from crashcast.data.synthetic import generate
+
+    t0 = time.time()
+    csv_path = generate(n, out, seed=seed, workers=workers, progress=True)
+    console.print(f"wrote {n} clips to [bold]{out}[/] ({time.time() - t0:.1f} s); annotations: {csv_path}")
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def load_clips(annotations: Path, videos: Path | None, missing_event: str) -> tuple[list, list]:
+    """Clips from an annotation file; bad rows are logged, recorded and skipped ('skip') or fatal."""
+    from crashcast.data.annotations import load_annotations
+
+    errors: list = []
+    mode = "error" if missing_event == "skip" else missing_event
+    clips = load_annotations(annotations, videos, missing_event=mode, errors=errors)  # type: ignore[arg-type]
+    if errors and missing_event == "error":
+        raise errors[0]
+    return clips, errors
+
+
+def build_windows(clips: list, cfg, errors: list | None = None) -> list:
+    """Windows for every clip; a clip whose video cannot be probed is recorded and skipped."""
+    from crashcast.data.video import probe
+    from crashcast.data.windows import make_windows
+
+    windows = []
+    for clip in clips:
+        try:
+            duration = probe(clip.video_path).duration_s
+            windows += make_windows(clip, duration, cfg.windows)
+        except CrashcastError as e:
+            log.warning("skipping clip %s: %s", clip.id, e)
+            if errors is not None:
+                errors.append(e)
+    return windows
+
+
+@app.command()
+def windows(
+    annotations: Annotated[Path, typer.Option(help="annotation CSV (Nexar layout, metadata.csv, CCD, consensus)")],
+    videos: Annotated[Path | None, typer.Option(help="folder with <id>.mp4 (default: the CSV's folder)")] = None,
+    horizons: Annotated[str, typer.Option(help="seconds before the event the windows end, e.g. 0,0.5,1,1.5")] = "0",
+    missing_event: Annotated[str, typer.Option(help="positive without event time: skip | end (anchor at the video's end) | error")] = "skip",
+    out: Annotated[Path | None, typer.Option(help="also write the table as CSV here")] = None,
+    config: Annotated[str | None, typer.Option(help="config preset or YAML")] = None,
+) -> None:
+    """List the max/mid/mini windows, keyframe times and labels of every clip."""
+    from crashcast.config import load_config
+    from crashcast.data.windows import windows_table
+    from crashcast.runtime.store import atomic_write_text
+
+    cfg = load_config(config, [f"windows.horizons_s=[{horizons}]"])
+    clips, errors = load_clips(annotations, videos, missing_event)
+    wins = build_windows(clips, cfg, errors)
+    df = windows_table(wins)
+    table = Table(title=f"{len(wins)} windows of {len({w.clip_id for w in wins})} clips")
+    for col in ("window", "start", "end", "keyframes (s)", "clamped", "label", "target", "anchor"):
+        table.add_column(col, no_wrap=col in ("window", "keyframes (s)"))
+    for w in wins:
+        kfs = " / ".join(f"{k:.2f}" for k in w.keyframe_times_s)
+        table.add_row(w.id, f"{w.start_s:.2f}", f"{w.end_s:.2f}", kfs, "yes" if w.clamped else "", str(w.label),
+                      f"{w.soft_target:.3f}", w.anchor_source)
+    console.print(table)
+    if errors:
+        console.print(f"[yellow]{len(errors)} clip(s) skipped:[/]")
+        for e in errors:
+            console.print(f"  {e}")
+    if out:
+        atomic_write_text(out, df.to_csv(index=False))
+        console.print(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where the demo writes everything")] = Path("crashcast-demo"),
+    n: Annotated[int, typer.Option("--n", help="synthetic clips to render")] = 24,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    workers: Annotated[int, typer.Option(help="parallel processes")] = 2,
+) -> None:
+    """Run the pipeline end to end on built-in synthetic clips and print where the outputs are."""
+    from crashcast.config import load_config
+    from crashcast.data.synthetic import generate
+    from crashcast.data.windows import windows_table
+    from crashcast.runtime.store import atomic_write_text
+
+    t0 = time.time()
+    data = out / "data"
+    csv_path = data / "annotations.csv"
+    if csv_path.exists() and len(csv_path.read_text().splitlines()) == n + 1:
+        console.print(f"synthetic clips already in {data}")
+    else:
+        generate(n, data, seed=seed, workers=workers, progress=True)
+    cfg = load_config("classic")
+    clips, _ = load_clips(csv_path, data, "error")
+    wins = build_windows(clips, cfg)
+    atomic_write_text(out / "windows.csv", windows_table(wins).to_csv(index=False))
+    console.print(f"[bold green]demo finished[/] in {time.time() - t0:.1f} s")
+    console.print(f"  clips + annotations: {data}")
+    console.print(f"  windows table ({len(wins)} windows): {out / 'windows.csv'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except CrashcastError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

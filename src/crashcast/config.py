@@ -1,0 +1,148 @@
+"""Typed configuration. Presets live in `crashcast/configs/*.yaml`; the CLI overrides fields with
+`--set section.field=value`; the resolved config and its hash are saved with every run.
+
+YAML is read with `yaml.safe_load` only (no Python object tags) and unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from crashcast.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VideoConfig(_Strict):
+    fps: float = Field(30.0, gt=0, description="frames per second after resampling")
+    long_side: int | None = Field(640, description="resize so the long side has this many pixels (None: keep)")
+
+
+class WindowConfig(_Strict):
+    """The paper's three windows (PAPER.md §1) and anticipation horizons."""
+
+    span_s: float = Field(6.0, gt=0, description="length of the reference (max) window")
+    keyframe_fractions: dict[str, tuple[float, float, float]] = {
+        "max": (0.0, 0.5, 1.0),
+        "mid": (0.5, 0.75, 1.0),
+        "mini": (0.75, 0.875, 1.0),
+    }
+    horizons_s: list[float] = Field(default_factory=lambda: [0.0])
+    negative_min_anchor_s: float = Field(6.0, description="negatives are anchored at least this far into the clip")
+    soft_target_decay_s: float = Field(2.0, gt=0, description="e-folding time of the soft target before the alert")
+    default_alert_lead_s: float = Field(1.0, ge=0, description="alert = event - this, when no alert time is annotated")
+
+
+class ClassicPerceptionConfig(_Strict):
+    """Weight-free perception: OpenCV flow, ground-plane depth, motion detection, ByteTrack."""
+
+    flow_preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
+    camera_height_m: float = Field(1.4, gt=0)
+    horizon: float | Literal["auto"] = Field(0.5, description="horizon row as a fraction of the height, or 'auto' (focus of expansion)")
+    ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
+    residual_threshold_px: float = Field(0.6, gt=0, description="flow residual (vs the road plane) that marks an obstacle")
+    residual_relative: float = Field(0.35, ge=0, description="residual threshold as a fraction of the road-plane flow")
+    min_box_px: int = Field(10, ge=2)
+    ego_path_half_width_m: float = Field(1.6, gt=0)
+    track_buffer_frames: int = Field(15, ge=1)
+
+
+class PerceptionConfig(_Strict):
+    backend: str = "classic"
+    detector: str = "classic-motion"
+    segmenter: str = "classic-box"
+    tracker: str = "bytetrack"
+    depth: str = "classic-ground"
+    flow: str = "classic-flow"
+    classic: ClassicPerceptionConfig = Field(default_factory=ClassicPerceptionConfig)
+
+
+class FeatureConfig(_Strict):
+    top_k: int = Field(3, ge=1, description="objects per window in the feature table and prompts, closest first")
+    min_track_frames: int = Field(4, ge=2, description="shorter tracks get SpeedValid/AccValid=False")
+    max_valid_depth_m: float = Field(80.0, gt=0, description="beyond this, depth is too coarse for speed")
+    write_overlays: bool = True
+
+
+class PhysicsConfig(_Strict):
+    """Training-free risk from time-to-contact (see crashcast.risk.physics for the reasoning)."""
+
+    ttc_mid_s: float = Field(2.0, gt=0, description="TTC at which the risk is 0.5 (FCW tests warn at 1.5-2.5 s)")
+    ttc_scale_s: float = Field(0.45, gt=0, description="softness of the TTC logistic")
+    min_closing_mps: float = Field(0.8, ge=0, description="slower closing speeds carry no risk")
+    looming_weight: float = Field(0.6, ge=0, le=1, description="how much the detection-free looming TTC counts")
+
+
+class EvaluationConfig(_Strict):
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    threshold: float = 0.5
+    ece_bins: int = 10
+    bootstrap: int = 500
+
+
+class CrashcastConfig(_Strict):
+    name: str = "classic"
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    perception: PerceptionConfig = Field(default_factory=PerceptionConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    def hash(self, *sections: str) -> str:
+        """Short stable hash of the whole config, or of the named sections only."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {k: data[k] for k in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("crashcast.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> CrashcastConfig:
+    """Load a preset name (`classic`) or a YAML path, then apply `section.field=value` overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if source is not None:
+        path = Path(source)
+        if not path.exists() and str(source) in preset_names():
+            path = Path(str(resources.files("crashcast.configs") / f"{source}.yaml"))
+        if not path.exists():
+            raise ConfigError(f"{source}: no such config file or preset (presets: {', '.join(preset_names())})")
+        origin = str(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML (only plain YAML is accepted, no Python tags): {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    try:
+        return CrashcastConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{origin}: invalid config:\n{e}") from None

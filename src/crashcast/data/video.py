@@ -1,0 +1,239 @@
+"""Video decoding (PyAV) with timestamp-based resampling and aspect-preserving resize; MP4 writing.
+
+Resampling is by presentation time, not frame count: the frame shown at time t is the last
+source frame whose timestamp is <= t, so variable-frame-rate files come out right. Output frame
+times lie on the grid k / fps from the start of the video, so spans decoded separately line up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from crashcast.errors import VideoError
+from crashcast.types import ClipFrames
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video container says about itself (no full decode)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    n_frames: int
+    rotation_deg: int = 0
+
+
+def _open(path: Path):
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(path, "file not found")
+    if path.is_dir():
+        raise VideoError(path, "is a folder, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoError(path, f"not a readable video (corrupt or not a video format): {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(path, "has no video stream")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Size, frame rate and duration from the container headers."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = (stream.frames or 0) / fps
+        n = stream.frames or round(duration * fps)
+        rotation = _rotation(stream)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(path, w, h, fps, duration, int(n), rotation)
+    finally:
+        container.close()
+
+
+def _rotation(stream) -> int:
+    """Display rotation from stream metadata or side data (degrees, one of 0/90/180/270)."""
+    rot = 0
+    try:
+        meta = dict(stream.metadata or {})
+        if "rotate" in meta:
+            rot = int(float(meta["rotate"]))
+    except (ValueError, TypeError):
+        rot = 0
+    return rot % 360
+
+
+def target_size(width: int, height: int, long_side: int | None) -> tuple[int, int]:
+    """(w, h) scaled so the long side is `long_side` (kept as is when None); even numbers for codecs."""
+    if not long_side:
+        return width, height
+    scale = long_side / max(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def iter_source_frames(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (timestamp seconds, RGB uint8 frame) from `start_s` on (seeking to a keyframe before it)."""
+    import av
+
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rotation = _rotation(stream)
+        tb = float(stream.time_base) if stream.time_base else 1 / 30
+        start_pts = stream.start_time if stream.start_time is not None else 0
+        t0 = start_pts * tb
+        if start_s > 1.0:
+            try:
+                container.seek(int((start_s - 1.0 + t0) / tb), stream=stream, backward=True, any_frame=False)
+            except av.error.FFmpegError:
+                container.seek(0)
+        fallback_dt = 1.0 / float(stream.average_rate or 30)
+        last_t = -math.inf
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is not None:
+                    t = frame.pts * tb - t0
+                else:
+                    t = last_t + fallback_dt if last_t > -math.inf else 0.0
+                last_t = t
+                img = frame.to_ndarray(format="rgb24")
+                if rotation:
+                    img = np.ascontiguousarray(np.rot90(img, k=-(rotation // 90)))
+                yield t, img
+        except av.error.FFmpegError as e:
+            if last_t == -math.inf:
+                raise VideoError(path, f"cannot decode any frame: {e}") from None
+            log.warning("%s: decoding stopped at %.2f s (%s); using the frames before it", path, last_t, e)
+    finally:
+        container.close()
+
+
+def decode(
+    path: str | Path,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    fps: float = 30.0,
+    long_side: int | None = 640,
+    clip_id: str | None = None,
+) -> ClipFrames:
+    """Decode [start_s, end_s] resampled to `fps` by timestamp and resized to `long_side`.
+
+    Frame times are the grid points k / fps inside the span and inside the video. Raises
+    `VideoError` for missing, empty, corrupt or frameless files.
+    """
+    path = Path(path)
+    start_s = max(0.0, start_s)
+    source: list[tuple[float, np.ndarray]] = []
+    for t, img in iter_source_frames(path, start_s):
+        if end_s is not None and t > end_s + _EPS:
+            break
+        if t < start_s - 2.0:  # well before the span: keep only the latest as a hold frame
+            source = [(t, img)]
+            continue
+        source.append((t, img))
+    if not source:
+        raise VideoError(path, "no decodable video frames" + (f" in [{start_s:.2f}, {end_s:.2f}] s" if end_s else ""))
+    src_t = np.array([s[0] for s in source])
+    dts = np.diff(src_t)
+    src_fps = 1.0 / float(np.median(dts)) if len(dts) and np.median(dts) > 0 else fps
+    video_end = src_t[-1] + (1.0 / src_fps)
+    stop = video_end if end_s is None else min(end_s, video_end - _EPS)
+    k0 = math.ceil(start_s * fps - _EPS)
+    k1 = math.floor(stop * fps + _EPS)
+    if end_s is None or end_s >= video_end:
+        k1 = min(k1, math.ceil(video_end * fps - _EPS) - 1)
+    grid = np.arange(k0, k1 + 1) / fps
+    if len(grid) == 0:
+        grid = np.array([max(start_s, src_t[0])])
+    idx = np.searchsorted(src_t, grid + _EPS, side="right") - 1
+    idx = np.clip(idx, 0, len(source) - 1)
+    h0, w0 = source[0][1].shape[:2]
+    w, h = target_size(w0, h0, long_side)
+    cache: dict[int, np.ndarray] = {}
+    out = np.empty((len(grid), h, w, 3), np.uint8)
+    for j, i in enumerate(idx):
+        if i not in cache:
+            img = source[i][1]
+            if img.shape[:2] != (h0, w0):  # a stream that changes size mid-way
+                img = cv2.resize(img, (w0, h0))
+            cache[i] = img if (w, h) == (w0, h0) else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        out[j] = cache[i]
+    return ClipFrames(
+        clip_id=clip_id or path.stem,
+        frames=out,
+        times_s=grid.astype(np.float64),
+        fps=fps,
+        source_size=(w0, h0),
+        source_fps=src_fps,
+        duration_s=float(video_end),
+    )
+
+
+class VideoWriter:
+    """Write RGB frames to an H.264 MP4 (PyAV's bundled libx264), falling back to mpeg4."""
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], crf: int = 23, preset: str = "veryfast") -> None:
+        from fractions import Fraction
+
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.path), mode="w")
+        rate = Fraction(fps).limit_denominator(1001)
+        try:
+            self.stream = self.container.add_stream("libx264", rate=rate)
+            self.stream.options = {"crf": str(crf), "preset": preset}
+        except (av.error.FFmpegError, ValueError):
+            self.stream = self.container.add_stream("mpeg4", rate=rate)
+        self.stream.width, self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

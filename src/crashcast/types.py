@@ -1,0 +1,284 @@
+"""The typed records passed between crashcast's stages.
+
+Arrays are numpy; shapes and units are in each docstring. Stages never exchange loose dicts:
+a backend converts its model's output to these types at its boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Phase = Literal["max", "mid", "mini"]
+PHASES: tuple[Phase, ...] = ("max", "mid", "mini")
+
+#: Coarse object classes shared by every detector (model backends map their labels onto these).
+CLASS_NAMES: tuple[str, ...] = ("vehicle", "person", "cyclist", "object")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One annotated video.
+
+    `time_of_event_s` is the collision/near-miss time for positives (None when unknown or for
+    negatives); `time_of_alert_s` is the earliest time a human could have predicted it (optional).
+    """
+
+    id: str
+    video_path: Path
+    target: int
+    time_of_event_s: float | None = None
+    time_of_alert_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_positive(self) -> bool:
+        return self.target == 1
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window of a clip ending at its anchor (the event) minus a horizon.
+
+    Times are seconds from the start of the video. `keyframe_times_s` are the three keyframes;
+    `y_alert`/`y_event` are, per keyframe, the seconds from the keyframe to the alert/event
+    (None for negatives or when the time is unknown). `soft_target` is the regression target in
+    [0, 1] (see `crashcast.data.windows.soft_target`).
+    """
+
+    clip_id: str
+    phase: Phase
+    horizon_s: float
+    anchor_s: float
+    start_s: float
+    end_s: float
+    keyframe_times_s: tuple[float, float, float]
+    clamped: bool
+    label: int
+    y_alert: tuple[float | None, ...]
+    y_event: tuple[float | None, ...]
+    soft_target: float
+    anchor_source: Literal["event", "hashed", "alert"] = "event"
+
+    @property
+    def id(self) -> str:
+        """`<clip>_<phase>` for the paper's horizon 0, `<clip>_<phase>_h<horizon>` otherwise."""
+        if self.horizon_s == 0:
+            return f"{self.clip_id}_{self.phase}"
+        return f"{self.clip_id}_{self.phase}_h{self.horizon_s:g}"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class ClipFrames:
+    """Decoded, resampled frames of one clip span.
+
+    frames: (T, H, W, 3) uint8 RGB; times_s: (T,) float64 seconds from the video start, evenly
+    spaced at `fps`. `source_size` is the (width, height) of the original video.
+    """
+
+    clip_id: str
+    frames: np.ndarray
+    times_s: np.ndarray
+    fps: float
+    source_size: tuple[int, int]
+    source_fps: float
+    duration_s: float
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (T, H, W, 3), got {self.frames.shape}")
+        if len(self.times_s) != len(self.frames):
+            raise ValueError(f"times_s has {len(self.times_s)} entries for {len(self.frames)} frames")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the decoded frames."""
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+    def index_at(self, t_s: float) -> int:
+        """Index of the frame nearest to time `t_s` (clamped to the span)."""
+        return int(np.clip(np.argmin(np.abs(self.times_s - t_s)), 0, len(self.times_s) - 1))
+
+
+@dataclass
+class Detections:
+    """Objects found in one frame.
+
+    xyxy: (n, 4) float32 pixels; confidence: (n,) float32 in [0, 1]; class_name: (n,) str;
+    mask: optional (n, H, W) bool; tracker_id: optional (n,) int64; source: optional (n,) str
+    (which detector produced each box). Mirrors `supervision.Detections` and converts to/from it.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_name: np.ndarray
+    mask: np.ndarray | None = None
+    tracker_id: np.ndarray | None = None
+    source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        n = len(self.xyxy)
+        self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
+        self.class_name = np.asarray(self.class_name, dtype=object).reshape(-1)
+        for name in ("confidence", "class_name"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Detections.{name} must have {n} entries (one per box), got {len(getattr(self, name))}")
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask, dtype=bool)
+            if self.mask.ndim != 3 or len(self.mask) != n:
+                raise ValueError(f"Detections.mask must be (n={n}, H, W), got {self.mask.shape}")
+        if self.tracker_id is not None:
+            self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64).reshape(-1)
+            if len(self.tracker_id) != n:
+                raise ValueError(f"Detections.tracker_id must have {n} entries, got {len(self.tracker_id)}")
+        if self.source is not None:
+            self.source = np.asarray(self.source, dtype=object).reshape(-1)
+            if len(self.source) != n:
+                raise ValueError(f"Detections.source must have {n} entries, got {len(self.source)}")
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, object))
+
+    def __getitem__(self, index: Any) -> Detections:
+        idx = np.arange(len(self))[index] if not isinstance(index, np.ndarray) else index
+        return Detections(
+            self.xyxy[idx],
+            self.confidence[idx],
+            self.class_name[idx],
+            None if self.mask is None else self.mask[idx],
+            None if self.tracker_id is None else self.tracker_id[idx],
+            None if self.source is None else self.source[idx],
+        )
+
+    def to_supervision(self) -> Any:
+        """As `supervision.Detections` (class ids index `CLASS_NAMES`)."""
+        import supervision as sv
+
+        class_id = np.array([_class_index(c) for c in self.class_name], dtype=int)
+        return sv.Detections(
+            xyxy=self.xyxy.astype(np.float32),
+            confidence=self.confidence,
+            class_id=class_id,
+            mask=self.mask,
+            tracker_id=self.tracker_id,
+            data={"class_name": self.class_name.astype(str)} if len(self) else {},
+        )
+
+    @classmethod
+    def from_supervision(cls, det: Any) -> Detections:
+        n = len(det)
+        names = det.data.get("class_name") if det.data else None
+        if names is None:
+            ids = det.class_id if det.class_id is not None else np.full(n, len(CLASS_NAMES) - 1)
+            names = np.array([CLASS_NAMES[int(i)] if 0 <= int(i) < len(CLASS_NAMES) else "object" for i in ids])
+        conf = det.confidence if det.confidence is not None else np.ones(n, np.float32)
+        return cls(det.xyxy, conf, np.asarray(names, dtype=object), det.mask, det.tracker_id)
+
+
+def _class_index(name: str) -> int:
+    return CLASS_NAMES.index(name) if name in CLASS_NAMES else len(CLASS_NAMES) - 1
+
+
+@dataclass
+class DepthMap:
+    """Dense depth of one frame: depth_m (H, W) float32 metres along the optical axis; NaN where
+    unknown (e.g. sky for ground-plane depth). `is_metric` is False for relative (affine) depth."""
+
+    depth_m: np.ndarray
+    is_metric: bool = True
+
+
+@dataclass
+class Flow:
+    """Dense optical flow from the previous frame to this one: (H, W, 2) float32, pixels per frame."""
+
+    uv: np.ndarray
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        return np.hypot(self.uv[..., 0], self.uv[..., 1])
+
+
+@dataclass
+class CameraModel:
+    """Pinhole camera of the processed frames: focal length and principal point in pixels,
+    horizon row (pixels) and camera height above the road (metres)."""
+
+    focal_px: float
+    cx: float
+    cy: float
+    horizon_y: float
+    height_m: float
+
+    @classmethod
+    def from_fov(cls, width: int, height: int, hfov_deg: float, height_m: float, horizon_frac: float = 0.5) -> CameraModel:
+        focal = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+        return cls(focal, width / 2.0, height / 2.0, horizon_frac * height, height_m)
+
+
+@dataclass
+class ObjectTrack:
+    """One tracked object over a clip span, sampled at the frames where it was seen.
+
+    frame_index: (T,) int frame indices into the clip span; box_xyxy: (T, 4) pixels; depth_m:
+    (T,) metres; mask_area_px: (T,); occlusion: (T,) unmasked fraction of the box; flow_mag_px:
+    (T,) mean flow magnitude inside the mask (pixels/frame); flow_ang_deg: (T,) mean flow angle
+    (degrees, image coordinates, 0 = right, 90 = down); expansion: (T,) relative scale growth per
+    frame measured from the flow inside the box (s - 1); confidence: (T,).
+    """
+
+    track_id: int
+    class_name: str
+    frame_index: np.ndarray
+    box_xyxy: np.ndarray
+    depth_m: np.ndarray
+    mask_area_px: np.ndarray
+    occlusion: np.ndarray
+    flow_mag_px: np.ndarray
+    flow_ang_deg: np.ndarray
+    expansion: np.ndarray
+    confidence: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+
+@dataclass
+class ClipPerception:
+    """Everything perception produced for one clip span, computed once and cut into windows.
+
+    times_s: (F,) frame times; tracks: the object tracks; looming: (F,) ego-path looming, 1/s
+    (expansion rate of what lies straight ahead beyond what the road itself does); scene_ttc_s:
+    (F,) 2 / looming (inf when nothing looms); detections: per frame, the tracked detections
+    (masks included) for overlays.
+    """
+
+    clip_id: str
+    times_s: np.ndarray
+    frame_size: tuple[int, int]
+    camera: CameraModel
+    tracks: list[ObjectTrack]
+    looming: np.ndarray
+    scene_ttc_s: np.ndarray
+    detections: list[Detections]
+    backends: dict[str, str]
+    frames_processed: int
+
+    def track_by_id(self, track_id: int) -> ObjectTrack:
+        for t in self.tracks:
+            if t.track_id == track_id:
+                return t
+        raise KeyError(track_id)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.conftest import frame_index_from_level, level_frames, write_video
+
+from crashcast.data.video import decode, probe, target_size
+from crashcast.errors import VideoError
+
+
+@pytest.mark.parametrize("src_fps", [25.0, 10.0])
+def test_resample_to_30_fps_by_timestamp(tmp_path, src_fps):
+    n = 20
+    times = [i / src_fps for i in range(n)]
+    path = write_video(tmp_path / f"v{int(src_fps)}.mp4", level_frames(n), times)
+    clip = decode(path, fps=30.0, long_side=None)
+    duration = n / src_fps
+    assert clip.source_fps == pytest.approx(src_fps, rel=1e-3)
+    assert len(clip.frames) == round(duration * 30)
+    np.testing.assert_allclose(np.diff(clip.times_s), 1 / 30, atol=1e-9)
+    for t, img in zip(clip.times_s, clip.frames, strict=True):
+        expected = int(np.floor(t * src_fps + 1e-6))  # the source frame on screen at time t
+        assert frame_index_from_level(img) == expected, f"t={t:.3f}"
+
+
+def test_variable_frame_rate_follows_timestamps(tmp_path):
+    times = [0.0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0]
+    path = write_video(tmp_path / "vfr.mp4", level_frames(len(times)), times)
+    clip = decode(path, fps=30.0, long_side=None)
+    src = np.array(times)
+    for t, img in zip(clip.times_s, clip.frames, strict=True):
+        expected = int(np.searchsorted(src, t + 1e-6, side="right") - 1)
+        assert frame_index_from_level(img) == expected, f"t={t:.3f}"
+
+
+def test_span_and_resize_keep_aspect(tmp_path):
+    n = 60
+    frames = level_frames(n, size=(320, 180), step=3)
+    path = write_video(tmp_path / "span.mp4", frames, [i / 30 for i in range(n)])
+    clip = decode(path, start_s=0.5, end_s=1.0, fps=30.0, long_side=160)
+    assert clip.frames.shape[1:3] == (90, 160)
+    assert clip.times_s[0] == pytest.approx(0.5) and clip.times_s[-1] == pytest.approx(1.0)
+    assert frame_index_from_level(clip.frames[0], step=3) == 15
+    assert target_size(1280, 720, 640) == (640, 360)
+    assert target_size(720, 1280, 640) == (360, 640)
+
+
+def test_probe_reports_size_fps_duration(tmp_path):
+    path = write_video(tmp_path / "p.mp4", level_frames(25), [i / 25 for i in range(25)])
+    info = probe(path)
+    assert (info.width, info.height) == (64, 48)
+    assert info.fps == pytest.approx(25.0, rel=0.02)  # from ms timestamps the container rate is approximate
+    assert info.duration_s == pytest.approx(1.0, abs=0.05)
+
+
+def test_bad_videos_raise_one_clear_error(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    good = write_video(tmp_path / "good.mp4", level_frames(30), [i / 30 for i in range(30)])
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:200])
+    cases = {
+        tmp_path / "missing.mp4": "file not found",
+        empty: "empty file",
+        text: "not a readable video",
+        truncated: "",
+    }
+    for path, message in cases.items():
+        with pytest.raises(VideoError) as err:
+            decode(path)
+        assert str(path) in str(err.value) and message in str(err.value)

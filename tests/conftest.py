@@ -61,3 +61,13 @@ def synth_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_small")
     generate(8, out, seed=7, workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_medium(tmp_path_factory) -> Path:
+    """Fourteen synthetic clips (each scenario twice), seed 11, for accuracy tests against truth."""
+    from crashcast.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth_medium")
+    generate(14, out, seed=11, workers=2)
+    return out

@@ -128,6 +128,51 @@ def windows(
         console.print(f"wrote {out}")
 
 
+# ----------------------------------------------------------------------------- extract
+
+
+@app.command()
+def extract(
+    annotations: Annotated[Path, typer.Option(help="annotation CSV")],
+    out: Annotated[Path, typer.Option(help="run folder")],
+    videos: Annotated[Path | None, typer.Option(help="folder with <id>.mp4 (default: the CSV's folder)")] = None,
+    backend: Annotated[str, typer.Option(help="perception preset: classic")] = "classic",
+    horizons: Annotated[str | None, typer.Option(help="e.g. 0,0.5,1,1.5 (default: the config's)")] = None,
+    workers: Annotated[int, typer.Option(help="parallel processes")] = 1,
+    missing_event: Annotated[str, typer.Option(help="positive without event time: skip | end | error")] = "skip",
+    config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the backend's preset)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field: section.field=value")] = None,
+    new_run: Annotated[bool, typer.Option(help="start over in a folder holding another config's outputs")] = False,
+) -> None:
+    """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
+    from crashcast.config import load_config
+    from crashcast.extract import extract_run, record_error
+
+    overrides = list(set_ or [])
+    if horizons:
+        overrides.append(f"windows.horizons_s=[{horizons}]")
+    cfg = load_config(config or backend, overrides)
+    clips, errors = load_clips(annotations, videos, missing_event)
+    summary = extract_run(clips, out, cfg, workers=workers)
+    for e in errors:
+        record_error(out, getattr(e, "path", "?").__str__(), "annotations", str(e), type(e).__name__)
+    _print_extract(summary, len(errors))
+    if summary.failed or errors:
+        raise typer.Exit(1)
+
+
+def _print_extract(s, bad_rows: int = 0) -> None:
+    rate = s.clip_seconds / s.seconds if s.seconds > 0 else float("nan")
+    console.print(
+        f"extracted {s.ok} clip(s) ({s.skipped} already done), {s.windows} windows, {s.failed} failed"
+        + (f", {bad_rows} annotation row(s) skipped" if bad_rows else "")
+        + f" in {s.seconds:.1f} s ({s.frames_processed} frames perceived; {rate:.1f}x real time)"
+    )
+    console.print(f"  run folder: {s.run_dir}  (features.parquet, clips/<id>/<window>/window_meta.json + kf*.png)")
+    if s.failed:
+        console.print(f"  [yellow]failures recorded in {s.run_dir / 'errors.jsonl'}[/]")
+
+
 # ----------------------------------------------------------------------------- demo
 
 

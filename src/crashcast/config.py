@@ -46,13 +46,19 @@ class ClassicPerceptionConfig(_Strict):
     """Weight-free perception: OpenCV flow, ground-plane depth, motion detection, ByteTrack."""
 
     flow_preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    frame_step: int = Field(3, ge=1, le=10, description="perceive every Nth frame of the 30 fps grid (flow between them: more signal, less work)")
+    max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
     hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
     camera_height_m: float = Field(1.4, gt=0)
     horizon: float | Literal["auto"] = Field(0.5, description="horizon row as a fraction of the height, or 'auto' (focus of expansion)")
     ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
-    residual_threshold_px: float = Field(0.6, gt=0, description="flow residual (vs the road plane) that marks an obstacle")
-    residual_relative: float = Field(0.35, ge=0, description="residual threshold as a fraction of the road-plane flow")
-    min_box_px: int = Field(10, ge=2)
+    residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
+    residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")
+    min_parallax_px: float = Field(0.2, ge=0, description="road motion (pixels/frame) below which parallax tells nothing")
+    road_color_k: float = Field(4.0, gt=0, description="colour distance (in robust std) beyond which a pixel is not road")
+    parallax_ratio: float = Field(0.45, ge=0, description="residual / road motion above which a region stands off the road")
+    max_off_road_fraction: float = Field(0.3, gt=0, le=1, description="more of the ego path off the road plane than this means the fit failed")
+    min_box_px: int = Field(8, ge=2)
     ego_path_half_width_m: float = Field(1.6, gt=0)
     track_buffer_frames: int = Field(15, ge=1)
 

@@ -261,9 +261,9 @@ class ClipPerception:
     """Everything perception produced for one clip span, computed once and cut into windows.
 
     times_s: (F,) frame times; tracks: the object tracks; looming: (F,) ego-path looming, 1/s
-    (expansion rate of what lies straight ahead beyond what the road itself does); scene_ttc_s:
-    (F,) 2 / looming (inf when nothing looms); detections: per frame, the tracked detections
-    (masks included) for overlays.
+    (expansion rate of off-road regions straight ahead; a surface at depth Z closing at v looms at
+    v / Z); scene_ttc_s: (F,) 1 / looming (inf when nothing looms); detections: per frame, the
+    tracked detections (masks only where kept, e.g. at keyframes) for overlays.
     """
 
     clip_id: str
@@ -276,6 +276,7 @@ class ClipPerception:
     detections: list[Detections]
     backends: dict[str, str]
     frames_processed: int
+    source_index: np.ndarray | None = None  # (F,) index of each perceived frame in the decoded span
 
     def track_by_id(self, track_id: int) -> ObjectTrack:
         for t in self.tracks:

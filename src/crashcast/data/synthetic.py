@@ -298,7 +298,7 @@ class Renderer:
         self.cfg = cfg
         self.f = cfg.focal_px
         self.cx, self.cy = cfg.width / 2, cfg.height / 2
-        tex = _periodic_noise(rng, 512, 1.2) + 0.5 * _periodic_noise(rng, 512, 8.0)
+        tex = _periodic_noise(rng, 512, 3.0) + 0.5 * _periodic_noise(rng, 512, 15.0)  # 24 cm grain, 1.2 m patches
         self.texture = (tex / tex.std()).astype(np.float32)
         self.texel_m = 0.08
         self.road_gray = rng.uniform(85, 115)

@@ -1,0 +1,259 @@
+"""Extraction: clips -> perception once per clip -> window_meta.json + keyframe overlays + feature table.
+
+Run layout (one folder):
+    config.yaml                 resolved config (with its hash)
+    clips/<id>/<window>/        window_meta.json, kf0.png, kf1.png, kf2.png
+    features.parquet            one row per window (derived from the window_meta files)
+    errors.jsonl                one line per clip that failed: clip id, stage, error
+Outputs are written atomically; a rerun with the same config skips clips whose window_meta files
+all exist and validate, and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crashcast.config import CrashcastConfig
+from crashcast.data.video import decode, probe
+from crashcast.data.windows import clip_span, make_windows
+from crashcast.errors import ConfigError, CrashcastError, SchemaError
+from crashcast.features import overlays
+from crashcast.features.kinematics import ObjectKinematics, scene_looming, window_objects
+from crashcast.features.table import feature_row
+from crashcast.features.window_meta import (
+    Instance,
+    MaskStat,
+    ObjectSummary,
+    OpticalFlowStat,
+    Scene,
+    WindowMeta,
+    finite_or_none,
+    read_window_meta,
+    write_window_meta,
+)
+from crashcast.runtime.store import atomic_write_bytes, atomic_write_text
+from crashcast.types import Clip, ClipPerception, Window
+
+log = logging.getLogger(__name__)
+
+WARMUP_S = 0.5  # perceive a little before the first window so tracks exist at its first keyframe
+
+
+def window_dirname(w: Window) -> str:
+    return w.phase if w.horizon_s == 0 else f"{w.phase}_h{w.horizon_s:g}"
+
+
+def perception_hash(cfg: CrashcastConfig) -> str:
+    """What window_meta files depend on: video, windows, perception and feature settings."""
+    return cfg.hash("video", "windows", "perception", "features")
+
+
+@dataclass
+class ClipResult:
+    clip_id: str
+    rows: list[dict]
+    frames_decoded: int = 0
+    frames_processed: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+    window_ids: list[str] = field(default_factory=list)
+
+
+def _summary(o: ObjectKinematics) -> ObjectSummary:
+    last = lambda xs: next((x for x in reversed(xs) if x is not None), None)  # noqa: E731
+    return ObjectSummary(
+        object_id=o.object_id, class_name=o.class_name,
+        depth_m=[finite_or_none(d, 3) for d in o.depth_m],
+        centroid_m=[[round(c, 3) for c in p] if p is not None else None for p in o.centroid_m],
+        mean_depth_m=finite_or_none(o.mean_depth_m, 3), depth_rate_mps=finite_or_none(o.depth_rate_mps),
+        closing_speed_mps=finite_or_none(o.closing_speed_mps), ttc_s=finite_or_none(o.ttc_s),
+        ttc_depth_s=finite_or_none(o.ttc_depth_s), ttc_scale_s=finite_or_none(o.ttc_scale_s),
+        lateral_offset_m=finite_or_none(o.lateral_offset_m, 3), speed_valid=o.speed_valid, acc_valid=o.acc_valid,
+        speed_mps=finite_or_none(last(o.speed_mps)), accel_mps2=finite_or_none(last(o.accel_mps2)),
+        frames_seen=o.frames_seen, depth_track_m=o.depth_track_m, depth_track_t=o.depth_track_t,
+    )
+
+
+def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, frame_paths: list[str],
+                      objects: list[ObjectKinematics], config_hash: str) -> WindowMeta:
+    instances, box_depths, mask_stats = [], [], []
+    for k in range(3):
+        depths, stats = {}, {}
+        for o in objects:
+            if o.box_xyxy[k] is None:
+                continue
+            instances.append(Instance(
+                frame_idx=k, object_id=o.object_id, class_name=o.class_name, box=o.box_xyxy[k],
+                mask_area=round(o.mask_area_px[k], 1), occlusion=round(float(np.clip(o.occlusion[k], 0, 1)), 4),
+                optical_flow=OpticalFlowStat(avg_mag=round(o.flow_mag_px[k], 4), avg_ang=round(o.flow_ang_deg[k], 2)),
+                speed=finite_or_none(o.speed_mps[k]), acceleration=finite_or_none(o.accel_mps2[k]),
+            ))
+            depths[str(o.object_id)] = finite_or_none(o.depth_m[k], 3)
+            stats[str(o.object_id)] = MaskStat(area=round(o.mask_area_px[k], 1), occlusion=round(float(o.occlusion[k]), 4))
+        box_depths.append(depths)
+        mask_stats.append(stats)
+    looming = scene_looming(perc, w)
+    fps = cfg.video.fps
+    return WindowMeta(
+        phase=w.phase, frame_paths=frame_paths, frame_times=list(w.keyframe_times_s), label=w.label,
+        y_alert=list(w.y_alert), y_event=list(w.y_event), instances=instances, box_depths=box_depths, mask_stats=mask_stats,
+        clip_id=w.clip_id, window_id=w.id, horizon_s=w.horizon_s, start_s=w.start_s, end_s=w.end_s, clamped=w.clamped,
+        anchor=w.anchor_source, soft_target=w.soft_target,
+        keyframe_indices=[round(t * fps) for t in w.keyframe_times_s], backends=perc.backends,
+        config_hash=config_hash, objects=[_summary(o) for o in objects],
+        scene=Scene(looming_per_s=round(looming, 4), scene_ttc_s=finite_or_none(1.0 / looming if looming > 1e-6 else math.inf),
+                    n_objects=len(objects)),
+    )
+
+
+def _existing(clip_dir: Path, windows: list[Window], config_hash: str) -> list[WindowMeta] | None:
+    metas = []
+    for w in windows:
+        path = clip_dir / window_dirname(w) / "window_meta.json"
+        if not path.exists():
+            return None
+        try:
+            m = read_window_meta(path)
+        except SchemaError as e:
+            log.info("redoing %s: %s", w.id, e)
+            return None
+        if m.config_hash != config_hash or not all((path.parent / p).exists() for p in m.frame_paths):
+            return None
+        metas.append(m)
+    return metas
+
+
+def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
+    """Perceive one clip once and write every window's window_meta.json and overlays."""
+    t0 = time.time()
+    info = probe(clip.video_path)
+    windows = make_windows(clip, info.duration_s, cfg.windows)
+    if not windows:
+        raise CrashcastError(f"{clip.video_path}: clip {clip.id!r} has no window inside the video")
+    chash = perception_hash(cfg)
+    clip_dir = run_dir / "clips" / clip.id
+    done = _existing(clip_dir, windows, chash)
+    if done is not None:
+        return ClipResult(clip.id, [feature_row(m, cfg.features.top_k) for m in done], skipped=True,
+                          window_ids=[m.window_id for m in done], seconds=time.time() - t0)
+    start, end = clip_span(windows)
+    frames = decode(clip.video_path, max(0.0, start - WARMUP_S), end, cfg.video.fps, cfg.video.long_side, clip_id=clip.id)
+    keep = sorted({t for w in windows for t in w.keyframe_times_s})
+    from crashcast.perception.pipeline import perceive
+
+    perc = perceive(frames, cfg.perception, keep_times=keep)
+    rows = []
+    for w in windows:
+        objects = window_objects(perc, w, cfg.features, cfg.perception.classic.ego_front_m, cfg.video.fps)
+        wdir = clip_dir / window_dirname(w)
+        names = [f"kf{k}.png" for k in range(3)]
+        if cfg.features.write_overlays:
+            _write_overlays(wdir, names, w, perc, frames, objects)
+        meta = build_window_meta(w, perc, cfg, names, objects, chash)
+        write_window_meta(wdir / "window_meta.json", meta)
+        rows.append(feature_row(meta, cfg.features.top_k))
+    return ClipResult(clip.id, rows, frames_decoded=len(frames.frames), frames_processed=perc.frames_processed,
+                      seconds=time.time() - t0, window_ids=[w.id for w in windows])
+
+
+def _write_overlays(wdir: Path, names: list[str], w: Window, perc: ClipPerception, frames, objects: list[ObjectKinematics]) -> None:
+    by_id = {o.object_id: o for o in objects}
+    for k, (name, t) in enumerate(zip(names, w.keyframe_times_s, strict=True)):
+        j = int(np.argmin(np.abs(perc.times_s - t)))
+        det = perc.detections[j]
+        src = int(perc.source_index[j]) if perc.source_index is not None else j
+        labels = []
+        for i in range(len(det)):
+            tid = int(det.tracker_id[i]) if det.tracker_id is not None else i
+            o = by_id.get(tid)
+            depth = o.depth_m[k] if o is not None else None
+            ttc = o.ttc_s if (o is not None and k == 2) else None
+            labels.append(overlays.object_label(tid, str(det.class_name[i]), depth, ttc))
+        caption = f"{w.id}  t={t:.2f}s  keyframe {k + 1}/3"
+        overlays.write_png(wdir / name, overlays.draw(frames.frames[src], det, labels, caption))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
+    """Create the run folder and its config.yaml; refuse to mix outputs of a different config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.yaml"
+    text = f"# config hash: {cfg.hash()}\n" + cfg.to_yaml()
+    if cfg_path.exists() and not new:
+        from crashcast.config import load_config
+
+        old = load_config(cfg_path)
+        if perception_hash(old) != perception_hash(cfg):
+            raise ConfigError(
+                f"{run_dir}: holds outputs of a different extraction config (hash {perception_hash(old)} vs "
+                f"{perception_hash(cfg)}); use another --out folder or pass --new-run to start over there"
+            )
+    atomic_write_text(cfg_path, text)
+
+
+def record_error(run_dir: Path, clip_id: str, stage: str, error: str, error_type: str | None = None) -> None:
+    with (run_dir / "errors.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"clip_id": clip_id, "stage": stage, "error_type": error_type, "error": error,
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+
+def _extract_job(clip: Clip, run_dir: Path, cfg_json: str) -> ClipResult:
+    cfg = CrashcastConfig.model_validate_json(cfg_json)
+    return extract_clip(clip, run_dir, cfg)
+
+
+@dataclass
+class ExtractSummary:
+    run_dir: Path
+    ok: int
+    failed: int
+    skipped: int
+    windows: int
+    seconds: float
+    frames_processed: int
+    frames_decoded: int
+    clip_seconds: float
+
+
+def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers: int = 1, progress: bool = True,
+                new: bool = False) -> ExtractSummary:
+    """Extract every clip (failures recorded in errors.jsonl and skipped) and write features.parquet."""
+    import pandas as pd
+
+    from crashcast.runtime.executor import run_jobs
+
+    t0 = time.time()
+    prepare_run(run_dir, cfg, new)
+    errors_path = run_dir / "errors.jsonl"
+    if errors_path.exists():
+        errors_path.unlink()  # this run's failures only; earlier ones are retried
+    cfg_json = cfg.model_dump_json()
+    jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
+    results = run_jobs(_extract_job, jobs, workers, f"extracting {len(clips)} clips", progress)
+    rows, ok, failed, skipped = [], 0, 0, 0
+    frames_p = frames_d = 0
+    for r in results:
+        if r.ok:
+            ok += 1
+            rows += r.value.rows
+            skipped += int(r.value.skipped)
+            frames_p += r.value.frames_processed
+            frames_d += r.value.frames_decoded
+        else:
+            failed += 1
+            log.warning("clip %s failed: %s", r.key, r.error)
+            record_error(run_dir, r.key, "extract", r.error or "", r.error_type)
+    clip_seconds = frames_d / cfg.video.fps
+    df = pd.DataFrame(rows)
+    buf = df.to_parquet(index=False) if len(df) else pd.DataFrame({"window_id": []}).to_parquet(index=False)
+    atomic_write_bytes(run_dir / "features.parquet", buf)
+    return ExtractSummary(run_dir, ok, failed, skipped, len(rows), time.time() - t0, frames_p, frames_d, clip_seconds)

@@ -1,0 +1,72 @@
+"""The feature table: one row per window, derived from its window_meta.json (the single source).
+
+Columns: identifiers and labels, scene features, ego-path aggregates, and the top-K closest
+objects flattened (`obj1_depth_m`, ...). Unknown values are NaN; an infinite TTC is capped at
+`TTC_CAP_S` so models see "far in the future" rather than a missing value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from crashcast.features.window_meta import WindowMeta
+
+TTC_CAP_S = 10.0
+DEPTH_CAP_M = 100.0
+IN_PATH_M = 1.5  # an object whose nearest side is within this of the camera axis is in the ego path
+
+ID_COLUMNS = ["window_id", "clip_id", "phase", "horizon_s", "end_s", "clamped", "label", "soft_target"]
+_OBJ_FIELDS = ["present", "depth_m", "closing_mps", "ttc_s", "lateral_m", "in_path", "speed_mps", "accel_mps2",
+               "flow_mag", "occlusion", "mask_area", "is_vehicle", "is_person"]
+
+
+def feature_columns(top_k: int = 3) -> list[str]:
+    scene = ["looming_per_s", "scene_ttc_s", "n_objects", "path_min_ttc_s", "path_max_closing_mps", "path_min_depth_m", "min_ttc_s"]
+    return scene + [f"obj{k}_{f}" for k in range(1, top_k + 1) for f in _OBJ_FIELDS]
+
+
+def _cap(v: float | None, cap: float) -> float:
+    if v is None:
+        return cap
+    return float(min(v, cap)) if math.isfinite(v) else cap
+
+
+def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
+    row: dict = {
+        "window_id": meta.window_id, "clip_id": meta.clip_id, "phase": meta.phase, "horizon_s": meta.horizon_s,
+        "end_s": meta.end_s, "clamped": meta.clamped, "label": meta.label, "soft_target": meta.soft_target,
+        "looming_per_s": meta.scene.looming_per_s, "scene_ttc_s": _cap(meta.scene.scene_ttc_s, TTC_CAP_S),
+        "n_objects": meta.scene.n_objects,
+    }
+    objs = meta.objects
+    in_path = [o for o in objs if o.lateral_offset_m is not None and o.lateral_offset_m < IN_PATH_M]
+    row["path_min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in in_path), default=TTC_CAP_S)
+    row["path_max_closing_mps"] = max((o.closing_speed_mps or 0.0 for o in in_path), default=0.0)
+    row["path_min_depth_m"] = min((_cap(o.mean_depth_m, DEPTH_CAP_M) for o in in_path), default=DEPTH_CAP_M)
+    row["min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in objs), default=TTC_CAP_S)
+    for k in range(1, top_k + 1):
+        o = objs[k - 1] if k <= len(objs) else None
+        pre = f"obj{k}_"
+        if o is None:
+            row.update({pre + f: np.nan for f in _OBJ_FIELDS})
+            row[pre + "present"] = 0.0
+            continue
+        last = lambda xs: next((x for x in reversed(xs) if x is not None), None)  # noqa: E731
+        row.update({
+            pre + "present": 1.0,
+            pre + "depth_m": _cap(o.mean_depth_m, DEPTH_CAP_M),
+            pre + "closing_mps": o.closing_speed_mps if o.closing_speed_mps is not None else np.nan,
+            pre + "ttc_s": _cap(o.ttc_s, TTC_CAP_S),
+            pre + "lateral_m": o.lateral_offset_m if o.lateral_offset_m is not None else np.nan,
+            pre + "in_path": float(o.lateral_offset_m is not None and o.lateral_offset_m < IN_PATH_M),
+            pre + "speed_mps": o.speed_mps if (o.speed_valid and o.speed_mps is not None) else np.nan,
+            pre + "accel_mps2": o.accel_mps2 if (o.acc_valid and o.accel_mps2 is not None) else np.nan,
+            pre + "flow_mag": last([i.optical_flow.avg_mag for i in meta.instances if i.object_id == o.object_id]) or np.nan,
+            pre + "occlusion": last([i.occlusion for i in meta.instances if i.object_id == o.object_id]) or 0.0,
+            pre + "mask_area": last([i.mask_area for i in meta.instances if i.object_id == o.object_id]) or np.nan,
+            pre + "is_vehicle": float(o.class_name == "vehicle"),
+            pre + "is_person": float(o.class_name in ("person", "cyclist")),
+        })
+    return row

@@ -1,0 +1,90 @@
+"""One Protocol per perception stage. Classic (weight-free) and model backends implement the same ones.
+
+Every stage takes a batch (a sequence of frames, and what earlier stages found for them) and
+returns one result per frame, so model backends can batch on a GPU while the classic ones loop.
+Frames are (H, W, 3) uint8 RGB. `FrameContext` carries what earlier stages learnt about a frame
+(flow, the road's own motion) to the stages that can use it; model backends may ignore it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from crashcast.types import CameraModel, DepthMap, Detections, Flow
+
+
+@dataclass
+class FrameContext:
+    """What the pipeline knows about one frame before detection.
+
+    flow: motion from the previous processed frame (pixels per frame); road_flow: (H, W, 2) the
+    flow the road plane alone would produce (from the ego-motion fit; None when unknown);
+    off_road: (H, W) bool, pixels whose motion the road plane does not explain (obstacles);
+    residual: (H, W) |flow - road_flow|; flow_valid: (H, W) bool, where the road moves little enough
+    between perceived frames for flow to be trusted; parallax: (H, W) pixels per frame, the road's
+    flow minus the flow at the horizon (camera rotation and shake removed): how much motion a
+    standing object would differ by.
+    """
+
+    index: int
+    time_s: float
+    camera: CameraModel
+    flow: Flow | None = None
+    road_flow: np.ndarray | None = None
+    off_road: np.ndarray | None = None
+    residual: np.ndarray | None = None
+    flow_valid: np.ndarray | None = None
+    parallax: np.ndarray | None = None
+
+
+@runtime_checkable
+class FlowEstimator(Protocol):
+    name: str
+
+    def flow(self, previous: Sequence[np.ndarray], current: Sequence[np.ndarray]) -> list[Flow]:
+        """Flow from each previous frame to the matching current frame (pixels between the two)."""
+        ...
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+
+    def detect(self, frames: Sequence[np.ndarray], contexts: Sequence[FrameContext]) -> list[Detections]:
+        """Objects in each frame (boxes, confidence, coarse class in `CLASS_NAMES`)."""
+        ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    name: str
+
+    def segment(self, frames: Sequence[np.ndarray], detections: Sequence[Detections], contexts: Sequence[FrameContext]) -> list[Detections]:
+        """The same detections with `mask` (n, H, W) filled in."""
+        ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    name: str
+
+    def reset(self) -> None:
+        """Forget every track (a new clip starts)."""
+        ...
+
+    def update(self, frame: np.ndarray, detections: Detections, time_s: float) -> Detections:
+        """Assign `tracker_id` to this frame's detections (frames arrive in time order)."""
+        ...
+
+
+@runtime_checkable
+class DepthEstimator(Protocol):
+    name: str
+
+    def depth(self, frames: Sequence[np.ndarray], detections: Sequence[Detections], contexts: Sequence[FrameContext]) -> list[DepthMap]:
+        """Dense depth per frame (metres when `is_metric`)."""
+        ...

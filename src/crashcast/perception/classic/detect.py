@@ -1,0 +1,164 @@
+"""Obstacles on the road from two weight-free cues, grouped into boxes.
+
+1. Motion (plane + parallax): pixels whose flow the road homography does not explain. A vehicle
+   keeping its distance barely moves while the road under it streams past; an approaching one
+   expands; a crossing person slides sideways. Only usable where the road itself moves enough.
+2. Appearance (free-space): the road's colour is learnt each frame from the patch just ahead of the
+   bumper; within the road's extent, regions that do not look like road are obstacle candidates,
+   kept only if their motion is not that of the road plane (lane paint is flat, cars are not).
+
+The coarse class comes from the box's size in metres at its ground-contact depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from crashcast.config import ClassicPerceptionConfig
+from crashcast.perception.base import FrameContext
+from crashcast.types import CameraModel, Detections
+
+
+def ground_depth_at_row(y: np.ndarray | float, camera: CameraModel) -> np.ndarray:
+    """Depth (m) of the road at image row y: Z = f * h / (y - horizon); inf at or above the horizon."""
+    dy = np.asarray(y, dtype=np.float64) - camera.horizon_y
+    with np.errstate(divide="ignore"):
+        return np.where(dy > 0.5, camera.focal_px * camera.height_m / np.maximum(dy, 0.5), np.inf)
+
+
+def _contact_row(not_road: np.ndarray, x: int, top: int, bottom: int, width: int, fill: float = 0.5) -> int:
+    """The object's ground-contact row: scanning down from the middle of its box, the first row whose
+    central 60 % is mostly road. Follows the object below the box when near rows lacked flow, and
+    trims a box that the morphology let spill onto the road."""
+    h = not_road.shape[0]
+    x0, x1 = x + int(0.2 * width), x + max(int(0.8 * width), int(0.2 * width) + 1)
+    frac = not_road[:, x0:x1].mean(axis=1)
+    r = max(top, (top + bottom) // 2)
+    if frac[r:bottom].max(initial=0.0) <= fill:  # no appearance evidence: keep the motion box
+        return bottom
+    while r < h and frac[r] > fill:
+        r += 1
+    return r
+
+
+def classify(width_m: float, height_m: float, aspect: float) -> str:
+    """Coarse class from metric size and aspect (height / width)."""
+    if aspect >= 1.5 and width_m < 1.3 and 0.8 < height_m < 2.4:
+        return "person"
+    if width_m >= 1.1 and height_m >= 0.6:
+        return "vehicle"
+    return "object"
+
+
+class MotionDetector:
+    """`Detector` finding off-road regions in the road-motion residual (needs `FrameContext.off_road`)."""
+
+    name = "classic-motion"
+
+    def __init__(self, cfg: ClassicPerceptionConfig | None = None) -> None:
+        self.cfg = cfg or ClassicPerceptionConfig()
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+        self._open5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+    def detect(self, frames: Sequence[np.ndarray], contexts: Sequence[FrameContext]) -> list[Detections]:
+        return [self._detect_one(f, ctx) for f, ctx in zip(frames, contexts, strict=True)]
+
+    def _appearance_candidates(self, frame: np.ndarray, cam: CameraModel, residual: np.ndarray, road_mag: np.ndarray,
+                               valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the road's extent, non-road-looking pixels inside it whose motion is not the road's,
+        all non-road-looking pixels inside it)."""
+        h, w = frame.shape[:2]
+        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(np.float32)
+        top = int(np.clip(cam.horizon_y + 1, 0, h - 1))
+        y0, y1 = int(0.82 * h), int(0.97 * h)
+        patch = lab[max(y0, top) : y1, int(0.38 * w) : int(0.62 * w)].reshape(-1, 3)
+        if len(patch) < 50:
+            empty = np.zeros((h, w), bool)
+            return empty, empty, empty
+        med = np.median(patch, axis=0)
+        mad = np.median(np.abs(patch - med), axis=0) * 1.4826 + np.array([3.0, 2.0, 2.0], np.float32)
+        dist = np.max(np.abs(lab - med) / (self.cfg.road_color_k * mad), axis=2)
+        below = np.zeros((h, w), bool)
+        below[top:] = True
+        road_like = (dist <= 1.0) & below
+        road_like = cv2.morphologyEx(road_like.astype(np.uint8), cv2.MORPH_OPEN, self._open).astype(bool)
+        # the road's extent per row: between its leftmost and rightmost road-like pixel
+        any_road = road_like.any(axis=1)
+        left = np.where(any_road, road_like.argmax(axis=1), w)
+        right = np.where(any_road, w - 1 - road_like[:, ::-1].argmax(axis=1), -1)
+        cols = np.arange(w)[None, :]
+        span = (cols > left[:, None]) & (cols < right[:, None])
+        anomaly = ((dist > 1.0) & span & below & valid).astype(np.uint8)
+        anomaly = cv2.morphologyEx(anomaly, cv2.MORPH_OPEN, self._open5)  # drops thin paint lines
+        # flat paint moves with the road (residual ~ flow noise); standing objects do not, at least
+        # in their upper part (their bottom touches the road and moves like it)
+        standing = (residual > self.cfg.parallax_ratio * road_mag + 0.05).astype(np.float32)
+        n, labels, _stats, _ = cv2.connectedComponentsWithStats(anomaly, connectivity=8)
+        if n <= 1:
+            return span & below, np.zeros((h, w), bool), (dist > 1.0) & span & below
+        idx = labels.ravel()
+        count = np.bincount(idx, minlength=n).astype(np.float32)
+        frac = np.bincount(idx, weights=standing.ravel(), minlength=n) / np.maximum(count, 1)
+        still = np.bincount(idx, weights=road_mag.ravel(), minlength=n) / np.maximum(count, 1) < self.cfg.min_parallax_px
+        keep = (frac > 0.2) | still
+        keep[0] = False
+        anomaly = keep[labels]
+        return span & below, anomaly, (dist > 1.0) & span & below
+
+    def _detect_one(self, frame: np.ndarray, ctx: FrameContext) -> Detections:
+        if ctx.off_road is None or ctx.residual is None or ctx.road_flow is None:
+            return Detections.empty()
+        cam = ctx.camera
+        h, w = ctx.off_road.shape
+        road_mag = ctx.parallax if ctx.parallax is not None else np.linalg.norm(ctx.road_flow, axis=2)
+        measurable = road_mag > self.cfg.min_parallax_px
+        moving = ctx.off_road & measurable
+        valid = ctx.flow_valid if ctx.flow_valid is not None else np.ones_like(measurable)
+        span, candidates, not_road = self._appearance_candidates(frame, cam, ctx.residual, road_mag, valid)
+        # only what is on the road (or entering it) can be hit: both cues inside the road's extent
+        span = cv2.dilate(span.astype(np.uint8), np.ones((1, 15), np.uint8)).astype(bool)
+        mask = ((moving & span) | candidates).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        boxes, scores, names, masks = [], [], [], []
+        min_px = self.cfg.min_box_px
+        for k in range(1, n):
+            x, y, bw, bh, area = stats[k]
+            # near rows move too fast for flow: follow the object's non-road pixels down to its contact
+            bottom = _contact_row(not_road, x, y, y + bh, bw)
+            bh = bottom - y
+            if bw < min_px or bh < min_px or area < 0.3 * min_px * min_px:
+                continue
+            if bottom <= cam.horizon_y + 2:  # objects stand on the road, below the horizon
+                continue
+            if bw > 0.85 * w:  # a misfit of the road itself, not an object
+                continue
+            comp = labels[y : y + bh, x : x + bw] == k
+            if comp.sum() < 0.25 * bw * bh:  # a thin diagonal: lane paint or a road edge, not a body
+                continue
+            if bottom >= h - 2 and ctx.flow is not None:
+                still = float(np.linalg.norm(ctx.flow.uv[y : y + bh, x : x + bw][comp], axis=1).mean()) < 0.3
+                if still:  # fixed to the camera at the frame's bottom: our own hood or dashboard
+                    continue
+            z = float(ground_depth_at_row(bottom, cam))
+            width_m, height_m = bw * z / cam.focal_px, bh * z / cam.focal_px
+            if width_m > 6.0 or height_m > 6.0:  # larger than any road user: buildings, misfits
+                continue
+            strength = float(np.mean(ctx.residual[y : y + bh, x : x + bw][comp]))
+            thr = self.cfg.residual_threshold_px
+            conf = float(np.clip(1.0 - np.exp(-strength / (2 * thr)), 0.05, 0.99)) * min(1.0, area / (bw * bh) + 0.3)
+            full = np.zeros((h, w), bool)
+            full[y : y + bh, x : x + bw] = comp
+            boxes.append((x, y, x + bw, bottom))
+            scores.append(conf)
+            names.append(classify(width_m, height_m, bh / max(bw, 1)))
+            masks.append(full)
+        if not boxes:
+            return Detections.empty()
+        return Detections(np.array(boxes, np.float32), np.array(scores), np.array(names, object),
+                          mask=np.array(masks), source=np.array([self.name] * len(boxes), object))

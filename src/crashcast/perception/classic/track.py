@@ -1,0 +1,41 @@
+"""Multi-object tracking with ByteTrack from the `trackers` package (Zhang et al. 2022)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crashcast.types import Detections
+
+
+class ByteTrack:
+    """`Tracker` wrapping `trackers.ByteTrackTracker`; keeps class names and masks with each box."""
+
+    name = "bytetrack"
+
+    def __init__(self, lost_track_buffer: int = 15, frame_rate: float = 30.0, activation_threshold: float = 0.25,
+                 minimum_consecutive_frames: int = 2) -> None:
+        self.params = dict(lost_track_buffer=lost_track_buffer, frame_rate=frame_rate,
+                           track_activation_threshold=activation_threshold,
+                           minimum_consecutive_frames=minimum_consecutive_frames,
+                           high_conf_det_threshold=max(activation_threshold, 0.4), minimum_iou_threshold=0.1)
+        self.reset()
+
+    def reset(self) -> None:
+        from trackers import ByteTrackTracker
+
+        self._tracker = ByteTrackTracker(**self.params)
+
+    def update(self, frame: np.ndarray, detections: Detections, time_s: float) -> Detections:
+        if len(detections) == 0:
+            self._tracker.update(Detections.empty().to_supervision())
+            return detections
+        sv_det = detections.to_supervision()
+        if detections.source is not None:
+            sv_det.data["source"] = detections.source.astype(str)
+        tracked = self._tracker.update(sv_det)
+        keep = tracked.tracker_id >= 0 if tracked.tracker_id is not None else np.zeros(len(tracked), bool)
+        tracked = tracked[keep]
+        out = Detections.from_supervision(tracked)
+        if "source" in tracked.data:
+            out.source = np.asarray(tracked.data["source"], dtype=object)
+        return out

@@ -1,0 +1,68 @@
+"""The road's own motion: a RANSAC homography fitted to flow samples below the horizon.
+
+Under ego motion the road is a plane, so its image motion is a homography; pixels whose flow the
+homography does not explain are off the road plane: vehicles, people, poles (plane + parallax).
+Works on any dense flow (DIS, RAFT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from crashcast.types import CameraModel
+
+
+@dataclass
+class RoadMotion:
+    """homography: (3, 3) road-plane motion over `stride` frames, or None when the fit failed;
+    road_flow: (H, W, 2) pixels per frame; residual: (H, W) |flow - road_flow|, pixels per frame;
+    inlier_fraction: share of road samples the homography explains."""
+
+    homography: np.ndarray | None
+    road_flow: np.ndarray
+    residual: np.ndarray
+    inlier_fraction: float
+
+
+def _grid(width: int, height: int, top: int, step: int) -> np.ndarray:
+    ys, xs = np.mgrid[top:height:step, step // 2 : width : step]
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+def fit_road_motion(flow_uv: np.ndarray, camera: CameraModel, stride: int = 1, step: int = 8, band: float = 0.6) -> RoadMotion:
+    """Fit the road homography to `flow_uv` ((H, W, 2) pixels per frame; displacement = uv * stride).
+
+    Samples come from the road band between just below the horizon and `band` of the way to the
+    bottom: nearer rows move too far between frames for flow to be reliable."""
+    h, w = flow_uv.shape[:2]
+    top = int(min(h - 2, max(0, camera.horizon_y + 0.04 * h)))
+    bottom = int(top + band * (h - top))
+    pts = _grid(w, bottom, top, step)
+    disp = flow_uv[pts[:, 1].astype(int), pts[:, 0].astype(int)] * stride
+    H = None
+    inliers = 0.0
+    if len(pts) >= 8 and float(np.median(np.abs(disp))) > 0.05:
+        # flow errors grow with displacement (~15 % for DIS): scale the inlier threshold with it
+        thr = max(1.0, 0.2 * float(np.median(np.linalg.norm(disp, axis=1))))
+        H, mask = cv2.findHomography(pts, pts + disp, cv2.RANSAC, ransacReprojThreshold=thr, maxIters=500)
+        if H is not None and mask is not None:
+            inliers = float(mask.mean())
+            if inliers < 0.3:
+                H = None
+    road = np.zeros_like(flow_uv)
+    if H is not None:
+        # evaluate the homography on a coarse grid and upsample (the field is smooth)
+        cs = 4
+        ys, xs = np.mgrid[0:h:cs, 0:w:cs]
+        ys_eval = np.maximum(ys, top)  # above the horizon: continue the flow of the road's top row
+        p = np.stack([xs.ravel(), ys_eval.ravel()], axis=1).astype(np.float32)[None]
+        q = cv2.perspectiveTransform(p, H)[0]
+        d = ((q - p[0]) / stride).reshape((*ys.shape, 2)).astype(np.float32)
+        road = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        inliers = 1.0 if float(np.median(np.abs(disp))) <= 0.05 else 0.0  # a still road is explained by zero flow
+    residual = np.linalg.norm(flow_uv - road, axis=2)
+    return RoadMotion(H, road, residual, inliers)

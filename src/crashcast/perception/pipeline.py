@@ -1,0 +1,202 @@
+"""Perception over a clip, frame by frame in time order (so the same code streams for `predict`).
+
+flow (previous processed frame -> current) -> road motion fit -> detect -> segment -> track ->
+depth -> per-object statistics; plus the detection-free ego-path looming. It perceives every
+`frame_step`-th frame of the 30 fps grid (counted back from the clip span's last frame), so flow
+spans several frames: more signal for slow motion, less work. Per clip it runs once over the
+union of the windows' spans; windows are views of the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from crashcast.config import PerceptionConfig
+from crashcast.perception import registry
+from crashcast.perception.base import FrameContext
+from crashcast.perception.egomotion import fit_road_motion
+from crashcast.perception.motion_stats import corridor_mask, ego_path_looming, expansion_rate, mean_flow
+from crashcast.types import CameraModel, ClipFrames, ClipPerception, Detections, ObjectTrack
+
+log = logging.getLogger(__name__)
+
+LOOMING_MEDIAN = 5  # perceived frames (0.5 s at the default 10 Hz)
+
+
+@dataclass
+class _TrackLog:
+    class_votes: dict[str, float] = field(default_factory=dict)
+    rows: list[tuple] = field(default_factory=list)
+
+
+@dataclass
+class FrameResult:
+    """One processed frame: tracked detections, per-object measurements, scene looming (1/s)."""
+
+    index: int
+    time_s: float
+    detections: Detections
+    objects: list[dict]
+    looming: float
+
+
+def normal_residual(frame: np.ndarray, residual_uv: np.ndarray, min_gradient: float = 3.0) -> np.ndarray:
+    """|residual flow . image gradient direction|, smoothed; 0 where the image has no texture.
+
+    Flow along an edge (a lane line, a road border) is not observable (the aperture problem), so only
+    the component across the local edges counts; textureless pixels (sky) tell nothing."""
+    g = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.5)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8
+    # structure-tensor-weighted projection: average (r.g)^2 and |g|^2 over a neighbourhood
+    rg = residual_uv[..., 0] * gx + residual_uv[..., 1] * gy
+    num = cv2.blur(rg * rg, (7, 7))
+    den = cv2.blur(gx * gx + gy * gy, (7, 7))
+    out = np.sqrt(np.maximum(num, 0.0) / np.maximum(den, 1e-6))
+    out[den < min_gradient**2 / 4] = 0.0
+    return out
+
+
+def camera_for(width: int, height: int, cfg: PerceptionConfig) -> CameraModel:
+    c = cfg.classic
+    horizon = 0.5 if c.horizon == "auto" else float(c.horizon)
+    return CameraModel.from_fov(width, height, c.hfov_deg, c.camera_height_m, horizon)
+
+
+class Perception:
+    """Stateful perception of one clip; call `step` for each frame in time order, then `result`."""
+
+    def __init__(self, cfg: PerceptionConfig, width: int, height: int, fps: float, clip_id: str = "") -> None:
+        self.cfg = cfg
+        self.fps = fps
+        self.clip_id = clip_id
+        self.camera = camera_for(width, height, cfg)
+        self.flow = registry.create("flow", cfg.flow, cfg)
+        self.detector = registry.create("detector", cfg.detector, cfg)
+        self.segmenter = registry.create("segmenter", cfg.segmenter, cfg)
+        self.tracker = registry.create("tracker", cfg.tracker, cfg)
+        self.depth = registry.create("depth", cfg.depth, cfg)
+        self._prev: tuple[np.ndarray, float] | None = None
+        self._corridor = corridor_mask(width, height, self.camera, cfg.classic.ego_path_half_width_m)
+        self._tracks: dict[int, _TrackLog] = {}
+        self.times: list[float] = []
+        self.looming: list[float] = []
+        self.detections: list[Detections] = []
+        self.frames_processed = 0
+
+    @property
+    def backends(self) -> dict[str, str]:
+        return {s: getattr(self, a).name for s, a in
+                (("flow", "flow"), ("detector", "detector"), ("segmenter", "segmenter"), ("tracker", "tracker"), ("depth", "depth"))}
+
+    def step(self, frame: np.ndarray, time_s: float, keep_masks: bool = False) -> FrameResult:
+        index = self.frames_processed
+        ctx = FrameContext(index, time_s, self.camera)
+        looming = 0.0
+        if self._prev is not None:
+            prev, prev_t = self._prev
+            k = max(1, round((time_s - prev_t) * self.fps))  # frames of the fps grid between the two
+            (flow,) = self.flow.flow([prev], [frame])
+            flow.uv /= k  # pixels per frame
+            road = fit_road_motion(flow.uv, self.camera, stride=k)
+            c = self.cfg.classic
+            road_mag = np.linalg.norm(road.road_flow, axis=2)
+            hrow = int(np.clip(self.camera.horizon_y, 0, road.road_flow.shape[0] - 1))
+            parallax = np.linalg.norm(road.road_flow - road.road_flow[hrow][None], axis=2)
+            threshold = c.residual_threshold_px + c.residual_relative * parallax
+            residual = normal_residual(frame, flow.uv - road.road_flow)
+            ctx.flow, ctx.road_flow, ctx.residual, ctx.parallax = flow, road.road_flow, residual, parallax
+            ctx.flow_valid = road_mag * k < c.max_road_flow_px
+            ctx.off_road = (residual > threshold) & ctx.flow_valid
+            road_px = self._corridor & ctx.flow_valid
+            if road.homography is None or ctx.off_road[road_px].mean() > c.max_off_road_fraction:
+                # the road's own motion is not explained: a failed fit, not a wall of obstacles
+                log.debug("%s t=%.2f: road motion fit failed; no motion cues this frame", self.clip_id, time_s)
+                ctx.off_road = np.zeros_like(ctx.off_road)
+            looming = ego_path_looming(flow.uv, ctx.off_road, self._corridor, self.fps)
+        self._prev = (frame, time_s)
+        (det,) = self.detector.detect([frame], [ctx])
+        (det,) = self.segmenter.segment([frame], [det], [ctx])
+        det = self.tracker.update(frame, det, time_s)
+        (depth,) = self.depth.depth([frame], [det], [ctx])
+        objects = []
+        for i in range(len(det)):
+            mask = det.mask[i] if det.mask is not None else None
+            x1, y1, x2, y2 = (float(v) for v in det.xyxy[i])
+            box_area = max((x2 - x1) * (y2 - y1), 1.0)
+            area = float(mask.sum()) if mask is not None else box_area
+            z_vals = depth.depth_m[mask] if mask is not None and mask.any() else np.array([np.nan])
+            z_vals = z_vals[np.isfinite(z_vals)]
+            z = float(np.median(z_vals)) if len(z_vals) else float("nan")
+            if ctx.flow is not None and mask is not None:
+                mag, ang = mean_flow(ctx.flow.uv, mask)
+                expansion = expansion_rate(ctx.flow.uv, mask)
+            else:
+                mag, ang, expansion = 0.0, 0.0, None
+            tid = int(det.tracker_id[i])
+            rec = {
+                "track_id": tid, "class_name": str(det.class_name[i]), "box": (x1, y1, x2, y2), "depth_m": z,
+                "mask_area": area, "occlusion": float(np.clip(1.0 - area / box_area, 0.0, 1.0)),
+                "flow_mag": mag, "flow_ang": ang, "expansion": np.nan if expansion is None else expansion,
+                "confidence": float(det.confidence[i]),
+            }
+            objects.append(rec)
+            log_ = self._tracks.setdefault(tid, _TrackLog())
+            log_.class_votes[rec["class_name"]] = log_.class_votes.get(rec["class_name"], 0.0) + rec["confidence"]
+            log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"]))
+        kept = det if keep_masks else Detections(det.xyxy, det.confidence, det.class_name, None, det.tracker_id, det.source)
+        self.times.append(time_s)
+        self.looming.append(looming)
+        self.detections.append(kept)
+        self.frames_processed += 1
+        return FrameResult(index, time_s, kept, objects, looming)
+
+    def tracks(self) -> list[ObjectTrack]:
+        out = []
+        for tid, tl in sorted(self._tracks.items()):
+            a = np.array(tl.rows, dtype=np.float64)
+            out.append(ObjectTrack(
+                track_id=tid, class_name=max(tl.class_votes, key=tl.class_votes.get),
+                frame_index=a[:, 0].astype(int), box_xyxy=a[:, 1:5], depth_m=a[:, 5], mask_area_px=a[:, 6],
+                occlusion=a[:, 7], flow_mag_px=a[:, 8], flow_ang_deg=a[:, 9], expansion=a[:, 10], confidence=a[:, 11],
+            ))
+        return out
+
+    def smoothed_looming(self) -> float:
+        """Median of the last `LOOMING_MEDIAN` frames' looming: one noisy frame is not a threat."""
+        return float(np.median(self.looming[-LOOMING_MEDIAN:])) if self.looming else 0.0
+
+    def result(self) -> ClipPerception:
+        raw = np.array(self.looming)
+        looming = np.array([np.median(raw[max(0, i - LOOMING_MEDIAN + 1) : i + 1]) for i in range(len(raw))])
+        with np.errstate(divide="ignore"):
+            ttc = np.where(looming > 1e-6, 1.0 / np.maximum(looming, 1e-6), np.inf)
+        return ClipPerception(
+            clip_id=self.clip_id, times_s=np.array(self.times), frame_size=(self.camera.cx * 2, self.camera.cy * 2),
+            camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=self.detections,
+            backends=self.backends, frames_processed=self.frames_processed,
+        )
+
+
+def processed_indices(n_frames: int, step: int) -> np.ndarray:
+    """Indices of the frames perceived: every `step`-th, counted back from the last one."""
+    return np.arange(n_frames - 1, -1, -step)[::-1]
+
+
+def perceive(frames: ClipFrames, cfg: PerceptionConfig, keep_times: list[float] | None = None) -> ClipPerception:
+    """Perceive every `frame_step`-th frame of `frames`; masks are kept at the perceived frames
+    nearest to `keep_times` (the keyframes, for overlays)."""
+    w, h = frames.size
+    p = Perception(cfg, w, h, frames.fps, frames.clip_id)
+    idx = processed_indices(len(frames.frames), cfg.classic.frame_step)
+    times = frames.times_s[idx]
+    keep = {int(np.argmin(np.abs(times - t))) for t in (keep_times or [])}
+    for j, i in enumerate(idx):
+        p.step(frames.frames[i], float(frames.times_s[i]), keep_masks=j in keep)
+    result = p.result()
+    result.source_index = idx
+    return result

@@ -1,0 +1,71 @@
+"""Backend registry: a stage name maps to a factory taking the perception config.
+
+Model backends (`yolo`, `grounding-dino`, `sam2`, `video-depth-anything`, `raft`) register here
+too; their heavy imports happen inside their factories, so the classic path never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from crashcast.config import PerceptionConfig
+
+Factory = Callable[[PerceptionConfig], Any]
+_REGISTRY: dict[str, dict[str, Factory]] = {"flow": {}, "detector": {}, "segmenter": {}, "tracker": {}, "depth": {}}
+
+
+def register(stage: str, name: str) -> Callable[[Factory], Factory]:
+    def deco(factory: Factory) -> Factory:
+        _REGISTRY[stage][name] = factory
+        return factory
+
+    return deco
+
+
+def available(stage: str) -> list[str]:
+    return sorted(_REGISTRY[stage])
+
+
+def create(stage: str, name: str, cfg: PerceptionConfig) -> Any:
+    """Build the backend `name` for `stage` ('flow', 'detector', 'segmenter', 'tracker', 'depth')."""
+    if stage not in _REGISTRY:
+        raise KeyError(f"unknown stage {stage!r}; stages: {sorted(_REGISTRY)}")
+    if name not in _REGISTRY[stage]:
+        raise KeyError(f"no {stage} backend named {name!r}; available: {available(stage)}")
+    return _REGISTRY[stage][name](cfg)
+
+
+@register("flow", "classic-flow")
+def _dis(cfg: PerceptionConfig) -> Any:
+    from crashcast.perception.classic.flow import DISFlow
+
+    return DISFlow(cfg.classic.flow_preset)
+
+
+@register("detector", "classic-motion")
+def _motion(cfg: PerceptionConfig) -> Any:
+    from crashcast.perception.classic.detect import MotionDetector
+
+    return MotionDetector(cfg.classic)
+
+
+@register("segmenter", "classic-box")
+def _box(cfg: PerceptionConfig) -> Any:
+    from crashcast.perception.classic.masks import BoxSegmenter
+
+    return BoxSegmenter()
+
+
+@register("tracker", "bytetrack")
+def _bytetrack(cfg: PerceptionConfig) -> Any:
+    from crashcast.perception.classic.track import ByteTrack
+
+    return ByteTrack(lost_track_buffer=cfg.classic.track_buffer_frames)
+
+
+@register("depth", "classic-ground")
+def _ground(cfg: PerceptionConfig) -> Any:
+    from crashcast.perception.classic.depth import GroundPlaneDepth
+
+    return GroundPlaneDepth()

@@ -18,12 +18,10 @@ from crashcast.types import CameraModel
 @dataclass
 class RoadMotion:
     """homography: (3, 3) road-plane motion over `stride` frames, or None when the fit failed;
-    road_flow: (H, W, 2) pixels per frame; residual: (H, W) |flow - road_flow|, pixels per frame;
-    inlier_fraction: share of road samples the homography explains."""
+    road_flow: (H, W, 2) pixels per frame; inlier_fraction: share of road samples it explains."""
 
     homography: np.ndarray | None
     road_flow: np.ndarray
-    residual: np.ndarray
     inlier_fraction: float
 
 
@@ -64,5 +62,9 @@ def fit_road_motion(flow_uv: np.ndarray, camera: CameraModel, stride: int = 1, s
         road = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
     else:
         inliers = 1.0 if float(np.median(np.abs(disp))) <= 0.05 else 0.0  # a still road is explained by zero flow
-    residual = np.linalg.norm(flow_uv - road, axis=2)
-    return RoadMotion(H, road, residual, inliers)
+    return RoadMotion(H, road, inliers)
+
+
+def magnitude(uv: np.ndarray) -> np.ndarray:
+    """|uv| of an (H, W, 2) field, float32 (OpenCV: several times faster than numpy's norm)."""
+    return cv2.magnitude(np.ascontiguousarray(uv[..., 0]), np.ascontiguousarray(uv[..., 1]))

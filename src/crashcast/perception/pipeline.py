@@ -18,7 +18,7 @@ import numpy as np
 from crashcast.config import PerceptionConfig
 from crashcast.perception import registry
 from crashcast.perception.base import FrameContext
-from crashcast.perception.egomotion import fit_road_motion
+from crashcast.perception.egomotion import fit_road_motion, magnitude
 from crashcast.perception.motion_stats import corridor_mask, ego_path_looming, expansion_rate, mean_flow
 from crashcast.types import CameraModel, ClipFrames, ClipPerception, Detections, ObjectTrack
 
@@ -104,9 +104,9 @@ class Perception:
             flow.uv /= k  # pixels per frame
             road = fit_road_motion(flow.uv, self.camera, stride=k)
             c = self.cfg.classic
-            road_mag = np.linalg.norm(road.road_flow, axis=2)
+            road_mag = magnitude(road.road_flow)
             hrow = int(np.clip(self.camera.horizon_y, 0, road.road_flow.shape[0] - 1))
-            parallax = np.linalg.norm(road.road_flow - road.road_flow[hrow][None], axis=2)
+            parallax = magnitude(road.road_flow - road.road_flow[hrow][None])
             threshold = c.residual_threshold_px + c.residual_relative * parallax
             residual = normal_residual(frame, flow.uv - road.road_flow)
             ctx.flow, ctx.road_flow, ctx.residual, ctx.parallax = flow, road.road_flow, residual, parallax

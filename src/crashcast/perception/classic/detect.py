@@ -19,6 +19,7 @@ import numpy as np
 
 from crashcast.config import ClassicPerceptionConfig
 from crashcast.perception.base import FrameContext
+from crashcast.perception.egomotion import magnitude
 from crashcast.types import CameraModel, Detections
 
 
@@ -72,19 +73,24 @@ class MotionDetector:
         """(the road's extent, non-road-looking pixels inside it whose motion is not the road's,
         all non-road-looking pixels inside it)."""
         h, w = frame.shape[:2]
-        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB)
         top = int(np.clip(cam.horizon_y + 1, 0, h - 1))
         y0, y1 = int(0.82 * h), int(0.97 * h)
-        patch = lab[max(y0, top) : y1, int(0.38 * w) : int(0.62 * w)].reshape(-1, 3)
+        patch = lab[max(y0, top) : y1 : 2, int(0.38 * w) : int(0.62 * w) : 2].reshape(-1, 3).astype(np.float32)
         if len(patch) < 50:
             empty = np.zeros((h, w), bool)
             return empty, empty, empty
+        # the road's colour: per-channel median and robust spread (MAD) of the patch ahead of the bumper
         med = np.median(patch, axis=0)
         mad = np.median(np.abs(patch - med), axis=0) * 1.4826 + np.array([3.0, 2.0, 2.0], np.float32)
-        dist = np.max(np.abs(lab - med) / (self.cfg.road_color_k * mad), axis=2)
+        limit = self.cfg.road_color_k * mad
+        not_road_px = np.zeros((h, w), bool)
+        for c in range(3):
+            diff = cv2.absdiff(lab[..., c], np.full((h, w), int(round(med[c])), np.uint8))
+            not_road_px |= diff > limit[c]
         below = np.zeros((h, w), bool)
         below[top:] = True
-        road_like = (dist <= 1.0) & below
+        road_like = ~not_road_px & below
         road_like = cv2.morphologyEx(road_like.astype(np.uint8), cv2.MORPH_OPEN, self._open).astype(bool)
         # the road's extent per row: between its leftmost and rightmost road-like pixel
         any_road = road_like.any(axis=1)
@@ -92,14 +98,14 @@ class MotionDetector:
         right = np.where(any_road, w - 1 - road_like[:, ::-1].argmax(axis=1), -1)
         cols = np.arange(w)[None, :]
         span = (cols > left[:, None]) & (cols < right[:, None])
-        anomaly = ((dist > 1.0) & span & below & valid).astype(np.uint8)
+        anomaly = (not_road_px & span & below & valid).astype(np.uint8)
         anomaly = cv2.morphologyEx(anomaly, cv2.MORPH_OPEN, self._open5)  # drops thin paint lines
         # flat paint moves with the road (residual ~ flow noise); standing objects do not, at least
         # in their upper part (their bottom touches the road and moves like it)
         standing = (residual > self.cfg.parallax_ratio * road_mag + 0.05).astype(np.float32)
         n, labels, _stats, _ = cv2.connectedComponentsWithStats(anomaly, connectivity=8)
         if n <= 1:
-            return span & below, np.zeros((h, w), bool), (dist > 1.0) & span & below
+            return span & below, np.zeros((h, w), bool), not_road_px & span & below
         idx = labels.ravel()
         count = np.bincount(idx, minlength=n).astype(np.float32)
         frac = np.bincount(idx, weights=standing.ravel(), minlength=n) / np.maximum(count, 1)
@@ -107,14 +113,14 @@ class MotionDetector:
         keep = (frac > 0.2) | still
         keep[0] = False
         anomaly = keep[labels]
-        return span & below, anomaly, (dist > 1.0) & span & below
+        return span & below, anomaly, not_road_px & span & below
 
     def _detect_one(self, frame: np.ndarray, ctx: FrameContext) -> Detections:
         if ctx.off_road is None or ctx.residual is None or ctx.road_flow is None:
             return Detections.empty()
         cam = ctx.camera
         h, w = ctx.off_road.shape
-        road_mag = ctx.parallax if ctx.parallax is not None else np.linalg.norm(ctx.road_flow, axis=2)
+        road_mag = ctx.parallax if ctx.parallax is not None else magnitude(ctx.road_flow)
         measurable = road_mag > self.cfg.min_parallax_px
         moving = ctx.off_road & measurable
         valid = ctx.flow_valid if ctx.flow_valid is not None else np.ones_like(measurable)

@@ -173,6 +173,36 @@ def _print_extract(s, bad_rows: int = 0) -> None:
         console.print(f"  [yellow]failures recorded in {s.run_dir / 'errors.jsonl'}[/]")
 
 
+# ----------------------------------------------------------------------------- evaluate / report
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run folder made by `crashcast extract`")],
+    models: Annotated[str, typer.Option(help="comma-separated: ttc, physics, lightgbm, xgboost, mlp")] = "ttc,lightgbm,xgboost,mlp",
+    calibration: Annotated[str, typer.Option(help="none | platt | isotonic (fitted on the validation split)")] = "platt",
+    config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the run's config.yaml)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. evaluation.seed=1")] = None,
+) -> None:
+    """Train on the train split, score the test split, write metrics.json / metrics.md / predictions."""
+    from crashcast.config import load_config
+    from crashcast.evaluation.experiments import run_experiments
+
+    cfg = load_config(config or (run / "config.yaml" if (run / "config.yaml").exists() else "classic"), list(set_ or []))
+    run_experiments(run, [m.strip() for m in models.split(",") if m.strip()], cfg, calibration)
+    console.print((run / "metrics.md").read_text())
+    console.print(f"wrote {run / 'metrics.json'}, {run / 'metrics.md'}, {run / 'predictions'}/, {run / 'models'}/")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.json (after `crashcast evaluate`)")]) -> None:
+    """Write a self-contained HTML report (run/report/index.html)."""
+    from crashcast.evaluation.report import write_report
+
+    path = write_report(run)
+    console.print(f"report: {path}")
+
+
 # ----------------------------------------------------------------------------- demo
 
 
@@ -183,26 +213,32 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     workers: Annotated[int, typer.Option(help="parallel processes")] = 2,
 ) -> None:
-    """Run the pipeline end to end on built-in synthetic clips and print where the outputs are."""
+    """The whole classic pipeline on built-in synthetic clips: synth -> extract -> evaluate -> report."""
     from crashcast.config import load_config
     from crashcast.data.synthetic import generate
-    from crashcast.data.windows import windows_table
-    from crashcast.runtime.store import atomic_write_text
+    from crashcast.evaluation.experiments import run_experiments
+    from crashcast.evaluation.report import write_report
+    from crashcast.extract import extract_run
 
     t0 = time.time()
-    data = out / "data"
+    data, run = out / "data", out / "run"
     csv_path = data / "annotations.csv"
     if csv_path.exists() and len(csv_path.read_text().splitlines()) == n + 1:
         console.print(f"synthetic clips already in {data}")
     else:
         generate(n, data, seed=seed, workers=workers, progress=True)
-    cfg = load_config("classic")
+    cfg = load_config("classic", ["windows.horizons_s=[0, 0.5, 1.0, 1.5]"])
     clips, _ = load_clips(csv_path, data, "error")
-    wins = build_windows(clips, cfg)
-    atomic_write_text(out / "windows.csv", windows_table(wins).to_csv(index=False))
+    summary = extract_run(clips, run, cfg, workers=workers)
+    _print_extract(summary)
+    run_experiments(run, ["ttc", "physics", "lightgbm"], cfg, "platt")
+    console.print((run / "metrics.md").read_text())
+    report_path = write_report(run)
     console.print(f"[bold green]demo finished[/] in {time.time() - t0:.1f} s")
-    console.print(f"  clips + annotations: {data}")
-    console.print(f"  windows table ({len(wins)} windows): {out / 'windows.csv'}")
+    console.print(f"  clips + annotations + ground truth: {data}")
+    console.print(f"  run (window_meta.json, overlays, features.parquet, models, predictions): {run}")
+    console.print(f"  metrics: {run / 'metrics.md'}")
+    console.print(f"  report:  {report_path}")
 
 
 def main() -> None:

@@ -1,0 +1,111 @@
+"""`crashcast report RUN`: one self-contained HTML page (every image embedded, every string escaped)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from crashcast.errors import CrashcastError
+from crashcast.evaluation import plots
+from crashcast.evaluation.experiments import PAPER_TABLE_III, TABLE_METRICS
+from crashcast.runtime.store import atomic_write_text
+
+GALLERY_CASES = 3
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    from importlib import resources
+
+    import jinja2
+
+    import crashcast
+
+    run = Path(run_dir)
+    metrics_path = run / "metrics.json"
+    if not metrics_path.exists():
+        raise CrashcastError(f"{metrics_path}: not found; run `crashcast evaluate {run}` first")
+    res = json.loads(metrics_path.read_text())
+    preds = {name: pd.read_csv(run / "predictions" / f"{name}.csv", dtype={"clip_id": str, "window_id": str})
+             for name in res["models"] if (run / "predictions" / f"{name}.csv").exists()}
+    if not preds:
+        raise CrashcastError(f"{run}/predictions: no prediction files")
+    table = []
+    for name, r in res["models"].items():
+        cells = []
+        for m in TABLE_METRICS:
+            ci = r["ci95"].get(m)
+            cells.append(_pct(r["window"][m]) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""))
+        table.append({"name": name, "cells": cells, "cls": ""})
+    for name, r in PAPER_TABLE_III.items():
+        table.append({"name": name, "cells": [f"{r[m]:.1f}" if m in r else "n/a" for m in TABLE_METRICS], "cls": "paper"})
+    video = []
+    for name, r in res["models"].items():
+        v = r["video"]
+        video.append({"name": name, "cells": [f"{v['video_ap']:.3f}", f"{v['mtta_s']:.2f}", f"{v['tta_r80_s']:.2f}",
+                                              f"{v['nexar_map']:.3f}" if "nexar_map" in v else "n/a",
+                                              _pct(r["before_calibration"]["ece"]), _pct(r["window"]["ece"])]})
+    curves = {n: (p.label.to_numpy(), p.score.to_numpy()) for n, p in preds.items()}
+    pr, roc = plots.pr_roc(curves)
+    figures = [("reliability", _b64(plots.reliability(curves))), ("precision-recall", _b64(pr)), ("ROC", _b64(roc))]
+    distributions = [(n, _b64(plots.score_distribution(n, *c))) for n, c in curves.items()]
+    primary = "lightgbm" if "lightgbm" in preds else next(iter(preds))
+    p = preds[primary]
+    risk = []
+    for label_value, title in ((1, "positive test videos"), (0, "negative test videos")):
+        series = []
+        for cid, g in list(p[p.label == label_value].groupby("clip_id"))[:8]:
+            g = g[g.phase == "max"].sort_values("end_s")
+            event = float((g.end_s + g.horizon_s).max()) if label_value else None
+            series.append((cid, g.end_s.to_numpy(), g.score.to_numpy(), event, None))
+        if series:
+            risk.append((title, _b64(plots.risk_curves(series, f"{primary}: {title}"))))
+    gallery = _gallery(run, p, preds)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(resources.files("crashcast.templates").joinpath("report.html.j2").read_text())
+    html = template.render(
+        run_name=run.resolve().name, split=res["split"], threshold=res["threshold"], calibration=res["calibration"],
+        metric_names=[m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS],
+        table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
+        gallery=gallery, version=crashcast.__version__,
+    )
+    out = run / "report" / "index.html"
+    atomic_write_text(out, html)
+    return out
+
+
+def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list[dict]:
+    err = (p.score - p.label).abs()
+    picks = [("best", i) for i in err.nsmallest(GALLERY_CASES).index] + [("worst", i) for i in err.nlargest(GALLERY_CASES).index]
+    cases = []
+    for kind, i in picks:
+        row = p.loc[i]
+        meta_path = _window_dir(run, row) / "window_meta.json"
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        images = [_b64((meta_path.parent / f).read_bytes()) for f in meta["frame_paths"] if (meta_path.parent / f).exists()]
+        scores = []
+        for name, q in preds.items():
+            hit = q[q.window_id == row.window_id]
+            if len(hit):
+                scores.append((name, f"{float(hit.score.iloc[0]):.3f}"))
+        cases.append({"kind": kind, "window_id": row.window_id, "label": int(row.label), "scores": scores,
+                      "rationale": str(row.get("rationale", "")), "images": images})
+    return cases
+
+
+def _window_dir(run: Path, row) -> Path:
+    phase = row.phase if float(row.horizon_s) == 0 else f"{row.phase}_h{float(row.horizon_s):g}"
+    return run / "clips" / str(row.clip_id) / phase

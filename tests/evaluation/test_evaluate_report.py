@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from tests.evaluation.test_splits_models import toy_table
+from typer.testing import CliRunner
+
+from crashcast.cli import app
+from crashcast.config import load_config
+from crashcast.evaluation.experiments import run_experiments
+from crashcast.evaluation.report import write_report
+from crashcast.runtime.store import atomic_write_bytes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("toy_run")
+    df = toy_table(60)
+    df.loc[df.clip_id == "c3", "clip_id"] = "<script>alert(1)</script>"  # hostile text must render as text
+    df.loc[df.clip_id == "<script>alert(1)</script>", "window_id"] = "<script>alert(1)</script>_max"
+    atomic_write_bytes(run / "features.parquet", df.to_parquet(index=False))
+    run_experiments(run, ["ttc", "physics", "lightgbm", "xgboost", "mlp"], load_config("classic"), "platt")
+    return run
+
+
+def test_evaluate_writes_metrics_with_intervals_and_paper_rows(toy_run):
+    res = json.loads((toy_run / "metrics.json").read_text())
+    assert set(res["models"]) == {"ttc", "physics", "lightgbm", "xgboost", "mlp"}
+    lgb = res["models"]["lightgbm"]
+    for m in ("precision", "recall", "f1", "mae", "brier", "ece", "ap", "auc"):
+        assert m in lgb["window"]
+    lo, hi = lgb["ci95"]["ap"]
+    assert lo <= lgb["window"]["ap"] <= hi
+    assert lgb["window"]["ap"] > 0.85
+    md = (toy_run / "metrics.md").read_text()
+    assert "paper: Enhanced FT" in md and "94.05" in md and "| lightgbm |" in md
+    pred = (toy_run / "predictions" / "lightgbm.csv").read_text()
+    assert "rationale" in pred.splitlines()[0]
+    assert (toy_run / "models" / "lightgbm" / "booster.txt").exists()
+    test_clips = set(res["split"]["test_clip_ids"])
+    import pandas as pd
+
+    train_ids = set(pd.read_parquet(toy_run / "features.parquet").clip_id) - test_clips
+    assert not (train_ids & test_clips)
+
+
+def test_report_is_self_contained_and_escapes_text(toy_run):
+    path = write_report(toy_run)
+    html = path.read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html or "<script>" not in html
+    srcs = re.findall(r'src="([^"]+)"', html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for heading in ("Metrics", "Reliability", "Precision-recall", "ROC", "Score distributions", "Risk against the event", "Gallery"):
+        assert heading in html or heading.lower() in html.lower(), heading
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (Debian package `chromium`; CI installs it)")
+def test_report_renders_in_headless_chromium(toy_run, tmp_path):
+    path = write_report(toy_run)
+    shot = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
+           f"--screenshot={shot}", path.resolve().as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), out.stderr[-2000:]
+    console = [line for line in out.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line or "Failed to load resource" in line]
+    assert not console, console
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[0] >= 1000
+    assert img.std() > 10  # not a blank page: tables, curves and images are drawn
+
+
+def test_evaluate_cli_reports_missing_features(tmp_path):
+    r = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert r.exit_code != 0
+    assert "features.parquet" in str(r.exception) + r.output
+
+
+def test_scores_are_probabilities(toy_run):
+    import pandas as pd
+
+    for f in (toy_run / "predictions").glob("*.csv"):
+        s = pd.read_csv(f).score.to_numpy()
+        assert np.all((s >= 0) & (s <= 1)), f

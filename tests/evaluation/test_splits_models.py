@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crashcast.evaluation import metrics as M
+from crashcast.evaluation.splits import kfold, train_val_test
+from crashcast.features.table import feature_columns
+from crashcast.risk.calibration import Calibrator
+from crashcast.risk.models import MODELS, create_model, load_model, rationale
+
+
+def toy_table(n_clips: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Windows whose risk is driven by the closest object's TTC (positives close in)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    cols = feature_columns()
+    for c in range(n_clips):
+        label = c % 2
+        for phase in ("max", "mid", "mini"):
+            row = dict.fromkeys(cols, np.nan)
+            ttc = rng.uniform(0.5, 2.5) if label else rng.uniform(3.0, 10.0)
+            ttc = min(10.0, ttc + rng.normal(0, 0.8))
+            row.update(window_id=f"c{c}_{phase}", clip_id=f"c{c}", phase=phase, horizon_s=0.0, end_s=8.0, clamped=False,
+                       label=label, soft_target=float(label), looming_per_s=rng.uniform(0, 0.5), scene_ttc_s=10.0,
+                       n_objects=1, path_min_ttc_s=ttc, path_max_closing_mps=8.0 if label else rng.uniform(0, 2),
+                       path_min_depth_m=rng.uniform(5, 30), min_ttc_s=ttc, obj1_present=1.0, obj1_depth_m=rng.uniform(5, 30),
+                       obj1_closing_mps=8.0 if label else 0.5, obj1_ttc_s=ttc, obj1_lateral_m=0.0, obj1_in_path=1.0,
+                       obj1_is_vehicle=1.0, obj1_is_person=0.0, obj2_present=0.0, obj3_present=0.0)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_splits_are_grouped_by_video_and_deterministic():
+    df = toy_table()
+    s1, s2 = train_val_test(df, 0.3, 0.2, seed=3), train_val_test(df, 0.3, 0.2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((s1.train, s1.val, s1.test), (s2.train, s2.val, s2.test), strict=True))
+    parts = [set(df.clip_id.iloc[idx]) for idx in (s1.train, s1.val, s1.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])  # no leakage
+    assert sum(len(x) for x in (s1.train, s1.val, s1.test)) == len(df)
+    for idx in (s1.train, s1.val, s1.test):
+        assert set(df.label.iloc[idx]) == {0, 1}  # stratified
+    assert train_val_test(df, 0.3, 0.2, seed=4).test.tolist() != s1.test.tolist()
+    for tr, te in kfold(df, 5, seed=0):
+        assert not set(df.clip_id.iloc[tr]) & set(df.clip_id.iloc[te])
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_models_learn_save_and_reload_without_pickle(kind, tmp_path):
+    df = toy_table(80)
+    train, test = df[df.clip_id.str[1:].astype(int) < 60], df[df.clip_id.str[1:].astype(int) >= 60]
+    model = create_model(kind)
+    if model.trainable:
+        model.fit(train)
+    score = model.predict(test)
+    assert M.average_precision(test.label, score) > 0.85
+    folder = model.save(tmp_path / kind)
+    assert not list(folder.glob("*.pkl")) and (folder / "model.json").exists()
+    again = load_model(folder)
+    np.testing.assert_allclose(again.predict(test), score, rtol=1e-6, atol=1e-9)
+
+
+def test_lightgbm_rationale_names_the_closing_object():
+    df = toy_table(80)
+    model = create_model("lightgbm").fit(df)
+    pos = df[df.label == 1].head(3)
+    reasons = model.explain(pos)
+    assert all("vehicle A" in r for r in reasons), reasons
+    row = pos.iloc[0]
+    assert f"TTC {row.obj1_ttc_s:.1f} s" in rationale(row)
+    assert "closing at 8.0 m/s" in rationale(row)
+
+
+def test_calibration_fixes_overconfident_scores():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    p_true = np.where(y == 1, rng.uniform(0.4, 0.9, len(y)), rng.uniform(0.1, 0.6, len(y)))
+    y = (rng.random(len(y)) < p_true).astype(int)
+    overconfident = 1 / (1 + np.exp(-4 * np.log(p_true / (1 - p_true))))  # temperature 1/4
+    val, test = slice(0, 2000), slice(2000, None)
+    for method in ("platt", "isotonic"):
+        cal = Calibrator.fit(method, overconfident[val], y[val])
+        before = M.ece(y[test], overconfident[test])
+        after = M.ece(y[test], cal(overconfident[test]))
+        assert after < 0.5 * before, (method, before, after)
+        again = Calibrator.from_dict(cal.to_dict())
+        np.testing.assert_allclose(again(overconfident[test]), cal(overconfident[test]))

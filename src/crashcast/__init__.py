@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 
 def predict(*args: Any, **kwargs: Any) -> Any:
-    """Risk timeline of a video; see `crashcast.predict.predict`."""
-    from crashcast.predict import predict as _predict
+    """Risk timeline of a video; see `crashcast.prediction.predict`."""
+    from crashcast.prediction import predict as _predict
 
     return _predict(*args, **kwargs)
 

@@ -86,7 +86,7 @@ class PhysicsConfig(_Strict):
     ttc_mid_s: float = Field(2.0, gt=0, description="TTC at which the risk is 0.5 (FCW tests warn at 1.5-2.5 s)")
     ttc_scale_s: float = Field(0.45, gt=0, description="softness of the TTC logistic")
     min_closing_mps: float = Field(0.8, ge=0, description="slower closing speeds carry no risk")
-    looming_weight: float = Field(0.6, ge=0, le=1, description="how much the detection-free looming TTC counts")
+    looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
 
 
 class EvaluationConfig(_Strict):

@@ -237,3 +237,34 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 640) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream (time, RGB frame) on the grid k / fps, holding each source frame until the next one
+    (the same rule as `decode`), resized to `long_side`; memory stays constant for long videos."""
+    path = Path(path)
+    k = 0
+    prev: tuple[float, np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    src_dt = None
+    for t, img in iter_source_frames(path):
+        if size is None:
+            size = target_size(img.shape[1], img.shape[0], long_side)
+        if prev is not None:
+            src_dt = t - prev[0]
+            while k / fps < t - _EPS:  # grid times shown by the previous source frame
+                yield k / fps, _resize(prev[1], size)
+                k += 1
+        prev = (t, img)
+    if prev is None:
+        raise VideoError(path, "no decodable video frames")
+    end = prev[0] + (src_dt if src_dt and src_dt > 0 else 1.0 / fps)
+    while k / fps < end - _EPS:
+        yield k / fps, _resize(prev[1], size)
+        k += 1
+
+
+def _resize(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (img.shape[1], img.shape[0]) == size:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)

@@ -57,17 +57,46 @@ def corridor_mask(width: int, height: int, camera: CameraModel, half_width_m: fl
     return (dy > 2) & (np.abs(xs + 0.5 - camera.cx) < half_px)
 
 
-def ego_path_looming(flow_uv: np.ndarray, off_road: np.ndarray, corridor: np.ndarray, fps: float, min_pixels: int = 40) -> float:
+def axis_expansion(flow_uv: np.ndarray, mask: np.ndarray, max_samples: int = 4000) -> tuple[float, float] | None:
+    """Horizontal and vertical scale growth per frame of a region, fitted separately
+    (u - mean(u) = ax (x - mean(x)), v - mean(v) = ay (y - mean(y)))."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 12 or np.ptp(xs) < 3 or np.ptp(ys) < 3:
+        return None
+    if len(xs) > max_samples:
+        sel = np.linspace(0, len(xs) - 1, max_samples).astype(int)
+        ys, xs = ys[sel], xs[sel]
+    uv = flow_uv[ys, xs]
+    dx, dy = xs - xs.mean(), ys - ys.mean()
+    ax = float((dx * (uv[:, 0] - uv[:, 0].mean())).sum() / max((dx * dx).sum(), 1e-6))
+    ay = float((dy * (uv[:, 1] - uv[:, 1].mean())).sum() / max((dy * dy).sum(), 1e-6))
+    return ax, ay
+
+
+def ego_path_looming(flow_uv: np.ndarray, off_road: np.ndarray, corridor: np.ndarray, fps: float, min_pixels: int = 40,
+                     camera: CameraModel | None = None, min_height_m: float = 0.5) -> float:
     """Looming of what stands in the ego path, 1/s: the largest expansion rate of an off-road region
     inside the corridor (detection-free, no tracking). A surface at depth Z closing at speed v
-    expands at v / Z per second, so its time-to-contact is 1 / looming."""
+    expands at v / Z per second, so its time-to-contact is 1 / looming.
+
+    Only regions that look like standing surfaces count: at least `min_height_m` tall at the depth
+    of their lowest row (lane paint is flat)."""
     region = (off_road & corridor).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
     best = 0.0
     for k in range(1, n):
-        if stats[k, cv2.CC_STAT_AREA] < min_pixels:
+        x, y, w, h, area = stats[k]
+        if area < min_pixels:
             continue
-        a = expansion_rate(flow_uv, labels == k, erode_px=1, min_fit=0.3)
-        if a is not None:
-            best = max(best, a * fps)
+        if camera is not None:
+            dy = y + h - camera.horizon_y
+            if dy <= 0 or h * camera.height_m / dy < min_height_m:  # height (m) = h * Z / f, Z = f * H / dy
+                continue
+        fit = axis_expansion(flow_uv, labels == k)
+        if fit is None:
+            continue
+        ax, ay = fit
+        if ax + ay <= 0:
+            continue
+        best = max(best, 0.5 * (ax + ay) * fps)
     return best

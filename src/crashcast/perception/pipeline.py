@@ -113,11 +113,12 @@ class Perception:
             ctx.flow_valid = road_mag * k < c.max_road_flow_px
             ctx.off_road = (residual > threshold) & ctx.flow_valid
             road_px = self._corridor & ctx.flow_valid
-            if road.homography is None or ctx.off_road[road_px].mean() > c.max_off_road_fraction:
+            off_fraction = float(ctx.off_road[road_px].mean()) if road_px.any() else 0.0
+            if road.homography is None or off_fraction > c.max_off_road_fraction:
                 # the road's own motion is not explained: a failed fit, not a wall of obstacles
                 log.debug("%s t=%.2f: road motion fit failed; no motion cues this frame", self.clip_id, time_s)
                 ctx.off_road = np.zeros_like(ctx.off_road)
-            looming = ego_path_looming(flow.uv, ctx.off_road, self._corridor, self.fps)
+            looming = ego_path_looming(flow.uv, ctx.off_road, self._corridor, self.fps, camera=self.camera)
         self._prev = (frame, time_s)
         (det,) = self.detector.detect([frame], [ctx])
         (det,) = self.segmenter.segment([frame], [det], [ctx])

@@ -155,6 +155,8 @@ class MotionDetector:
             width_m, height_m = bw * z / cam.focal_px, bh * z / cam.focal_px
             if width_m > 6.0 or height_m > 6.0:  # larger than any road user: buildings, misfits
                 continue
+            if width_m < 0.45 or height_m < 0.4:  # narrower than any road user at that depth: paint, blemishes
+                continue
             strength = float(np.mean(ctx.residual[y : y + bh, x : x + bw][comp]))
             thr = self.cfg.residual_threshold_px
             conf = float(np.clip(1.0 - np.exp(-strength / (2 * thr)), 0.05, 0.99)) * min(1.0, area / (bw * bh) + 0.3)

@@ -1,0 +1,239 @@
+"""Prediction on any dashcam video: a causal risk timeline, the first alert and the reasons.
+
+Every `stride_s` seconds a window ends "now" and uses only past frames (the paper's window
+geometry, horizon 0; clamped at the start of the video). Perception state carries forward: flow
+and tracks are computed once per perceived frame, not once per window. The default model is the
+training-free physics model; any saved model folder (`crashcast evaluate` writes them under
+run/models/) can be passed instead.
+
+    >>> p = crashcast.predict("drive.mp4")
+    >>> p.first_alert, p.timeline.head(), p.reasons
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crashcast.config import CrashcastConfig, load_config
+from crashcast.data.video import VideoWriter, iter_resampled
+from crashcast.errors import CrashcastError
+from crashcast.features.kinematics import window_objects
+from crashcast.features.table import feature_row
+from crashcast.perception.pipeline import Perception
+from crashcast.risk.models import RiskModel, create_model, load_model
+from crashcast.runtime.store import atomic_write_text
+from crashcast.types import PHASES, Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """A video's risk timeline (one row per stride: time_s, risk, risk_raw, reason, min_ttc_s,
+    looming_per_s, n_objects), the first time the risk reached `threshold` (None if never) and the reasons given
+    at the alert and at the peak."""
+
+    video: Path
+    timeline: pd.DataFrame
+    threshold: float
+    model: str
+    first_alert: float | None
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    frames_perceived: int = 0
+
+    @property
+    def peak(self) -> tuple[float, float]:
+        i = int(self.timeline.risk.idxmax())
+        return float(self.timeline.time_s[i]), float(self.timeline.risk[i])
+
+    def to_dict(self) -> dict:
+        return {
+            "video": str(self.video), "model": self.model, "threshold": self.threshold, "first_alert_s": self.first_alert,
+            "peak": {"time_s": self.peak[0], "risk": self.peak[1]}, "reasons": self.reasons,
+            "timeline": json.loads(self.timeline.to_json(orient="records")),
+        }
+
+
+def _model(model: str | Path | RiskModel | None, cfg: CrashcastConfig) -> RiskModel:
+    if isinstance(model, RiskModel):
+        return model
+    if model is None or str(model) in ("physics", "ttc"):
+        return create_model(str(model or "physics"), cfg.physics.model_dump())
+    return load_model(model)
+
+
+def _windows_at(t: float, cfg: CrashcastConfig, clip_id: str) -> list[Window]:
+    """The max/mid/mini windows ending at t (keyframes at the paper's fractions, clamped at 0)."""
+    wins = []
+    span = cfg.windows.span_s
+    for phase in PHASES:
+        fr = cfg.windows.keyframe_fractions[phase]
+        kfs = [t - span + f * span for f in fr]
+        clamped = kfs[0] < 0
+        if clamped:
+            kfs = [t * (f - fr[0]) / (fr[2] - fr[0]) for f in fr]
+        kfs = tuple(max(0.0, k) for k in kfs)
+        wins.append(Window(clip_id, phase, 0.0, t, kfs[0], t, kfs, clamped, 0, (None,) * 3, (None,) * 3, 0.0, "hashed"))
+    return wins
+
+
+def predict(
+    path: str | Path,
+    model: str | Path | RiskModel | None = None,
+    config: str | Path | CrashcastConfig | None = None,
+    stride_s: float = 0.5,
+    threshold: float = 0.5,
+    annotate: str | Path | None = None,
+    smooth: int = 3,
+) -> Prediction:
+    """Risk timeline of one video (see the module docstring). `risk` is the median of the last
+    `smooth` strides' raw risk (`risk_raw`); `annotate` writes an MP4 with boxes and a risk gauge."""
+    from crashcast.extract import build_window_meta, perception_hash
+
+    t_start = time.time()
+    path = Path(path)
+    cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
+    risk_model = _model(model, cfg)
+    step = cfg.perception.classic.frame_step
+    fps = cfg.video.fps
+    perception: Perception | None = None
+    rows: list[dict] = []
+    raw_history: list[float] = []
+    writer: VideoWriter | None = None
+    last_det = None
+    current_risk, current_reason = 0.0, ""
+    next_t = stride_s
+    k = -1
+    chash = perception_hash(cfg)
+    try:
+        for k, (t, frame) in enumerate(iter_resampled(path, fps, cfg.video.long_side)):
+            if perception is None:
+                h, w = frame.shape[:2]
+                perception = Perception(cfg.perception, w, h, fps, path.stem)
+                if annotate:
+                    writer = VideoWriter(annotate, fps, (w, h))
+            if k % step == 0:
+                last_det = perception.step(frame, t, keep_masks=False).detections
+            if t + 1e-9 >= next_t:
+                perc = perception.result()
+                wins = _windows_at(t, cfg, path.stem)
+                metas = [build_window_meta(win, perc, cfg, ["", "", ""], window_objects(perc, win, cfg.features, cfg.perception.classic.ego_front_m, fps), chash)
+                         for win in wins]
+                frame_rows = pd.DataFrame([feature_row(m, cfg.features.top_k) for m in metas])
+                main = frame_rows.iloc[[0]]  # the 'max' window: the most context
+                raw = float(risk_model.predict(main)[0])
+                raw_history.append(raw)
+                # persistence, as forward-collision warnings do: the median of the last `smooth`
+                # strides, so one noisy window neither raises nor drops an alert
+                current_risk = float(np.median(raw_history[-smooth:]))
+                current_reason = risk_model.explain(main)[0]
+                rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4), "reason": current_reason,
+                             "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
+                             "n_objects": int(main.n_objects.iloc[0])})
+                next_t += stride_s
+            if writer is not None:
+                writer.write(_annotated(frame, last_det, perception, current_risk, threshold, current_reason, t))
+    finally:
+        if writer is not None:
+            writer.close()
+    if perception is None:
+        raise CrashcastError(f"{path}: no frames")
+    timeline = pd.DataFrame(rows, columns=["time_s", "risk", "risk_raw", "reason", "min_ttc_s", "looming_per_s", "n_objects"])
+    alert_rows = timeline[timeline.risk >= threshold]
+    first_alert = float(alert_rows.time_s.iloc[0]) if len(alert_rows) else None
+    reasons = []
+    if len(alert_rows):
+        reasons.append(f"at {first_alert:.1f} s: {alert_rows.reason.iloc[0]}")
+    if len(timeline):
+        i = int(timeline.risk.idxmax())
+        peak_reason = f"peak {timeline.risk[i]:.2f} at {timeline.time_s[i]:.1f} s: {timeline.reason[i]}"
+        if not reasons or timeline.reason[i] != alert_rows.reason.iloc[0]:
+            reasons.append(peak_reason)
+    return Prediction(path, timeline, threshold, risk_model.kind, first_alert, reasons, time.time() - t_start,
+                      perception.frames_processed)
+
+
+def _annotated(frame: np.ndarray, det, perception: Perception, risk: float, threshold: float, reason: str, t: float) -> np.ndarray:
+    """Boxes, ids, depth/TTC labels and a risk gauge drawn on one frame."""
+    import cv2
+
+    from crashcast.features import overlays
+    from crashcast.types import Detections
+
+    det = det if det is not None else Detections.empty()
+    labels = []
+    tracks = {tr.track_id: tr for tr in perception.tracks()} if len(det) else {}
+    for i in range(len(det)):
+        tid = int(det.tracker_id[i]) if det.tracker_id is not None else i
+        tr = tracks.get(tid)
+        depth = float(tr.depth_m[-1]) if tr is not None and len(tr) else None
+        labels.append(overlays.object_label(tid, str(det.class_name[i]), depth, None))
+    img = overlays.draw(frame, det, labels, f"t={t:5.2f}s  risk {risk:.2f}  {reason[:70]}")
+    h, w = img.shape[:2]
+    x0, y0, gw, gh = w - 30, 30, 16, h - 60  # the gauge: a bar filling from the bottom
+    cv2.rectangle(img, (x0, y0), (x0 + gw, y0 + gh), (40, 40, 40), -1)
+    fill = int(gh * min(max(risk, 0.0), 1.0))
+    color = (230, 40, 40) if risk >= threshold else ((240, 180, 40) if risk >= 0.5 * threshold else (60, 200, 80))
+    cv2.rectangle(img, (x0, y0 + gh - fill), (x0 + gw, y0 + gh), color, -1)
+    ty = y0 + gh - int(gh * threshold)
+    cv2.line(img, (x0 - 4, ty), (x0 + gw + 4, ty), (255, 255, 255), 1)
+    return img
+
+
+def write_outputs(pred: Prediction, out_dir: str | Path) -> dict[str, Path]:
+    """timeline.csv, timeline.json and risk.png in out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "timeline.csv", "json": out / "timeline.json", "png": out / "risk.png"}
+    atomic_write_text(paths["csv"], pred.timeline.to_csv(index=False))
+    atomic_write_text(paths["json"], json.dumps(pred.to_dict(), indent=1, default=_num))
+    from crashcast.runtime.store import atomic_write_bytes
+
+    atomic_write_bytes(paths["png"], risk_plot(pred))
+    return paths
+
+
+def _num(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(type(v))
+
+
+def risk_plot(pred: Prediction) -> bytes:
+    from crashcast.evaluation.plots import _fig, _png
+
+    fig, ax = _fig(6.0, 2.8)
+    ax.plot(pred.timeline.time_s, pred.timeline.risk, "-", color="#c03030")
+    ax.axhline(pred.threshold, color="k", ls="--", lw=1, label=f"threshold {pred.threshold}")
+    if pred.first_alert is not None:
+        ax.axvline(pred.first_alert, color="#c03030", ls=":", lw=1, label=f"first alert {pred.first_alert:.1f} s")
+    ax.set(xlabel="time (s)", ylabel="collision risk", ylim=(-0.02, 1.02), title=pred.video.name)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def videos_in(inputs: list[Path]) -> list[Path]:
+    """Expand folders into the video files inside them (sorted)."""
+    from crashcast.data.annotations import VIDEO_SUFFIXES
+
+    out = []
+    for p in inputs:
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+__all__ = ["Prediction", "predict", "write_outputs"]

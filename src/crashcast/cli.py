@@ -203,6 +203,70 @@ def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.jso
     console.print(f"report: {path}")
 
 
+# ----------------------------------------------------------------------------- predict
+
+
+@app.command()
+def predict(
+    videos: Annotated[list[Path], typer.Argument(help="video files or folders of videos")],
+    model: Annotated[str | None, typer.Option(help="a saved model folder (run/models/<name>), or physics | ttc")] = None,
+    backend: Annotated[str, typer.Option(help="perception preset: classic")] = "classic",
+    stride: Annotated[float, typer.Option(help="seconds between risk estimates")] = 0.5,
+    threshold: Annotated[float, typer.Option(help="alert when the risk reaches this")] = 0.5,
+    out: Annotated[Path, typer.Option(help="output folder (one subfolder per video)")] = Path("crashcast-predictions"),
+    fmt: Annotated[str, typer.Option("--format", help="what to print: table | json | csv")] = "table",
+    annotate: Annotated[bool, typer.Option(help="also write annotated.mp4 (boxes, ids, depth, risk gauge)")] = False,
+    config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the backend's preset)")] = None,
+) -> None:
+    """Risk timeline of each video: when does it get dangerous, and why."""
+    import json as _json
+
+    from rich.markup import escape
+
+    from crashcast.config import load_config
+    from crashcast.extract import record_error
+    from crashcast.prediction import predict as run_predict
+    from crashcast.prediction import videos_in, write_outputs
+
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter("--format must be table, json or csv")
+    cfg = load_config(config or backend)
+    paths = videos_in(videos)
+    if not paths:
+        raise typer.BadParameter("no video files given or found in the folders")
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in paths:
+        sub = out / path.stem
+        try:
+            pred = run_predict(path, model, cfg, stride, threshold, annotate=(sub / "annotated.mp4") if annotate else None)
+        except CrashcastError as e:
+            failed += 1
+            console.print(f"{path}: failed: {e}", markup=False, style="red")
+            record_error(out, path.stem, "predict", str(e), type(e).__name__)
+            continue
+        files = write_outputs(pred, sub)
+        alert = f"first alert at {pred.first_alert:.1f} s" if pred.first_alert is not None else "no alert"
+        peak_t, peak = pred.peak
+        if fmt == "json":
+            console.print_json(_json.dumps(pred.to_dict(), default=str))
+        elif fmt == "csv":
+            console.print(pred.timeline.to_csv(index=False), end="")
+        elif len(paths) == 1:
+            table = Table(title=f"{path.name}: {alert} (threshold {threshold}, model {pred.model})")
+            for col in ("time (s)", "risk", "top reason"):
+                table.add_column(col)
+            for r in pred.timeline.itertuples():
+                style = "bold red" if r.risk >= threshold else None
+                table.add_row(f"{r.time_s:.1f}", f"{r.risk:.2f}", escape(r.reason), style=style)
+            console.print(table)
+        console.print(f"{path.name}: {alert}; peak risk {peak:.2f} at {peak_t:.1f} s"
+                      + (f" - {pred.reasons[0]}" if pred.reasons else "") + f"  -> {files['csv'].parent}", markup=False)
+    if failed:
+        console.print(f"[yellow]{failed} of {len(paths)} video(s) failed; see {out / 'errors.jsonl'}[/]")
+        raise typer.Exit(1)
+
+
 # ----------------------------------------------------------------------------- demo
 
 

@@ -16,6 +16,7 @@ from crashcast.features.window_meta import WindowMeta
 TTC_CAP_S = 10.0
 DEPTH_CAP_M = 100.0
 IN_PATH_M = 1.5  # an object whose nearest side is within this of the camera axis is in the ego path
+MIN_FRAMES_FOR_TTC = 5  # a track seen in fewer perceived frames (0.5 s at 10 Hz) gives no TTC to aggregate
 
 ID_COLUMNS = ["window_id", "clip_id", "phase", "horizon_s", "end_s", "clamped", "label", "soft_target"]
 _OBJ_FIELDS = ["present", "depth_m", "closing_mps", "ttc_s", "lateral_m", "in_path", "speed_mps", "accel_mps2",
@@ -42,10 +43,11 @@ def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
     }
     objs = meta.objects
     in_path = [o for o in objs if o.lateral_offset_m is not None and o.lateral_offset_m < IN_PATH_M]
-    row["path_min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in in_path), default=TTC_CAP_S)
-    row["path_max_closing_mps"] = max((o.closing_speed_mps or 0.0 for o in in_path), default=0.0)
+    settled = [o for o in in_path if o.frames_seen >= MIN_FRAMES_FOR_TTC]  # young tracks have no reliable rate yet
+    row["path_min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in settled), default=TTC_CAP_S)
+    row["path_max_closing_mps"] = max((o.closing_speed_mps or 0.0 for o in settled), default=0.0)
     row["path_min_depth_m"] = min((_cap(o.mean_depth_m, DEPTH_CAP_M) for o in in_path), default=DEPTH_CAP_M)
-    row["min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in objs), default=TTC_CAP_S)
+    row["min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in objs if o.frames_seen >= MIN_FRAMES_FOR_TTC), default=TTC_CAP_S)
     for k in range(1, top_k + 1):
         o = objs[k - 1] if k <= len(objs) else None
         pre = f"obj{k}_"

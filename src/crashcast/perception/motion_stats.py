@@ -85,7 +85,7 @@ def ego_path_looming(flow_uv: np.ndarray, off_road: np.ndarray, corridor: np.nda
     n, labels, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
     best = 0.0
     for k in range(1, n):
-        x, y, w, h, area = stats[k]
+        _x, y, _w, h, area = stats[k]
         if area < min_pixels:
             continue
         if camera is not None:

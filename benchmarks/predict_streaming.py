@@ -15,6 +15,7 @@ import numpy as np
 import crashcast
 from crashcast.data.annotations import read_csv
 from crashcast.data.synthetic import generate
+from crashcast.evaluation.metrics import alert_stats
 
 
 def main() -> None:
@@ -25,20 +26,16 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate(args.n, tmp, seed=args.seed, workers=2)
-        hits, false_alarms, leads, step_costs = [], [], [], []
+        events, alerts, step_costs = [], [], []
         for clip in read_csv(Path(tmp) / "annotations.csv"):
             pred = crashcast.predict(clip.video_path)
             step_costs.append(pred.seconds / max(1, len(pred.timeline)))
-            if clip.target:
-                ok = pred.first_alert is not None and pred.first_alert <= clip.time_of_event_s
-                hits.append(ok)
-                if ok:
-                    leads.append(clip.time_of_event_s - pred.first_alert)
-            else:
-                false_alarms.append(pred.first_alert is not None)
+            events.append(clip.time_of_event_s if clip.target else None)
+            alerts.append(pred.first_alert)
+    s = alert_stats(events, alerts)
     print(f"synthetic (seed {args.seed}, {args.n} clips, physics model, threshold 0.5): alert before the event in "
-          f"{sum(hits)}/{len(hits)} positives ({np.mean(hits):.0%}), false alerts in {sum(false_alarms)}/{len(false_alarms)} "
-          f"negatives ({np.mean(false_alarms):.0%}), mean lead time {np.mean(leads) if leads else float('nan'):.2f} s")
+          f"{s['alerted']}/{s['positives']} positives ({s['alert_rate']:.0%}), false alerts in {s['false_alerts']}/"
+          f"{s['negatives']} negatives ({s['false_alert_rate']:.0%}), mean lead time {s['mean_lead_s']:.2f} s")
     print(f"cost per 0.5 s step at 640x360 (decode + perception + features + model): mean {np.mean(step_costs):.3f} s, "
           f"max {np.max(step_costs):.3f} s over clips")
     for video in args.video:

@@ -41,6 +41,14 @@ def check_safe_id(clip_id: str, path: object, row: int | None) -> None:
         )
 
 
+def _register(clip_id: str, seen: dict[str, int], path: object, row: int) -> None:
+    """Check a row's id is a safe file name and not seen before; remember where it was."""
+    check_safe_id(clip_id, path, row)
+    if clip_id in seen:
+        raise AnnotationError(path, f"duplicate id {clip_id!r} (first at row {seen[clip_id]})", row)
+    seen[clip_id] = row
+
+
 def _parse_time(value: str | None, column: str, path: object, row: int) -> float | None:
     if value is None:
         return None
@@ -156,10 +164,7 @@ def read_csv(
     for i, r in enumerate(rows, start=2):  # row numbers as in a spreadsheet (header is row 1)
         try:
             clip_id = normalise_id(r.get(colmap["id"], ""))
-            check_safe_id(clip_id, path, i)
-            if clip_id in seen:
-                raise AnnotationError(path, f"duplicate id {clip_id!r} (first at row {seen[clip_id]})", i)
-            seen[clip_id] = i
+            _register(clip_id, seen, path, i)
             target = _parse_target(r.get(colmap["target"]), path, i)
             event = _parse_time(r.get(colmap["time_of_event"]), "time_of_event", path, i)
             alert = _parse_time(r.get(colmap["time_of_alert"]), "time_of_alert", path, i)
@@ -201,10 +206,7 @@ def read_nexar_metadata(path: str | Path, videos_dir: str | Path | None = None, 
     for i, r in enumerate(rows, start=2):
         name = r["file_name"].strip()
         clip_id = normalise_id(Path(name).stem) if name else ""
-        check_safe_id(clip_id, path, i)
-        if clip_id in seen:
-            raise AnnotationError(path, f"duplicate id {clip_id!r} (first at row {seen[clip_id]})", i)
-        seen[clip_id] = i
+        _register(clip_id, seen, path, i)
         event = _parse_time(r.get("time_of_event"), "time_of_event", path, i)
         alert = _parse_time(r.get("time_of_alert"), "time_of_alert", path, i)
         extra = {k: r[k] for k in ("light_conditions", "weather", "scene", "time_to_accident") if k in r}
@@ -231,10 +233,7 @@ def read_ccd(path: str | Path, videos_dir: str | Path | None = None, fps: float 
         if not m:
             raise AnnotationError(path, "expected `vidname,[0,0,...,1],...`", i)
         clip_id = m.group(1).strip()
-        check_safe_id(clip_id, path, i)
-        if clip_id in seen:
-            raise AnnotationError(path, f"duplicate id {clip_id!r} (first at row {seen[clip_id]})", i)
-        seen[clip_id] = i
+        _register(clip_id, seen, path, i)
         try:
             labels = [int(float(x)) for x in m.group(2).split(",") if x.strip()]
         except ValueError:
@@ -278,10 +277,7 @@ def read_consensus(path: str | Path, videos_dir: str | Path | None = None) -> li
     clips, seen = [], {}
     for i, r in enumerate(rows, start=2):
         clip_id = normalise_id(r["id"])
-        check_safe_id(clip_id, path, i)
-        if clip_id in seen:
-            raise AnnotationError(path, f"duplicate id {clip_id!r} (first at row {seen[clip_id]})", i)
-        seen[clip_id] = i
+        _register(clip_id, seen, path, i)
         event = _parse_time(r.get("Time-of-collision"), "Time-of-collision", path, i)
         alert = _parse_time(r.get("Time-of-alert"), "Time-of-alert", path, i)
         target = 1 if event is not None else 0

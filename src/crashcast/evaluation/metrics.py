@@ -208,3 +208,24 @@ def bootstrap_ci(groups: Sequence[str], fn: Callable[[np.ndarray], float], n: in
     if not vals:
         return float("nan"), float("nan")
     return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
+
+
+def alert_stats(events: Sequence[float | None], first_alerts: Sequence[float | None]) -> dict[str, float]:
+    """Alerting quality over videos: share of positives (event time given) alerted at or before
+    the event, share of negatives (event None) alerted at all, and the mean lead time (s) of the
+    timely alerts."""
+    hits, false_alarms, leads = [], [], []
+    for event, alert in zip(events, first_alerts, strict=True):
+        if event is not None:
+            ok = alert is not None and alert <= event
+            hits.append(ok)
+            if ok:
+                leads.append(event - alert)
+        else:
+            false_alarms.append(alert is not None)
+    return {
+        "alert_rate": float(np.mean(hits)) if hits else float("nan"),
+        "false_alert_rate": float(np.mean(false_alarms)) if false_alarms else float("nan"),
+        "mean_lead_s": float(np.mean(leads)) if leads else float("nan"),
+        "positives": len(hits), "negatives": len(false_alarms), "alerted": int(sum(hits)), "false_alerts": int(sum(false_alarms)),
+    }

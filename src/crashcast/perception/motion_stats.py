@@ -18,6 +18,17 @@ def mean_flow(flow_uv: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     return mag, float(np.degrees(np.arctan2(mu[1], mu[0])))
 
 
+def _samples(flow_uv: np.ndarray, mask: np.ndarray, max_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Centred pixel offsets (dx, dy) and flow (n, 2) of up to `max_samples` evenly spread mask pixels."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 12:
+        return None
+    if len(xs) > max_samples:
+        sel = np.linspace(0, len(xs) - 1, max_samples).astype(int)
+        ys, xs = ys[sel], xs[sel]
+    return xs - xs.mean(), ys - ys.mean(), flow_uv[ys, xs]
+
+
 def expansion_rate(flow_uv: np.ndarray, mask: np.ndarray, erode_px: int = 2, max_samples: int = 4000,
                    min_fit: float = 0.0) -> float | None:
     """Relative scale growth per frame (s - 1) of the region, by least squares on its flow:
@@ -28,14 +39,10 @@ def expansion_rate(flow_uv: np.ndarray, mask: np.ndarray, erode_px: int = 2, max
         inner = cv2.erode(mask.astype(np.uint8), k).astype(bool)
         if inner.sum() >= 12:
             mask = inner
-    ys, xs = np.nonzero(mask)
-    if len(xs) < 12:
+    samples = _samples(flow_uv, mask, max_samples)
+    if samples is None:
         return None
-    if len(xs) > max_samples:
-        sel = np.linspace(0, len(xs) - 1, max_samples).astype(int)
-        ys, xs = ys[sel], xs[sel]
-    uv = flow_uv[ys, xs]
-    dx, dy = xs - xs.mean(), ys - ys.mean()
+    dx, dy, uv = samples
     du, dv = uv[:, 0] - uv[:, 0].mean(), uv[:, 1] - uv[:, 1].mean()
     den = float((dx * dx + dy * dy).sum())
     if den < 1e-6:
@@ -60,14 +67,10 @@ def corridor_mask(width: int, height: int, camera: CameraModel, half_width_m: fl
 def axis_expansion(flow_uv: np.ndarray, mask: np.ndarray, max_samples: int = 4000) -> tuple[float, float] | None:
     """Horizontal and vertical scale growth per frame of a region, fitted separately
     (u - mean(u) = ax (x - mean(x)), v - mean(v) = ay (y - mean(y)))."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) < 12 or np.ptp(xs) < 3 or np.ptp(ys) < 3:
+    samples = _samples(flow_uv, mask, max_samples)
+    if samples is None or np.ptp(samples[0]) < 3 or np.ptp(samples[1]) < 3:
         return None
-    if len(xs) > max_samples:
-        sel = np.linspace(0, len(xs) - 1, max_samples).astype(int)
-        ys, xs = ys[sel], xs[sel]
-    uv = flow_uv[ys, xs]
-    dx, dy = xs - xs.mean(), ys - ys.mean()
+    dx, dy, uv = samples
     ax = float((dx * (uv[:, 0] - uv[:, 0].mean())).sum() / max((dx * dx).sum(), 1e-6))
     ay = float((dy * (uv[:, 1] - uv[:, 1].mean())).sum() / max((dy * dy).sum(), 1e-6))
     return ax, ay

@@ -1,11 +1,13 @@
 """Classic perception measured against the synthetic ground truth.
 
-Thresholds (the issue's targets; figures measured on seed 11, 14 clips, are in the comments):
-- depth of tracked vehicles: median relative error <= 15 % (measured ~6 %);
+Thresholds are the issue's targets; measured on these clips (seed 11, 14 clips; see
+benchmarks/perception_accuracy.py): depth median relative error 5.7 %, lead TTC median abs error
+0.33 s, one id per object in 18/18 windows, looming of positives above negatives in 76 % of pairs.
+- depth of tracked vehicles: median relative error <= 15 %;
 - TTC of the lead vehicle in the last 3 s before a braking collision: median abs error <= 0.5 s;
-- one track id per true object over a window in >= 80 % of windows (target 90 %, measured 88 %);
+- one track id per true object over a window in >= 90 % of windows;
 - ego-path looming in the last 1.5 s of positives above the negatives' maximum for most
-  (positive, negative) pairs.
+  (more than 60 %) of (positive, negative) pairs.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def test_one_track_id_per_object_per_window(reports):
     tracked = sum(r.windows_tracked for r in reports)
     single = sum(r.windows_single_id for r in reports)
     assert tracked >= 10
-    assert single / tracked >= 0.8
+    assert single / tracked >= 0.9
 
 
 def test_ego_path_looming_separates_positives(reports):

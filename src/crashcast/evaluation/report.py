@@ -87,7 +87,11 @@ def write_report(run_dir: str | Path) -> Path:
 
 def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list[dict]:
     err = (p.score - p.label).abs()
-    picks = [("best", i) for i in err.nsmallest(GALLERY_CASES).index] + [("worst", i) for i in err.nlargest(GALLERY_CASES).index]
+    # one window per video, so the gallery shows different clips
+    best = err.groupby(p.clip_id).idxmin()
+    worst = err.groupby(p.clip_id).idxmax()
+    picks = [("best", i) for i in err[best.values].nsmallest(GALLERY_CASES).index]
+    picks += [("worst", i) for i in err[worst.values].nlargest(GALLERY_CASES).index]
     cases = []
     for kind, i in picks:
         row = p.loc[i]

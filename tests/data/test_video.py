@@ -71,3 +71,15 @@ def test_bad_videos_raise_one_clear_error(tmp_path):
         with pytest.raises(VideoError) as err:
             decode(path)
         assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_streaming_resampler_matches_decode(tmp_path):
+    from crashcast.data.video import iter_resampled
+
+    times = [0.0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0]  # variable frame rate
+    path = write_video(tmp_path / "vfr.mp4", level_frames(len(times)), times)
+    whole = decode(path, fps=30.0, long_side=None)
+    streamed = list(iter_resampled(path, fps=30.0, long_side=None))
+    assert [round(t, 6) for t, _ in streamed] == [round(t, 6) for t in whole.times_s]
+    for (_, a), b in zip(streamed, whole.frames, strict=True):
+        assert frame_index_from_level(a) == frame_index_from_level(b)

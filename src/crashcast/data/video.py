@@ -246,19 +246,20 @@ def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 
     k = 0
     prev: tuple[float, np.ndarray] | None = None
     size: tuple[int, int] | None = None
-    src_dt = None
+    gaps: list[float] = []
     for t, img in iter_source_frames(path):
         if size is None:
             size = target_size(img.shape[1], img.shape[0], long_side)
         if prev is not None:
-            src_dt = t - prev[0]
+            gaps.append(t - prev[0])
             while k / fps < t - _EPS:  # grid times shown by the previous source frame
                 yield k / fps, _resize(prev[1], size)
                 k += 1
         prev = (t, img)
     if prev is None:
         raise VideoError(path, "no decodable video frames")
-    end = prev[0] + (src_dt if src_dt and src_dt > 0 else 1.0 / fps)
+    typical = float(np.median(gaps)) if gaps else 0.0  # the last frame lasts a typical frame (as in `decode`)
+    end = prev[0] + (typical if typical > 0 else 1.0 / fps)
     while k / fps < end - _EPS:
         yield k / fps, _resize(prev[1], size)
         k += 1

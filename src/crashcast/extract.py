@@ -46,8 +46,13 @@ log = logging.getLogger(__name__)
 WARMUP_S = 0.5  # perceive a little before the first window so tracks exist at its first keyframe
 
 
+def window_folder(phase: str, horizon_s: float) -> str:
+    """clips/<id>/<this>/ holds a window's outputs: the phase, plus `_h<horizon>` when not 0."""
+    return phase if float(horizon_s) == 0 else f"{phase}_h{float(horizon_s):g}"
+
+
 def window_dirname(w: Window) -> str:
-    return w.phase if w.horizon_s == 0 else f"{w.phase}_h{w.horizon_s:g}"
+    return window_folder(w.phase, w.horizon_s)
 
 
 def perception_hash(cfg: CrashcastConfig) -> str:

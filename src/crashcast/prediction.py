@@ -110,6 +110,8 @@ def predict(
     raw_history: list[float] = []
     writer: VideoWriter | None = None
     last_det = None
+    last_depths: dict[int, float] = {}
+    last_ttc: dict[int, float] = {}
     current_risk, current_reason = 0.0, ""
     next_t = stride_s
     k = -1
@@ -122,7 +124,9 @@ def predict(
                 if annotate:
                     writer = VideoWriter(annotate, fps, (w, h))
             if k % step == 0:
-                last_det = perception.step(frame, t, keep_masks=False).detections
+                result = perception.step(frame, t, keep_masks=False)
+                last_det = result.detections
+                last_depths = {o["track_id"]: o["depth_m"] for o in result.objects}
             if t + 1e-9 >= next_t:
                 perc = perception.result()
                 wins = _windows_at(t, cfg, path.stem)
@@ -130,6 +134,7 @@ def predict(
                          for win in wins]
                 frame_rows = pd.DataFrame([feature_row(m, cfg.features.top_k) for m in metas])
                 main = frame_rows.iloc[[0]]  # the 'max' window: the most context
+                last_ttc = {o.object_id: o.ttc_s for o in metas[0].objects if o.ttc_s is not None}
                 raw = float(risk_model.predict(main)[0])
                 raw_history.append(raw)
                 # persistence, as forward-collision warnings do: the median of the last `smooth`
@@ -141,7 +146,7 @@ def predict(
                              "n_objects": int(main.n_objects.iloc[0])})
                 next_t += stride_s
             if writer is not None:
-                writer.write(_annotated(frame, last_det, perception, current_risk, threshold, current_reason, t))
+                writer.write(_annotated(frame, last_det, last_depths, last_ttc, current_risk, threshold, current_reason, t))
     finally:
         if writer is not None:
             writer.close()
@@ -162,8 +167,9 @@ def predict(
                       perception.frames_processed)
 
 
-def _annotated(frame: np.ndarray, det, perception: Perception, risk: float, threshold: float, reason: str, t: float) -> np.ndarray:
-    """Boxes, ids, depth/TTC labels and a risk gauge drawn on one frame."""
+def _annotated(frame: np.ndarray, det, depths: dict[int, float], ttcs: dict[int, float], risk: float, threshold: float,
+               reason: str, t: float) -> np.ndarray:
+    """Boxes, ids, class, depth and TTC labels, the current risk and reason, and a risk gauge on one frame."""
     import cv2
 
     from crashcast.features import overlays
@@ -171,12 +177,9 @@ def _annotated(frame: np.ndarray, det, perception: Perception, risk: float, thre
 
     det = det if det is not None else Detections.empty()
     labels = []
-    tracks = {tr.track_id: tr for tr in perception.tracks()} if len(det) else {}
     for i in range(len(det)):
         tid = int(det.tracker_id[i]) if det.tracker_id is not None else i
-        tr = tracks.get(tid)
-        depth = float(tr.depth_m[-1]) if tr is not None and len(tr) else None
-        labels.append(overlays.object_label(tid, str(det.class_name[i]), depth, None))
+        labels.append(overlays.object_label(tid, str(det.class_name[i]), depths.get(tid), ttcs.get(tid)))
     img = overlays.draw(frame, det, labels, f"t={t:5.2f}s  risk {risk:.2f}  {reason[:70]}")
     h, w = img.shape[:2]
     x0, y0, gw, gh = w - 30, 30, 16, h - 60  # the gauge: a bar filling from the bottom

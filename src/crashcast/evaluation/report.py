@@ -111,5 +111,6 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
 
 
 def _window_dir(run: Path, row) -> Path:
-    phase = row.phase if float(row.horizon_s) == 0 else f"{row.phase}_h{float(row.horizon_s):g}"
-    return run / "clips" / str(row.clip_id) / phase
+    from crashcast.extract import window_folder
+
+    return run / "clips" / str(row.clip_id) / window_folder(row.phase, row.horizon_s)

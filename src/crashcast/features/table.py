@@ -19,7 +19,7 @@ IN_PATH_M = 1.5  # an object whose nearest side is within this of the camera axi
 MIN_FRAMES_FOR_TTC = 5  # a track seen in fewer perceived frames (0.5 s at 10 Hz) gives no TTC to aggregate
 
 ID_COLUMNS = ["window_id", "clip_id", "phase", "horizon_s", "end_s", "clamped", "label", "soft_target"]
-_OBJ_FIELDS = ["present", "depth_m", "closing_mps", "ttc_s", "lateral_m", "in_path", "speed_mps", "accel_mps2",
+_OBJ_FIELDS = ["present", "depth_m", "depth_end_m", "closing_mps", "ttc_s", "lateral_m", "in_path", "speed_mps", "accel_mps2",
                "flow_mag", "occlusion", "mask_area", "is_vehicle", "is_person"]
 
 
@@ -59,6 +59,7 @@ def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
         row.update({
             pre + "present": 1.0,
             pre + "depth_m": _cap(o.mean_depth_m, DEPTH_CAP_M),
+            pre + "depth_end_m": _cap(float(np.median(o.depth_track_m[-3:])) if o.depth_track_m else None, DEPTH_CAP_M),
             pre + "closing_mps": o.closing_speed_mps if o.closing_speed_mps is not None else np.nan,
             pre + "ttc_s": _cap(o.ttc_s, TTC_CAP_S),
             pre + "lateral_m": o.lateral_offset_m if o.lateral_offset_m is not None else np.nan,

@@ -167,11 +167,8 @@ class Perception:
             ))
         return out
 
-    def smoothed_looming(self) -> float:
-        """Median of the last `LOOMING_MEDIAN` frames' looming: one noisy frame is not a threat."""
-        return float(np.median(self.looming[-LOOMING_MEDIAN:])) if self.looming else 0.0
-
     def result(self) -> ClipPerception:
+        # causal median over the last LOOMING_MEDIAN frames: one noisy frame is not a threat
         raw = np.array(self.looming)
         looming = np.array([np.median(raw[max(0, i - LOOMING_MEDIAN + 1) : i + 1]) for i in range(len(raw))])
         with np.errstate(divide="ignore"):

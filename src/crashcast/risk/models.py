@@ -278,7 +278,9 @@ def describe_object(row: pd.Series, k: int) -> str | None:
         return None
     cls = "person" if row.get(pre + "is_person", 0) else ("vehicle" if row.get(pre + "is_vehicle", 0) else "object")
     parts = [f"{cls} {LETTERS[k - 1]}"]
-    depth = row.get(pre + "depth_m")
+    depth = row.get(pre + "depth_end_m", row.get(pre + "depth_m"))  # where it is now, at the window's end
+    if depth is None or not math.isfinite(depth):
+        depth = row.get(pre + "depth_m")
     if depth is not None and math.isfinite(depth):
         parts.append(f"{depth:.0f} m ahead" if row.get(pre + "in_path", 0) else f"{depth:.0f} m away, beside the path")
     closing = row.get(pre + "closing_mps")

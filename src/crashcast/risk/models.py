@@ -30,7 +30,7 @@ LETTERS = "ABCDEFGHIJ"
 
 
 def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, float), -500.0, 500.0)))
 
 
 def physics_risk(path_min_ttc_s, scene_ttc_s, path_max_closing_mps, cfg: PhysicsConfig) -> np.ndarray:

@@ -215,8 +215,9 @@ def predict(
     threshold: Annotated[float, typer.Option(help="alert when the risk reaches this")] = 0.5,
     out: Annotated[Path, typer.Option(help="output folder (one subfolder per video)")] = Path("crashcast-predictions"),
     fmt: Annotated[str, typer.Option("--format", help="what to print: table | json | csv")] = "table",
-    annotate: Annotated[bool, typer.Option(help="also write annotated.mp4 (boxes, ids, depth, risk gauge)")] = False,
+    annotate: Annotated[bool, typer.Option(help="also write annotated.mp4 (boxes, ids, depth, TTC, risk gauge)")] = False,
     config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the backend's preset)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field, e.g. perception.classic.horizon=0.55")] = None,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
     import json as _json
@@ -230,7 +231,7 @@ def predict(
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
-    cfg = load_config(config or backend)
+    cfg = load_config(config or backend, list(set_ or []))
     paths = videos_in(videos)
     if not paths:
         raise typer.BadParameter("no video files given or found in the folders")

@@ -50,7 +50,7 @@ class ClassicPerceptionConfig(_Strict):
     max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
     hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
     camera_height_m: float = Field(1.4, gt=0)
-    horizon: float | Literal["auto"] = Field(0.5, description="horizon row as a fraction of the height, or 'auto' (focus of expansion)")
+    horizon: float = Field(0.5, gt=0, lt=1, description="horizon row as a fraction of the image height (where the road vanishes)")
     ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
     residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
     residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")

@@ -63,8 +63,7 @@ def normal_residual(frame: np.ndarray, residual_uv: np.ndarray, min_gradient: fl
 
 def camera_for(width: int, height: int, cfg: PerceptionConfig) -> CameraModel:
     c = cfg.classic
-    horizon = 0.5 if c.horizon == "auto" else float(c.horizon)
-    return CameraModel.from_fov(width, height, c.hfov_deg, c.camera_height_m, horizon)
+    return CameraModel.from_fov(width, height, c.hfov_deg, c.camera_height_m, c.horizon)
 
 
 class Perception:

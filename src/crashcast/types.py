@@ -103,10 +103,6 @@ class ClipFrames:
         """(width, height) of the decoded frames."""
         return int(self.frames.shape[2]), int(self.frames.shape[1])
 
-    def index_at(self, t_s: float) -> int:
-        """Index of the frame nearest to time `t_s` (clamped to the span)."""
-        return int(np.clip(np.argmin(np.abs(self.times_s - t_s)), 0, len(self.times_s) - 1))
-
 
 @dataclass
 class Detections:

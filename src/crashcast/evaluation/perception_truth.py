@@ -85,9 +85,9 @@ def evaluate_clip(clip: Clip, truth: dict, cfg: CrashcastConfig) -> ClipTruthRep
                 rep.depth_rel_errors.append(abs(z - zt) / zt)
     # one id per true object over each window (objects seen in at least half the window's frames)
     for w in windows:
-        in_w = np.flatnonzero((perc.times_s >= w.start_s - 1e-6) & (perc.times_s <= w.end_s + 1e-6))
+        in_w = set(np.flatnonzero((perc.times_s >= w.start_s - 1e-6) & (perc.times_s <= w.end_s + 1e-6)).tolist())
         for _oid, pairs in matches.items():
-            ids = [tid for j, tid in pairs if j in set(in_w)]
+            ids = [tid for j, tid in pairs if j in in_w]
             if len(ids) >= max(2, 0.5 * len(in_w)):
                 rep.windows_tracked += 1
                 rep.windows_single_id += int(len(set(ids)) == 1)

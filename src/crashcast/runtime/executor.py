@@ -6,8 +6,7 @@ A job that raises is returned as a failure (never hides it, never stops the othe
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +29,6 @@ def _call(fn: Callable[..., Any], key: str, args: tuple) -> JobResult:
     except Exception as e:  # one bad clip must not stop the run: report it to the caller
         log.debug("job %s failed", key, exc_info=True)
         return JobResult(key, False, error=str(e) or repr(e), error_type=type(e).__name__)
-
-
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
 
 
 def run_jobs(
@@ -65,8 +60,3 @@ def run_jobs(
                         results[key] = JobResult(key, False, error=f"worker died: {e}", error_type=type(e).__name__)
                     bar.advance(task)
     return [results[k] for k, _ in jobs]
-
-
-def chunks(items: Iterable[Any], n: int) -> list[list[Any]]:
-    items = list(items)
-    return [items[i : i + n] for i in range(0, len(items), n)]

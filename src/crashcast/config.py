@@ -46,11 +46,15 @@ class ClassicPerceptionConfig(_Strict):
     """Weight-free perception: OpenCV flow, ground-plane depth, motion detection, ByteTrack."""
 
     flow_preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    flow_refine_iterations: int | None = Field(None, ge=0, le=50, description="DIS variational refinement iterations "
+                                               "(smooths the flow; most of DIS's time); null: the preset's")
     frame_step: int = Field(3, ge=1, le=10, description="perceive every Nth frame of the 30 fps grid (flow between them: more signal, less work)")
     max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
     hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
     camera_height_m: float = Field(1.4, gt=0)
     horizon: float = Field(0.5, gt=0, lt=1, description="horizon row as a fraction of the image height (where the road vanishes)")
+    sky_margin: float | None = Field(0.05, ge=0, lt=1, description="perceive only the rows below horizon - this fraction of the height "
+                                     "(the classic detector finds objects on the road, below the horizon); null: the whole frame")
     ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
     residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
     residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")

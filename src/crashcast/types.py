@@ -80,8 +80,10 @@ class Window:
 class ClipFrames:
     """Decoded, resampled frames of one clip span.
 
-    frames: (T, H, W, 3) uint8 RGB; times_s: (T,) float64 seconds from the video start, evenly
-    spaced at `fps`. `source_size` is the (width, height) of the original video.
+    frames: (T, H, W, 3) uint8 RGB; times_s: (T,) float64 seconds from the video start, on the
+    grid k / `fps`: every grid point of the span, or every `step`-th one (counted back from the
+    span's last) when only those were kept. `span_frames`: grid points in the span (T * step,
+    give or take the first ones). `source_size` is the (width, height) of the original video.
     """
 
     clip_id: str
@@ -91,8 +93,12 @@ class ClipFrames:
     source_size: tuple[int, int]
     source_fps: float
     duration_s: float
+    step: int = 1
+    span_frames: int = 0
 
     def __post_init__(self) -> None:
+        if not self.span_frames:
+            self.span_frames = len(self.frames) * self.step
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
             raise ValueError(f"frames must be (T, H, W, 3), got {self.frames.shape}")
         if len(self.times_s) != len(self.frames):
@@ -224,6 +230,10 @@ class CameraModel:
         focal = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
         return cls(focal, width / 2.0, height / 2.0, horizon_frac * height, height_m)
 
+    def cropped(self, top: int) -> CameraModel:
+        """The same camera seeing only the rows from `top` down (a crop shifts the principal point)."""
+        return CameraModel(self.focal_px, self.cx, self.cy - top, self.horizon_y - top, self.height_m)
+
 
 @dataclass
 class ObjectTrack:
@@ -273,6 +283,7 @@ class ClipPerception:
     backends: dict[str, str]
     frames_processed: int
     source_index: np.ndarray | None = None  # (F,) index of each perceived frame in the decoded span
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per perception stage
 
     def track_by_id(self, track_id: int) -> ObjectTrack:
         for t in self.tracks:

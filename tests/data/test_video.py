@@ -83,3 +83,17 @@ def test_streaming_resampler_matches_decode(tmp_path):
     assert [round(t, 6) for t, _ in streamed] == [round(t, 6) for t in whole.times_s]
     for (_, a), b in zip(streamed, whole.frames, strict=True):
         assert frame_index_from_level(a) == frame_index_from_level(b)
+
+
+def test_decode_with_step_keeps_every_nth_frame_counted_back_from_the_end(tmp_path):
+    from crashcast.perception.pipeline import processed_indices
+
+    n = 50
+    path = write_video(tmp_path / "step.mp4", level_frames(n, step=3), [i / 25 for i in range(n)])
+    whole = decode(path, start_s=0.3, end_s=1.7, fps=30.0, long_side=None)
+    sub = decode(path, start_s=0.3, end_s=1.7, fps=30.0, long_side=None, step=3)
+    idx = processed_indices(len(whole.frames), 3)
+    assert idx[-1] == len(whole.frames) - 1  # the span's last frame (the event) is kept
+    np.testing.assert_allclose(sub.times_s, whole.times_s[idx])
+    np.testing.assert_array_equal(sub.frames, whole.frames[idx])
+    assert sub.step == 3 and sub.span_frames == whole.span_frames == len(whole.frames)

@@ -100,8 +100,27 @@ def target_size(width: int, height: int, long_side: int | None) -> tuple[int, in
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def iter_source_frames(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (timestamp seconds, RGB uint8 frame) from `start_s` on (seeking to a keyframe before it)."""
+class SourceFrame:
+    """One decoded frame, converted to RGB only when asked (most frames of a span are never used)."""
+
+    __slots__ = ("_frame", "_rotation", "height", "width")
+
+    def __init__(self, frame, rotation: int) -> None:
+        self._frame = frame
+        self._rotation = rotation
+        w, h = frame.width, frame.height
+        self.width, self.height = (h, w) if rotation in (90, 270) else (w, h)
+
+    def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, resized to `size` = (width, height) when given."""
+        img = self._frame.to_ndarray(format="rgb24")
+        if self._rotation:
+            img = np.ascontiguousarray(np.rot90(img, k=-(self._rotation // 90)))
+        return _resize(img, size)
+
+
+def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, SourceFrame]]:
+    """Yield (timestamp seconds, frame) from `start_s` on (seeking to a keyframe before it)."""
     import av
 
     path = Path(path)
@@ -127,16 +146,19 @@ def iter_source_frames(path: str | Path, start_s: float = 0.0) -> Iterator[tuple
                 else:
                     t = last_t + fallback_dt if last_t > -math.inf else 0.0
                 last_t = t
-                img = frame.to_ndarray(format="rgb24")
-                if rotation:
-                    img = np.ascontiguousarray(np.rot90(img, k=-(rotation // 90)))
-                yield t, img
+                yield t, SourceFrame(frame, rotation)
         except av.error.FFmpegError as e:
             if last_t == -math.inf:
                 raise VideoError(path, f"cannot decode any frame: {e}") from None
             log.warning("%s: decoding stopped at %.2f s (%s); using the frames before it", path, last_t, e)
     finally:
         container.close()
+
+
+def iter_source_frames(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (timestamp seconds, RGB uint8 frame) from `start_s` on (seeking to a keyframe before it)."""
+    for t, frame in iter_decoded(path, start_s):
+        yield t, frame.rgb()
 
 
 def decode(
@@ -146,22 +168,27 @@ def decode(
     fps: float = 30.0,
     long_side: int | None = 640,
     clip_id: str | None = None,
+    step: int = 1,
 ) -> ClipFrames:
     """Decode [start_s, end_s] resampled to `fps` by timestamp and resized to `long_side`.
 
-    Frame times are the grid points k / fps inside the span and inside the video. Raises
+    Frame times are the grid points k / fps inside the span and inside the video. With `step` > 1
+    only every step-th grid frame is kept, counted back from the span's last one (the others are
+    decoded but never converted: the cost of a span then is mostly the codec's). Raises
     `VideoError` for missing, empty, corrupt or frameless files.
     """
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
     path = Path(path)
     start_s = max(0.0, start_s)
-    source: list[tuple[float, np.ndarray]] = []
-    for t, img in iter_source_frames(path, start_s):
+    source: list[tuple[float, SourceFrame]] = []
+    for t, frame in iter_decoded(path, start_s):
         if end_s is not None and t > end_s + _EPS:
             break
         if t < start_s - 2.0:  # well before the span: keep only the latest as a hold frame
-            source = [(t, img)]
+            source = [(t, frame)]
             continue
-        source.append((t, img))
+        source.append((t, frame))
     if not source:
         raise VideoError(path, "no decodable video frames" + (f" in [{start_s:.2f}, {end_s:.2f}] s" if end_s else ""))
     src_t = np.array([s[0] for s in source])
@@ -176,19 +203,20 @@ def decode(
     grid = np.arange(k0, k1 + 1) / fps
     if len(grid) == 0:
         grid = np.array([max(start_s, src_t[0])])
+    span_frames = len(grid)
+    grid = grid[(len(grid) - 1 - np.arange(len(grid))) % step == 0]
     idx = np.searchsorted(src_t, grid + _EPS, side="right") - 1
     idx = np.clip(idx, 0, len(source) - 1)
-    h0, w0 = source[0][1].shape[:2]
+    w0, h0 = source[0][1].width, source[0][1].height
     w, h = target_size(w0, h0, long_side)
-    cache: dict[int, np.ndarray] = {}
     out = np.empty((len(grid), h, w, 3), np.uint8)
     for j, i in enumerate(idx):
-        if i not in cache:
-            img = source[i][1]
-            if img.shape[:2] != (h0, w0):  # a stream that changes size mid-way
-                img = cv2.resize(img, (w0, h0))
-            cache[i] = img if (w, h) == (w0, h0) else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        out[j] = cache[i]
+        if j > 0 and i == idx[j - 1]:  # the same source frame is on screen (a lower source frame rate)
+            out[j] = out[j - 1]
+            continue
+        frame = source[i][1]
+        img = frame.rgb((w0, h0)) if (frame.width, frame.height) != (w0, h0) else frame.rgb()  # a stream that changes size
+        out[j] = _resize(img, (w, h))
     return ClipFrames(
         clip_id=clip_id or path.stem,
         frames=out,
@@ -197,6 +225,8 @@ def decode(
         source_size=(w0, h0),
         source_fps=src_fps,
         duration_s=float(video_end),
+        step=step,
+        span_frames=span_frames,
     )
 
 

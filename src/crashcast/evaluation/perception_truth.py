@@ -65,7 +65,7 @@ def evaluate_clip(clip: Clip, truth: dict, cfg: CrashcastConfig) -> ClipTruthRep
     duration = truth["duration_s"]
     windows = make_windows(clip, duration, cfg.windows)
     start, end = clip_span(windows)
-    frames = decode(clip.video_path, start, end, cfg.video.fps, cfg.video.long_side)
+    frames = decode(clip.video_path, start, end, cfg.video.fps, cfg.video.long_side, step=cfg.perception.classic.frame_step)
     perc = perceive(frames, cfg.perception)
     rep.frames_processed = perc.frames_processed
     fps = truth["fps"]

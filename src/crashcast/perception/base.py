@@ -28,6 +28,9 @@ class FrameContext:
     between perceived frames for flow to be trusted; parallax: (H, W) pixels per frame, the road's
     flow minus the flow at the horizon (camera rotation and shake removed): how much motion a
     standing object would differ by.
+
+    origin_y: the row of the full frame where the perceived frame starts (a pipeline may perceive
+    only the rows below the sky; `camera` is then the cropped camera); 0 for the full frame.
     """
 
     index: int
@@ -39,6 +42,7 @@ class FrameContext:
     residual: np.ndarray | None = None
     flow_valid: np.ndarray | None = None
     parallax: np.ndarray | None = None
+    origin_y: int = 0
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ union of the windows' spans; windows are views of the result.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -74,18 +75,29 @@ class Perception:
         self.fps = fps
         self.clip_id = clip_id
         self.camera = camera_for(width, height, cfg)
+        margin = cfg.classic.sky_margin
+        # the perceived rows: below the sky (objects stand on the road) unless sky_margin is None
+        self.origin_y = 0 if margin is None else int(np.clip(self.camera.horizon_y - margin * height, 0, height - 64)) // 32 * 32
+        self._cam = self.camera.cropped(self.origin_y)
         self.flow = registry.create("flow", cfg.flow, cfg)
         self.detector = registry.create("detector", cfg.detector, cfg)
         self.segmenter = registry.create("segmenter", cfg.segmenter, cfg)
         self.tracker = registry.create("tracker", cfg.tracker, cfg)
         self.depth = registry.create("depth", cfg.depth, cfg)
         self._prev: tuple[np.ndarray, float] | None = None
-        self._corridor = corridor_mask(width, height, self.camera, cfg.classic.ego_path_half_width_m)
+        corridor = corridor_mask(width, height - self.origin_y, self._cam, cfg.classic.ego_path_half_width_m)
+        rows, cols = np.flatnonzero(corridor.any(axis=1)), np.flatnonzero(corridor.any(axis=0))
+        r0, c0 = (int(rows[0]), int(cols[0])) if len(rows) else (0, 0)
+        r1, c1 = (int(rows[-1]) + 1, int(cols[-1]) + 1) if len(rows) else (0, 0)
+        self._corridor = corridor  # the ego path, and its bounding box (looming looks only there)
+        self._cor_box = (slice(r0, r1), slice(c0, c1))
+        self._cor_cam = self._cam.cropped(r0)
         self._tracks: dict[int, _TrackLog] = {}
         self.times: list[float] = []
         self.looming: list[float] = []
         self.detections: list[Detections] = []
         self.frames_processed = 0
+        self.seconds: dict[str, float] = {}  # wall time per stage, summed over frames (see benchmarks/)
 
     @property
     def backends(self) -> dict[str, str]:
@@ -93,21 +105,29 @@ class Perception:
                 (("flow", "flow"), ("detector", "detector"), ("segmenter", "segmenter"), ("tracker", "tracker"), ("depth", "depth"))}
 
     def step(self, frame: np.ndarray, time_s: float, keep_masks: bool = False) -> FrameResult:
+        """Perceive one frame (full size; results in full-frame coordinates)."""
         index = self.frames_processed
-        ctx = FrameContext(index, time_s, self.camera)
+        y0 = self.origin_y
+        full_h = frame.shape[0]
+        frame = frame[y0:]  # a view: every stage below works on the perceived rows
+        ctx = FrameContext(index, time_s, self._cam, origin_y=y0)
         looming = 0.0
+        t = time.perf_counter()
         if self._prev is not None:
             prev, prev_t = self._prev
             k = max(1, round((time_s - prev_t) * self.fps))  # frames of the fps grid between the two
             (flow,) = self.flow.flow([prev], [frame])
             flow.uv /= k  # pixels per frame
-            road = fit_road_motion(flow.uv, self.camera, stride=k)
+            t = self._lap("flow", t)
+            road = fit_road_motion(flow.uv, self._cam, stride=k)
+            t = self._lap("road motion", t)
             c = self.cfg.classic
             road_mag = magnitude(road.road_flow)
-            hrow = int(np.clip(self.camera.horizon_y, 0, road.road_flow.shape[0] - 1))
+            hrow = int(np.clip(self._cam.horizon_y, 0, road.road_flow.shape[0] - 1))
             parallax = magnitude(road.road_flow - road.road_flow[hrow][None])
             threshold = c.residual_threshold_px + c.residual_relative * parallax
             residual = normal_residual(frame, flow.uv - road.road_flow)
+            t = self._lap("residual", t)
             ctx.flow, ctx.road_flow, ctx.residual, ctx.parallax = flow, road.road_flow, residual, parallax
             ctx.flow_valid = road_mag * k < c.max_road_flow_px
             ctx.off_road = (residual > threshold) & ctx.flow_valid
@@ -117,16 +137,23 @@ class Perception:
                 # the road's own motion is not explained: a failed fit, not a wall of obstacles
                 log.debug("%s t=%.2f: road motion fit failed; no motion cues this frame", self.clip_id, time_s)
                 ctx.off_road = np.zeros_like(ctx.off_road)
-            looming = ego_path_looming(flow.uv, ctx.off_road, self._corridor, self.fps, camera=self.camera)
+            box = self._cor_box
+            looming = ego_path_looming(flow.uv[box], ctx.off_road[box], self._corridor[box], self.fps, camera=self._cor_cam)
+            t = self._lap("looming", t)
         self._prev = (frame, time_s)
         (det,) = self.detector.detect([frame], [ctx])
+        t = self._lap("detect", t)
         (det,) = self.segmenter.segment([frame], [det], [ctx])
+        t = self._lap("segment", t)
         det = self.tracker.update(frame, det, time_s)
+        t = self._lap("track", t)
         (depth,) = self.depth.depth([frame], [det], [ctx])
+        t = self._lap("depth", t)
         objects = []
         for i in range(len(det)):
             mask = det.mask[i] if det.mask is not None else None
             x1, y1, x2, y2 = (float(v) for v in det.xyxy[i])
+            y1, y2 = y1 + y0, y2 + y0
             box_area = max((x2 - x1) * (y2 - y1), 1.0)
             area = float(mask.sum()) if mask is not None else box_area
             z_vals = depth.depth_m[mask] if mask is not None and mask.any() else np.array([np.nan])
@@ -148,12 +175,18 @@ class Perception:
             log_ = self._tracks.setdefault(tid, _TrackLog())
             log_.class_votes[rec["class_name"]] = log_.class_votes.get(rec["class_name"], 0.0) + rec["confidence"]
             log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"]))
-        kept = det if keep_masks else Detections(det.xyxy, det.confidence, det.class_name, None, det.tracker_id, det.source)
+        kept = _to_full_frame(det, y0, full_h, keep_masks)
+        self._lap("objects", t)
         self.times.append(time_s)
         self.looming.append(looming)
         self.detections.append(kept)
         self.frames_processed += 1
         return FrameResult(index, time_s, kept, objects, looming)
+
+    def _lap(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
 
     def tracks(self) -> list[ObjectTrack]:
         out = []
@@ -175,8 +208,19 @@ class Perception:
         return ClipPerception(
             clip_id=self.clip_id, times_s=np.array(self.times), frame_size=(self.camera.cx * 2, self.camera.cy * 2),
             camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=self.detections,
-            backends=self.backends, frames_processed=self.frames_processed,
+            backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
         )
+
+
+def _to_full_frame(det: Detections, y0: int, height: int, keep_masks: bool) -> Detections:
+    """Detections of the perceived rows in full-frame coordinates (masks padded, or dropped)."""
+    xyxy = det.xyxy.copy()
+    xyxy[:, [1, 3]] += y0
+    mask = None
+    if keep_masks and det.mask is not None:
+        mask = np.zeros((len(det), height, det.mask.shape[2]), bool)
+        mask[:, y0:] = det.mask
+    return Detections(xyxy, det.confidence, det.class_name, mask, det.tracker_id, det.source)
 
 
 def processed_indices(n_frames: int, step: int) -> np.ndarray:
@@ -185,11 +229,17 @@ def processed_indices(n_frames: int, step: int) -> np.ndarray:
 
 
 def perceive(frames: ClipFrames, cfg: PerceptionConfig, keep_times: list[float] | None = None) -> ClipPerception:
-    """Perceive every `frame_step`-th frame of `frames`; masks are kept at the perceived frames
-    nearest to `keep_times` (the keyframes, for overlays)."""
+    """Perceive every `frame_step`-th frame of `frames` (all of them when decoded with that step);
+    masks are kept at the perceived frames nearest to `keep_times` (the keyframes, for overlays)."""
     w, h = frames.size
     p = Perception(cfg, w, h, frames.fps, frames.clip_id)
-    idx = processed_indices(len(frames.frames), cfg.classic.frame_step)
+    step = cfg.classic.frame_step
+    if frames.step == step:  # decoded at the perception rate already
+        idx = np.arange(len(frames.frames))
+    elif frames.step == 1:
+        idx = processed_indices(len(frames.frames), step)
+    else:
+        raise ValueError(f"{frames.clip_id}: frames kept every {frames.step} grid points cannot be perceived every {step}")
     times = frames.times_s[idx]
     keep = {int(np.argmin(np.abs(times - t))) for t in (keep_times or [])}
     for j, i in enumerate(idx):

@@ -40,7 +40,7 @@ def create(stage: str, name: str, cfg: PerceptionConfig) -> Any:
 def _dis(cfg: PerceptionConfig) -> Any:
     from crashcast.perception.classic.flow import DISFlow
 
-    return DISFlow(cfg.classic.flow_preset)
+    return DISFlow(cfg.classic.flow_preset, cfg.classic.flow_refine_iterations)
 
 
 @register("detector", "classic-motion")

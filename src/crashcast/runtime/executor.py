@@ -1,6 +1,7 @@
 """Run independent jobs (one per clip) in local processes with a progress bar.
 
-A job that raises is returned as a failure (never hides it, never stops the others).
+A job that raises is returned as a failure (never hides it, never stops the others). Workers are
+started the platform's default way (fork on Linux, spawn on macOS and Windows).
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def run_jobs(
     workers: int = 1,
     description: str = "working",
     progress: bool = True,
+    initializer: Callable[[], None] | None = None,
 ) -> list[JobResult]:
-    """Call fn(*args) for every (key, args); with workers > 1 in a process pool. Results in job order."""
+    """Call fn(*args) for every (key, args); with workers > 1 in a process pool (each worker runs
+    `initializer` first). Results in job order."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     results: dict[str, JobResult] = {}
@@ -50,7 +53,7 @@ def run_jobs(
                 results[key] = _call(fn, key, args)
                 bar.advance(task)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=initializer) as pool:
                 futures = {pool.submit(_call, fn, key, args): key for key, args in jobs}
                 for fut in as_completed(futures):
                     key = futures[fut]

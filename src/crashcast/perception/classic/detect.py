@@ -69,13 +69,14 @@ class MotionDetector:
         return [self._detect_one(f, ctx) for f, ctx in zip(frames, contexts, strict=True)]
 
     def _appearance_candidates(self, frame: np.ndarray, cam: CameraModel, residual: np.ndarray, road_mag: np.ndarray,
-                               valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                               valid: np.ndarray, origin_y: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(the road's extent, non-road-looking pixels inside it whose motion is not the road's,
-        all non-road-looking pixels inside it)."""
+        all non-road-looking pixels inside it). `frame` holds the full frame's rows from `origin_y` on."""
         h, w = frame.shape[:2]
         lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB)
         top = int(np.clip(cam.horizon_y + 1, 0, h - 1))
-        y0, y1 = int(0.82 * h), int(0.97 * h)
+        full_h = origin_y + h
+        y0, y1 = int(0.82 * full_h) - origin_y, int(0.97 * full_h) - origin_y  # the patch ahead of the bumper
         patch = lab[max(y0, top) : y1 : 2, int(0.38 * w) : int(0.62 * w) : 2].reshape(-1, 3).astype(np.float32)
         if len(patch) < 50:
             empty = np.zeros((h, w), bool)
@@ -102,14 +103,16 @@ class MotionDetector:
         anomaly = cv2.morphologyEx(anomaly, cv2.MORPH_OPEN, self._open5)  # drops thin paint lines
         # flat paint moves with the road (residual ~ flow noise); standing objects do not, at least
         # in their upper part (their bottom touches the road and moves like it)
-        standing = (residual > self.cfg.parallax_ratio * road_mag + 0.05).astype(np.float32)
         n, labels, _stats, _ = cv2.connectedComponentsWithStats(anomaly, connectivity=8)
         if n <= 1:
             return span & below, np.zeros((h, w), bool), not_road_px & span & below
-        idx = labels.ravel()
-        count = np.bincount(idx, minlength=n).astype(np.float32)
-        frac = np.bincount(idx, weights=standing.ravel(), minlength=n) / np.maximum(count, 1)
-        still = np.bincount(idx, weights=road_mag.ravel(), minlength=n) / np.maximum(count, 1) < self.cfg.min_parallax_px
+        inside = labels > 0  # per-region statistics over the regions' pixels only
+        idx = labels[inside]
+        mag = road_mag[inside]
+        standing = residual[inside] > self.cfg.parallax_ratio * mag + 0.05
+        count = np.maximum(np.bincount(idx, minlength=n), 1)
+        frac = np.bincount(idx, weights=standing, minlength=n) / count
+        still = np.bincount(idx, weights=mag, minlength=n) / count < self.cfg.min_parallax_px
         keep = (frac > 0.2) | still
         keep[0] = False
         anomaly = keep[labels]
@@ -124,7 +127,7 @@ class MotionDetector:
         measurable = road_mag > self.cfg.min_parallax_px
         moving = ctx.off_road & measurable
         valid = ctx.flow_valid if ctx.flow_valid is not None else np.ones_like(measurable)
-        span, candidates, not_road = self._appearance_candidates(frame, cam, ctx.residual, road_mag, valid)
+        span, candidates, not_road = self._appearance_candidates(frame, cam, ctx.residual, road_mag, valid, ctx.origin_y)
         # only what is on the road (or entering it) can be hit: both cues inside the road's extent
         span = cv2.dilate(span.astype(np.uint8), np.ones((1, 15), np.uint8)).astype(bool)
         mask = ((moving & span) | candidates).astype(np.uint8)

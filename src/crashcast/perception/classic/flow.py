@@ -21,11 +21,13 @@ class DISFlow:
 
     name = "classic-flow"
 
-    def __init__(self, preset: str = "fast") -> None:
+    def __init__(self, preset: str = "fast", refine_iterations: int | None = None) -> None:
         if preset not in _PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(_PRESETS)}")
         self.preset = preset
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
+        if refine_iterations is not None:
+            self._dis.setVariationalRefinementIterations(refine_iterations)
 
     @staticmethod
     def _gray(img: np.ndarray) -> np.ndarray:

@@ -114,10 +114,11 @@ def predict(
     last_ttc: dict[int, float] = {}
     current_risk, current_reason = 0.0, ""
     next_t = stride_s
-    k = -1
     chash = perception_hash(cfg)
     try:
-        for k, (t, frame) in enumerate(iter_resampled(path, fps, cfg.video.long_side)):
+        # without an annotated video only the perceived frames are needed (the others are never converted)
+        for t, frame in iter_resampled(path, fps, cfg.video.long_side, every=1 if annotate else step):
+            k = round(t * fps)  # the frame's index on the fps grid
             if perception is None:
                 h, w = frame.shape[:2]
                 perception = Perception(cfg.perception, w, h, fps, path.stem)

@@ -97,3 +97,15 @@ def test_decode_with_step_keeps_every_nth_frame_counted_back_from_the_end(tmp_pa
     np.testing.assert_allclose(sub.times_s, whole.times_s[idx])
     np.testing.assert_array_equal(sub.frames, whole.frames[idx])
     assert sub.step == 3 and sub.span_frames == whole.span_frames == len(whole.frames)
+
+
+def test_streaming_resampler_every_nth(tmp_path):
+    from crashcast.data.video import iter_resampled
+
+    times = [i / 25 for i in range(30)]
+    path = write_video(tmp_path / "every.mp4", level_frames(len(times)), times)
+    whole = list(iter_resampled(path, fps=30.0, long_side=None))
+    third = list(iter_resampled(path, fps=30.0, long_side=None, every=3))
+    assert [round(t, 6) for t, _ in third] == [round(t, 6) for t, _ in whole[::3]]
+    for (_, a), (_, b) in zip(third, whole[::3], strict=True):
+        assert frame_index_from_level(a) == frame_index_from_level(b)

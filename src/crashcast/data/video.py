@@ -269,29 +269,41 @@ class VideoWriter:
         self.close()
 
 
-def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 640) -> Iterator[tuple[float, np.ndarray]]:
+def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 640, every: int = 1) -> Iterator[tuple[float, np.ndarray]]:
     """Stream (time, RGB frame) on the grid k / fps, holding each source frame until the next one
-    (the same rule as `decode`), resized to `long_side`; memory stays constant for long videos."""
+    (the same rule as `decode`), resized to `long_side`; memory stays constant for long videos.
+    With `every` > 1 only the grid frames k = 0, every, 2 * every, ... are yielded (the others are
+    decoded, never converted)."""
     path = Path(path)
     k = 0
-    prev: tuple[float, np.ndarray] | None = None
+    prev: tuple[float, SourceFrame] | None = None
     size: tuple[int, int] | None = None
     gaps: list[float] = []
-    for t, img in iter_source_frames(path):
+    cache: tuple[SourceFrame, np.ndarray] | None = None  # the last source frame converted, and its image
+
+    def shown(src: SourceFrame) -> np.ndarray:
+        nonlocal cache
+        if cache is None or cache[0] is not src:
+            cache = (src, src.rgb(size))
+        return cache[1]
+
+    for t, frame in iter_decoded(path):
         if size is None:
-            size = target_size(img.shape[1], img.shape[0], long_side)
+            size = target_size(frame.width, frame.height, long_side)
         if prev is not None:
             gaps.append(t - prev[0])
             while k / fps < t - _EPS:  # grid times shown by the previous source frame
-                yield k / fps, _resize(prev[1], size)
+                if k % every == 0:
+                    yield k / fps, shown(prev[1])
                 k += 1
-        prev = (t, img)
+        prev = (t, frame)
     if prev is None:
         raise VideoError(path, "no decodable video frames")
     typical = float(np.median(gaps)) if gaps else 0.0  # the last frame lasts a typical frame (as in `decode`)
     end = prev[0] + (typical if typical > 0 else 1.0 / fps)
     while k / fps < end - _EPS:
-        yield k / fps, _resize(prev[1], size)
+        if k % every == 0:
+            yield k / fps, shown(prev[1])
         k += 1
 
 

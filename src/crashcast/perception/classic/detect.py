@@ -71,27 +71,30 @@ class MotionDetector:
     def _appearance_candidates(self, frame: np.ndarray, cam: CameraModel, residual: np.ndarray, road_mag: np.ndarray,
                                valid: np.ndarray, origin_y: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(the road's extent, non-road-looking pixels inside it whose motion is not the road's,
-        all non-road-looking pixels inside it). `frame` holds the full frame's rows from `origin_y` on."""
+        all non-road-looking pixels inside it). `frame` holds the full frame's rows from `origin_y`
+        on; only the rows below the horizon (where the road is) are looked at."""
         h, w = frame.shape[:2]
-        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB)
         top = int(np.clip(cam.horizon_y + 1, 0, h - 1))
+        span_out, anomaly_out, not_road_out = (np.zeros((h, w), bool) for _ in range(3))
+        # from one row above the horizon: a border of no road for the morphology, as in a full frame
+        start = max(top - 1, 0)
+        lab = cv2.cvtColor(frame[start:], cv2.COLOR_RGB2LAB)
+        hb = h - start
         full_h = origin_y + h
-        y0, y1 = int(0.82 * full_h) - origin_y, int(0.97 * full_h) - origin_y  # the patch ahead of the bumper
-        patch = lab[max(y0, top) : y1 : 2, int(0.38 * w) : int(0.62 * w) : 2].reshape(-1, 3).astype(np.float32)
+        y0, y1 = int(0.82 * full_h) - origin_y - start, int(0.97 * full_h) - origin_y - start  # the patch ahead of the bumper
+        patch = lab[max(y0, top - start) : y1 : 2, int(0.38 * w) : int(0.62 * w) : 2].reshape(-1, 3).astype(np.float32)
         if len(patch) < 50:
-            empty = np.zeros((h, w), bool)
-            return empty, empty, empty
+            return span_out, anomaly_out, not_road_out
         # the road's colour: per-channel median and robust spread (MAD) of the patch ahead of the bumper
         med = np.median(patch, axis=0)
         mad = np.median(np.abs(patch - med), axis=0) * 1.4826 + np.array([3.0, 2.0, 2.0], np.float32)
         limit = self.cfg.road_color_k * mad
-        not_road_px = np.zeros((h, w), bool)
+        not_road_px = np.zeros((hb, w), bool)
         for c in range(3):
-            diff = cv2.absdiff(lab[..., c], np.full((h, w), int(round(med[c])), np.uint8))
+            diff = cv2.absdiff(lab[..., c], np.full((hb, w), int(round(med[c])), np.uint8))
             not_road_px |= diff > limit[c]
-        below = np.zeros((h, w), bool)
-        below[top:] = True
-        road_like = ~not_road_px & below
+        road_like = ~not_road_px
+        road_like[: top - start] = False
         road_like = cv2.morphologyEx(road_like.astype(np.uint8), cv2.MORPH_OPEN, self._open).astype(bool)
         # the road's extent per row: between its leftmost and rightmost road-like pixel
         any_road = road_like.any(axis=1)
@@ -99,24 +102,27 @@ class MotionDetector:
         right = np.where(any_road, w - 1 - road_like[:, ::-1].argmax(axis=1), -1)
         cols = np.arange(w)[None, :]
         span = (cols > left[:, None]) & (cols < right[:, None])
-        anomaly = (not_road_px & span & below & valid).astype(np.uint8)
+        span[: top - start] = False
+        not_road = not_road_px & span
+        span_out[start:], not_road_out[start:] = span, not_road
+        anomaly = (not_road & valid[start:]).astype(np.uint8)
         anomaly = cv2.morphologyEx(anomaly, cv2.MORPH_OPEN, self._open5)  # drops thin paint lines
         # flat paint moves with the road (residual ~ flow noise); standing objects do not, at least
         # in their upper part (their bottom touches the road and moves like it)
         n, labels, _stats, _ = cv2.connectedComponentsWithStats(anomaly, connectivity=8)
         if n <= 1:
-            return span & below, np.zeros((h, w), bool), not_road_px & span & below
+            return span_out, anomaly_out, not_road_out
         inside = labels > 0  # per-region statistics over the regions' pixels only
         idx = labels[inside]
-        mag = road_mag[inside]
-        standing = residual[inside] > self.cfg.parallax_ratio * mag + 0.05
+        mag = road_mag[start:][inside]
+        standing = residual[start:][inside] > self.cfg.parallax_ratio * mag + 0.05
         count = np.maximum(np.bincount(idx, minlength=n), 1)
         frac = np.bincount(idx, weights=standing, minlength=n) / count
         still = np.bincount(idx, weights=mag, minlength=n) / count < self.cfg.min_parallax_px
         keep = (frac > 0.2) | still
         keep[0] = False
-        anomaly = keep[labels]
-        return span & below, anomaly, not_road_px & span & below
+        anomaly_out[start:] = keep[labels]
+        return span_out, anomaly_out, not_road_out
 
     def _detect_one(self, frame: np.ndarray, ctx: FrameContext) -> Detections:
         if ctx.off_road is None or ctx.residual is None or ctx.road_flow is None:

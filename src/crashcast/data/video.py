@@ -173,60 +173,78 @@ def decode(
     """Decode [start_s, end_s] resampled to `fps` by timestamp and resized to `long_side`.
 
     Frame times are the grid points k / fps inside the span and inside the video. With `step` > 1
-    only every step-th grid frame is kept, counted back from the span's last one (the others are
-    decoded but never converted: the cost of a span then is mostly the codec's). Raises
+    only every step-th grid frame is kept, counted back from the grid point at `end_s` (from the
+    span's first one when there is no `end_s`); the others are decoded but never converted, so a
+    span costs mostly the codec's time. Streams: memory holds the kept frames only. Raises
     `VideoError` for missing, empty, corrupt or frameless files.
     """
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     path = Path(path)
     start_s = max(0.0, start_s)
-    source: list[tuple[float, SourceFrame]] = []
+    k0 = math.ceil(start_s * fps - _EPS)
+    k_end = math.floor(end_s * fps + _EPS) if end_s is not None else None
+    times: list[float] = []
+    kept: list[np.ndarray] = []
+    size: tuple[int, int] | None = None
+    source_size: tuple[int, int] | None = None
+    last: tuple[SourceFrame, np.ndarray] | None = None  # the last source frame converted, and its image
+    n_grid = 0
+    k = k0
+
+    def show(k: int, src: SourceFrame) -> None:
+        """Grid point k shows source frame `src`: keep it (converted) if it is one of every `step`."""
+        nonlocal last, n_grid
+        n_grid += 1
+        if (k - k0 if k_end is None else k_end - k) % step:
+            return
+        if last is None or last[0] is not src:
+            img = src.rgb(source_size) if (src.width, src.height) != source_size else src.rgb()  # a stream that changes size
+            last = (src, _resize(img, size))
+        times.append(k / fps)
+        kept.append(last[1])
+
+    prev: tuple[float, SourceFrame] | None = None
+    gaps: list[float] = []
     for t, frame in iter_decoded(path, start_s):
         if end_s is not None and t > end_s + _EPS:
             break
-        if t < start_s - 2.0:  # well before the span: keep only the latest as a hold frame
-            source = [(t, frame)]
-            continue
-        source.append((t, frame))
-    if not source:
+        if source_size is None:
+            source_size = (frame.width, frame.height)
+            size = target_size(frame.width, frame.height, long_side)
+        if prev is not None:
+            if prev[0] >= start_s - 2.0:
+                gaps.append(t - prev[0])
+            while k / fps < t - _EPS:  # grid points shown by the previous source frame
+                show(k, prev[1])
+                k += 1
+        prev = (t, frame)
+    if prev is None or source_size is None:
         raise VideoError(path, "no decodable video frames" + (f" in [{start_s:.2f}, {end_s:.2f}] s" if end_s else ""))
-    src_t = np.array([s[0] for s in source])
-    dts = np.diff(src_t)
-    src_fps = 1.0 / float(np.median(dts)) if len(dts) and np.median(dts) > 0 else fps
-    video_end = src_t[-1] + (1.0 / src_fps)
+    src_fps = 1.0 / float(np.median(gaps)) if gaps and np.median(gaps) > 0 else fps
+    video_end = prev[0] + (1.0 / src_fps)
     stop = video_end if end_s is None else min(end_s, video_end - _EPS)
-    k0 = math.ceil(start_s * fps - _EPS)
     k1 = math.floor(stop * fps + _EPS)
     if end_s is None or end_s >= video_end:
         k1 = min(k1, math.ceil(video_end * fps - _EPS) - 1)
-    grid = np.arange(k0, k1 + 1) / fps
-    if len(grid) == 0:
-        grid = np.array([max(start_s, src_t[0])])
-    span_frames = len(grid)
-    grid = grid[(len(grid) - 1 - np.arange(len(grid))) % step == 0]
-    idx = np.searchsorted(src_t, grid + _EPS, side="right") - 1
-    idx = np.clip(idx, 0, len(source) - 1)
-    w0, h0 = source[0][1].width, source[0][1].height
-    w, h = target_size(w0, h0, long_side)
-    out = np.empty((len(grid), h, w, 3), np.uint8)
-    for j, i in enumerate(idx):
-        if j > 0 and i == idx[j - 1]:  # the same source frame is on screen (a lower source frame rate)
-            out[j] = out[j - 1]
-            continue
-        frame = source[i][1]
-        img = frame.rgb((w0, h0)) if (frame.width, frame.height) != (w0, h0) else frame.rgb()  # a stream that changes size
-        out[j] = _resize(img, (w, h))
+    while k <= k1:  # the rest of the span shows the last source frame
+        show(k, prev[1])
+        k += 1
+    if n_grid == 0:  # a span shorter than one grid step
+        k0 = k_end = k = 0
+        show(0, prev[1])
+        times[-1] = max(start_s, prev[0])
+    w, h = size
     return ClipFrames(
         clip_id=clip_id or path.stem,
-        frames=out,
-        times_s=grid.astype(np.float64),
+        frames=np.stack(kept) if kept else np.empty((0, h, w, 3), np.uint8),
+        times_s=np.array(times, dtype=np.float64),
         fps=fps,
-        source_size=(w0, h0),
+        source_size=source_size,
         source_fps=src_fps,
         duration_s=float(video_end),
         step=step,
-        span_frames=span_frames,
+        span_frames=n_grid,
     )
 
 

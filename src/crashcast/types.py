@@ -82,7 +82,7 @@ class ClipFrames:
 
     frames: (T, H, W, 3) uint8 RGB; times_s: (T,) float64 seconds from the video start, on the
     grid k / `fps`: every grid point of the span, or every `step`-th one (counted back from the
-    span's last) when only those were kept. `span_frames`: grid points in the span (T * step,
+    grid point at the span's requested end) when only those were kept. `span_frames`: grid points in the span (T * step,
     give or take the first ones). `source_size` is the (width, height) of the original video.
     """
 

@@ -103,20 +103,24 @@ def target_size(width: int, height: int, long_side: int | None) -> tuple[int, in
 class SourceFrame:
     """One decoded frame, converted to RGB only when asked (most frames of a span are never used)."""
 
-    __slots__ = ("_frame", "_rotation", "height", "width")
+    __slots__ = ("_frame", "_rgb", "_rotation", "height", "width")
 
     def __init__(self, frame, rotation: int) -> None:
         self._frame = frame
         self._rotation = rotation
+        self._rgb: tuple[tuple[int, int] | None, np.ndarray] | None = None
         w, h = frame.width, frame.height
         self.width, self.height = (h, w) if rotation in (90, 270) else (w, h)
 
     def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, resized to `size` = (width, height) when given."""
-        img = self._frame.to_ndarray(format="rgb24")
-        if self._rotation:
-            img = np.ascontiguousarray(np.rot90(img, k=-(self._rotation // 90)))
-        return _resize(img, size)
+        """(H, W, 3) uint8 RGB, resized to `size` = (width, height) when given; converted once (a
+        source frame shown at several grid times is returned as the same array)."""
+        if self._rgb is None or self._rgb[0] != size:
+            img = self._frame.to_ndarray(format="rgb24")
+            if self._rotation:
+                img = np.ascontiguousarray(np.rot90(img, k=-(self._rotation // 90)))
+            self._rgb = (size, _resize(img, size))
+        return self._rgb[1]
 
 
 def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, SourceFrame]]:
@@ -155,10 +159,47 @@ def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float
         container.close()
 
 
-def iter_source_frames(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (timestamp seconds, RGB uint8 frame) from `start_s` on (seeking to a keyframe before it)."""
+@dataclass
+class _Span:
+    """What reading a span found out: filled in while `_on_grid` runs (source size at the first
+    frame; frame rate and end of the video when it is done)."""
+
+    source_size: tuple[int, int] | None = None
+    source_fps: float = 0.0
+    video_end: float = 0.0
+    last: tuple[float, SourceFrame] | None = None
+
+
+def _on_grid(path: Path, fps: float, start_s: float, end_s: float | None, span: _Span) -> Iterator[tuple[int, SourceFrame]]:
+    """(k, the source frame on screen at time k / fps) for the grid points of [start_s, end_s] inside
+    the video: the last source frame at or before that time (the first one for earlier times)."""
+    k = math.ceil(start_s * fps - _EPS)
+    prev: tuple[float, SourceFrame] | None = None
+    gaps: list[float] = []
     for t, frame in iter_decoded(path, start_s):
-        yield t, frame.rgb()
+        if end_s is not None and t > end_s + _EPS:
+            break
+        if span.source_size is None:
+            span.source_size = (frame.width, frame.height)
+        if prev is not None:
+            if prev[0] >= start_s - 2.0:  # the frame rate of the span, not of what seeking passed through
+                gaps.append(t - prev[0])
+            while k / fps < t - _EPS:  # grid points shown by the previous source frame
+                yield k, prev[1]
+                k += 1
+        prev = (t, frame)
+    if prev is None:
+        raise VideoError(path, "no decodable video frames" + (f" in [{start_s:.2f}, {end_s:.2f}] s" if end_s else ""))
+    span.source_fps = 1.0 / float(np.median(gaps)) if gaps and np.median(gaps) > 0 else fps
+    span.video_end = prev[0] + (1.0 / span.source_fps)  # the last frame lasts a typical frame
+    span.last = prev
+    stop = span.video_end if end_s is None else min(end_s, span.video_end - _EPS)
+    k1 = math.floor(stop * fps + _EPS)
+    if end_s is None or end_s >= span.video_end:
+        k1 = min(k1, math.ceil(span.video_end * fps - _EPS) - 1)
+    while k <= k1:  # the rest of the span shows the last source frame
+        yield k, prev[1]
+        k += 1
 
 
 def decode(
@@ -182,67 +223,29 @@ def decode(
         raise ValueError(f"step must be >= 1, got {step}")
     path = Path(path)
     start_s = max(0.0, start_s)
-    k0 = math.ceil(start_s * fps - _EPS)
-    k_end = math.floor(end_s * fps + _EPS) if end_s is not None else None
+    k_ref = math.floor(end_s * fps + _EPS) if end_s is not None else math.ceil(start_s * fps - _EPS)
+    span = _Span()
     times: list[float] = []
     kept: list[np.ndarray] = []
-    size: tuple[int, int] | None = None
-    source_size: tuple[int, int] | None = None
-    last: tuple[SourceFrame, np.ndarray] | None = None  # the last source frame converted, and its image
     n_grid = 0
-    k = k0
-
-    def show(k: int, src: SourceFrame) -> None:
-        """Grid point k shows source frame `src`: keep it (converted) if it is one of every `step`."""
-        nonlocal last, n_grid
+    for k, src in _on_grid(path, fps, start_s, end_s, span):
         n_grid += 1
-        if (k - k0 if k_end is None else k_end - k) % step:
-            return
-        if last is None or last[0] is not src:
-            img = src.rgb(source_size) if (src.width, src.height) != source_size else src.rgb()  # a stream that changes size
-            last = (src, _resize(img, size))
-        times.append(k / fps)
-        kept.append(last[1])
-
-    prev: tuple[float, SourceFrame] | None = None
-    gaps: list[float] = []
-    for t, frame in iter_decoded(path, start_s):
-        if end_s is not None and t > end_s + _EPS:
-            break
-        if source_size is None:
-            source_size = (frame.width, frame.height)
-            size = target_size(frame.width, frame.height, long_side)
-        if prev is not None:
-            if prev[0] >= start_s - 2.0:
-                gaps.append(t - prev[0])
-            while k / fps < t - _EPS:  # grid points shown by the previous source frame
-                show(k, prev[1])
-                k += 1
-        prev = (t, frame)
-    if prev is None or source_size is None:
-        raise VideoError(path, "no decodable video frames" + (f" in [{start_s:.2f}, {end_s:.2f}] s" if end_s else ""))
-    src_fps = 1.0 / float(np.median(gaps)) if gaps and np.median(gaps) > 0 else fps
-    video_end = prev[0] + (1.0 / src_fps)
-    stop = video_end if end_s is None else min(end_s, video_end - _EPS)
-    k1 = math.floor(stop * fps + _EPS)
-    if end_s is None or end_s >= video_end:
-        k1 = min(k1, math.ceil(video_end * fps - _EPS) - 1)
-    while k <= k1:  # the rest of the span shows the last source frame
-        show(k, prev[1])
-        k += 1
-    if n_grid == 0:  # a span shorter than one grid step
-        k0 = k_end = k = 0
-        show(0, prev[1])
-        times[-1] = max(start_s, prev[0])
-    w, h = size
+        if (k_ref - k) % step == 0:
+            times.append(k / fps)
+            kept.append(src.rgb(target_size(*span.source_size, long_side)))
+    if n_grid == 0 and span.last is not None:  # a span shorter than one grid step: its one frame
+        n_grid = 1
+        times.append(max(start_s, span.last[0]))
+        kept.append(span.last[1].rgb(target_size(*span.source_size, long_side)))
+    w, h = target_size(*span.source_size, long_side)
     return ClipFrames(
         clip_id=clip_id or path.stem,
         frames=np.stack(kept) if kept else np.empty((0, h, w, 3), np.uint8),
         times_s=np.array(times, dtype=np.float64),
         fps=fps,
-        source_size=source_size,
-        source_fps=src_fps,
-        duration_s=float(video_end),
+        source_size=span.source_size,
+        source_fps=span.source_fps,
+        duration_s=float(span.video_end),
         step=step,
         span_frames=n_grid,
     )
@@ -292,37 +295,10 @@ def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 
     (the same rule as `decode`), resized to `long_side`; memory stays constant for long videos.
     With `every` > 1 only the grid frames k = 0, every, 2 * every, ... are yielded (the others are
     decoded, never converted)."""
-    path = Path(path)
-    k = 0
-    prev: tuple[float, SourceFrame] | None = None
-    size: tuple[int, int] | None = None
-    gaps: list[float] = []
-    cache: tuple[SourceFrame, np.ndarray] | None = None  # the last source frame converted, and its image
-
-    def shown(src: SourceFrame) -> np.ndarray:
-        nonlocal cache
-        if cache is None or cache[0] is not src:
-            cache = (src, src.rgb(size))
-        return cache[1]
-
-    for t, frame in iter_decoded(path):
-        if size is None:
-            size = target_size(frame.width, frame.height, long_side)
-        if prev is not None:
-            gaps.append(t - prev[0])
-            while k / fps < t - _EPS:  # grid times shown by the previous source frame
-                if k % every == 0:
-                    yield k / fps, shown(prev[1])
-                k += 1
-        prev = (t, frame)
-    if prev is None:
-        raise VideoError(path, "no decodable video frames")
-    typical = float(np.median(gaps)) if gaps else 0.0  # the last frame lasts a typical frame (as in `decode`)
-    end = prev[0] + (typical if typical > 0 else 1.0 / fps)
-    while k / fps < end - _EPS:
+    span = _Span()
+    for k, src in _on_grid(Path(path), fps, 0.0, None, span):
         if k % every == 0:
-            yield k / fps, shown(prev[1])
-        k += 1
+            yield k / fps, src.rgb(target_size(*span.source_size, long_side))
 
 
 def _resize(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

@@ -217,17 +217,6 @@ def record_error(run_dir: Path, clip_id: str, stage: str, error: str, error_type
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
 
-def _worker_init() -> None:
-    """One OpenCV thread per worker process: the workers already use every core, and OpenCV's own
-    threads would compete with them (measured: 2 workers x 1 thread is 7 % faster than x 2).
-    A forked worker inherits the setting from `extract_run` (reconfiguring OpenCV's thread pool in
-    a forked child can deadlock); a spawned one (macOS, Windows) sets it here."""
-    import cv2
-
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
-
-
 def _extract_job(clip: Clip, run_dir: Path, cfg_json: str) -> ClipResult:
     cfg = CrashcastConfig.model_validate_json(cfg_json)
     return extract_clip(clip, run_dir, cfg)
@@ -261,15 +250,7 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
         errors_path.unlink()  # this run's failures only; earlier ones are retried
     cfg_json = cfg.model_dump_json()
     jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
-    import cv2
-
-    threads = cv2.getNumThreads()
-    if workers > 1 and len(jobs) > 1:
-        cv2.setNumThreads(1)  # inherited by forked workers (see _worker_init)
-    try:
-        results = run_jobs(_extract_job, jobs, workers, f"extracting {len(clips)} clips", progress, initializer=_worker_init)
-    finally:
-        cv2.setNumThreads(threads)
+    results = run_jobs(_extract_job, jobs, workers, f"extracting {len(clips)} clips", progress)
     rows, ok, failed, skipped = [], 0, 0, 0
     frames_p = frames_d = 0
     stages: dict[str, float] = {}

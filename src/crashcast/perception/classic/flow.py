@@ -28,10 +28,15 @@ class DISFlow:
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
         if refine_iterations is not None:
             self._dis.setVariationalRefinementIterations(refine_iterations)
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # the last frame converted to gray, and its gray
 
-    @staticmethod
-    def _gray(img: np.ndarray) -> np.ndarray:
-        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    def _gray(self, img: np.ndarray) -> np.ndarray:
+        if img.ndim == 2:
+            return img
+        if self._last is not None and self._last[0] is img:  # streaming: this step's previous is the last step's current
+            return self._last[1]
+        self._last = (img, cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
+        return self._last[1]
 
     def flow(self, previous: Sequence[np.ndarray], current: Sequence[np.ndarray]) -> list[Flow]:
         out = []

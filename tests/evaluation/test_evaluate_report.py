@@ -6,28 +6,15 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
-from tests.evaluation.test_splits_models import toy_table
 from typer.testing import CliRunner
 
 from crashcast.cli import app
-from crashcast.config import load_config
-from crashcast.evaluation.experiments import run_experiments
 from crashcast.evaluation.report import write_report
-from crashcast.runtime.store import atomic_write_bytes
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("toy_run")
-    df = toy_table(60)
-    df.loc[df.clip_id == "c3", "clip_id"] = "<script>alert(1)</script>"  # hostile text must render as text
-    df.loc[df.clip_id == "<script>alert(1)</script>", "window_id"] = "<script>alert(1)</script>_max"
-    atomic_write_bytes(run / "features.parquet", df.to_parquet(index=False))
-    run_experiments(run, ["ttc", "physics", "lightgbm", "xgboost", "mlp"], load_config("classic"), "platt")
-    return run
+HOSTILE_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;_"  # the hostile clip's window ids, escaped
 
 
 def test_evaluate_writes_metrics_with_intervals_and_paper_rows(toy_run):
@@ -45,21 +32,29 @@ def test_evaluate_writes_metrics_with_intervals_and_paper_rows(toy_run):
     assert "rationale" in pred.splitlines()[0]
     assert (toy_run / "models" / "lightgbm" / "booster.txt").exists()
     test_clips = set(res["split"]["test_clip_ids"])
-    import pandas as pd
-
     train_ids = set(pd.read_parquet(toy_run / "features.parquet").clip_id) - test_clips
     assert not (train_ids & test_clips)
 
 
-def test_report_is_self_contained_and_escapes_text(toy_run):
-    path = write_report(toy_run)
-    html = path.read_text()
-    assert "<script>alert(1)</script>" not in html
-    assert "&lt;script&gt;" in html or "<script>" not in html
+def test_report_is_self_contained_and_escapes_text(cv_run):
+    """Under CV every clip is scored, so the hostile clip (the worst case) is in the gallery: its id
+    must be shown, escaped (this fails with jinja2 autoescape off)."""
+    html = write_report(cv_run).read_text()
+    assert HOSTILE_ESCAPED in html
+    assert "<script" not in html
     srcs = re.findall(r'src="([^"]+)"', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     for heading in ("Metrics", "Reliability", "Precision-recall", "ROC", "Score distributions", "Risk against the event", "Gallery"):
         assert heading in html or heading.lower() in html.lower(), heading
+
+
+def test_report_of_a_single_split_run(toy_run):
+    res = json.loads((toy_run / "metrics.json").read_text())
+    html = write_report(toy_run).read_text()
+    p = res["protocol"]
+    assert f"Scored: test split: {p['scored_clips']} of {p['clips']} clips, {p['scored_windows']} windows" in html
+    assert p["scored_clips"] == res["split"]["test_clips"] < p["clips"]
+    assert "<td>lightgbm</td>" in html
 
 
 def _chromium() -> str | None:
@@ -67,8 +62,8 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (Debian package `chromium`; CI installs it)")
-def test_report_renders_in_headless_chromium(toy_run, tmp_path):
-    path = write_report(toy_run)
+def test_report_renders_in_headless_chromium(cv_run, tmp_path):
+    path = write_report(cv_run)
     shot = tmp_path / "shot.png"
     cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -91,9 +86,11 @@ def test_evaluate_cli_reports_missing_features(tmp_path):
     assert "features.parquet" in str(r.exception) + r.output
 
 
-def test_scores_are_probabilities(toy_run):
-    import pandas as pd
-
-    for f in (toy_run / "predictions").glob("*.csv"):
+@pytest.mark.parametrize("run", ["toy_run", "cv_run"])
+def test_scores_are_probabilities(run, request):
+    folder = request.getfixturevalue(run) / "predictions"
+    files = list(folder.glob("*.csv"))
+    assert len(files) == 5
+    for f in files:
         s = pd.read_csv(f).score.to_numpy()
         assert np.all((s >= 0) & (s <= 1)), f

@@ -1,39 +1,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from crashcast.evaluation import metrics as M
 from crashcast.evaluation.splits import kfold, train_val_test
-from crashcast.features.table import feature_columns
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, load_model, rationale
 
 
-def toy_table(n_clips: int = 60, seed: int = 0) -> pd.DataFrame:
-    """Windows whose risk is driven by the closest object's TTC (positives close in)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    cols = feature_columns()
-    for c in range(n_clips):
-        label = c % 2
-        for phase in ("max", "mid", "mini"):
-            row = dict.fromkeys(cols, np.nan)
-            ttc = rng.uniform(0.5, 2.5) if label else rng.uniform(3.0, 10.0)
-            ttc = min(10.0, ttc + rng.normal(0, 0.8))
-            row.update(window_id=f"c{c}_{phase}", clip_id=f"c{c}", phase=phase, horizon_s=0.0, end_s=8.0, clamped=False,
-                       label=label, soft_target=float(label), looming_per_s=rng.uniform(0, 0.5), scene_ttc_s=10.0,
-                       n_objects=1, path_min_ttc_s=ttc, path_max_closing_mps=8.0 if label else rng.uniform(0, 2),
-                       path_min_depth_m=rng.uniform(5, 30), min_ttc_s=ttc, obj1_present=1.0, obj1_depth_m=rng.uniform(5, 30),
-                       obj1_closing_mps=8.0 if label else 0.5, obj1_ttc_s=ttc, obj1_lateral_m=0.0, obj1_in_path=1.0,
-                       obj1_is_vehicle=1.0, obj1_is_person=0.0, obj2_present=0.0, obj3_present=0.0)
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def test_splits_are_grouped_by_video_and_deterministic():
-    df = toy_table()
+def test_splits_are_grouped_by_video_and_deterministic(make_toy_table):
+    df = make_toy_table()
     s1, s2 = train_val_test(df, 0.3, 0.2, seed=3), train_val_test(df, 0.3, 0.2, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip((s1.train, s1.val, s1.test), (s2.train, s2.val, s2.test), strict=True))
     parts = [set(df.clip_id.iloc[idx]) for idx in (s1.train, s1.val, s1.test)]
@@ -47,8 +24,8 @@ def test_splits_are_grouped_by_video_and_deterministic():
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_models_learn_save_and_reload_without_pickle(kind, tmp_path):
-    df = toy_table(80)
+def test_models_learn_save_and_reload_without_pickle(kind, tmp_path, make_toy_table):
+    df = make_toy_table(80)
     train, test = df[df.clip_id.str[1:].astype(int) < 60], df[df.clip_id.str[1:].astype(int) >= 60]
     model = create_model(kind)
     if model.trainable:
@@ -61,8 +38,8 @@ def test_models_learn_save_and_reload_without_pickle(kind, tmp_path):
     np.testing.assert_allclose(again.predict(test), score, rtol=1e-6, atol=1e-9)
 
 
-def test_lightgbm_rationale_names_the_closing_object():
-    df = toy_table(80)
+def test_lightgbm_rationale_names_the_closing_object(make_toy_table):
+    df = make_toy_table(80)
     model = create_model("lightgbm").fit(df)
     pos = df[df.label == 1].head(3)
     reasons = model.explain(pos)

@@ -1,6 +1,15 @@
-"""The experiments runner behind `crashcast evaluate`: split by video, train, calibrate on the
-validation split, score the test split, and write metrics.json, metrics.md (the paper's Table III
-layout, ours beside the paper's) and predictions/<model>.csv.
+"""The experiments runner behind `crashcast evaluate`, under one of two protocols:
+
+- `split` (the default): split by video into train/val/test, train on train, calibrate on val,
+  score the test split only;
+- `cv` (k folds): grouped, stratified k-fold by video; in each fold the model is trained on part
+  of the other folds' clips, calibrated on the rest of them (by video) and scores the fold's
+  clips, so every clip is scored exactly once by a model that never saw it. Metrics are computed
+  on the pooled out-of-fold predictions of all clips; the saved model is then refit on all clips.
+
+Writes metrics.json, metrics.md (the paper's Table III layout, ours beside the paper's),
+predictions/<model>.csv and models/<model>/; `explain_results` says in plain words what the
+headline numbers mean.
 """
 
 from __future__ import annotations
@@ -8,55 +17,129 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from crashcast.config import CrashcastConfig
-from crashcast.errors import CrashcastError
+from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
-from crashcast.evaluation.splits import train_val_test
+from crashcast.evaluation.splits import Split, cv_folds, train_val_test
 from crashcast.risk.calibration import Calibrator
-from crashcast.risk.models import create_model
+from crashcast.risk.models import MODELS, RiskModel, create_model
 from crashcast.runtime.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-#: PAPER.md §6 (Table III, threshold 0.5), in percent.
+PAPER_CITATION = ('W. Zhu, "End-to-End Vision-Language Fine-Tuning: Prompt-Based Early Collision Risk Assessment '
+                  'on Dashcam Videos", Table III')
+#: The paper's Table III (threshold 0.5), in percent: PAPER_CITATION.
 PAPER_TABLE_III = {
     "paper: Baseline SFT": {"precision": 92.86, "recall": 43.33, "f1": 59.09, "mae": 31.45, "brier": 30.02, "ece": 29.72},
     "paper: Enhanced FT": {"precision": 94.05, "recall": 46.34, "f1": 64.41, "mae": 29.98, "brier": 28.22, "ece": 27.21},
 }
 TABLE_METRICS = ("precision", "recall", "f1", "mae", "brier", "ece", "ap", "auc")
 CI_METRICS = ("precision", "recall", "f1", "brier", "ece", "ap", "auc")
+RANK_METRICS = ("ap", "auc")  # depend only on how the scores order the windows
+CALIBRATIONS = ("none", "platt", "isotonic")
+#: Columns every evaluation reads (identifiers, labels, the timeline of each clip).
+META_COLUMNS = ("window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target")
+#: Columns the training-free rules (`ttc`, `physics`) read; learned models read their `features`.
+RULE_COLUMNS = ("path_min_ttc_s", "scene_ttc_s", "path_max_closing_mps")
 
 
-def load_features(run_dir: Path) -> pd.DataFrame:
+# ----------------------------------------------------------------------------- checks and input
+
+
+def check_request(model_names: list[str], calibration: str, folds: int | None = None) -> list[str]:
+    """Validate what was asked before any work is done: known model names (duplicates dropped,
+    order kept), a known calibration method and a usable number of folds."""
+    names = list(dict.fromkeys(n.strip() for n in model_names if n and n.strip()))
+    if not names:
+        raise ModelError(f"no model to evaluate; available: {', '.join(MODELS)}")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise ModelError(f"unknown model{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                         f"available: {', '.join(MODELS)}")
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"unknown calibration {calibration!r}; choose {', '.join(CALIBRATIONS)}")
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2):
+        raise ConfigError(f"folds must be an integer of at least 2 (or none for the single split); got {folds!r}")
+    return names
+
+
+def _needed_columns(models: dict[str, RiskModel]) -> list[str]:
+    """The feature-table columns an evaluation of these models reads."""
+    cols = list(META_COLUMNS)
+    for model in models.values():
+        cols += model.features if model.trainable else list(RULE_COLUMNS)
+    return list(dict.fromkeys(cols))
+
+
+def load_features(run_dir: Path, columns: list[str] | tuple[str, ...] = META_COLUMNS) -> pd.DataFrame:
+    """The run's feature table, checked: a readable Parquet file, the given columns present, 0/1 labels."""
     path = Path(run_dir) / "features.parquet"
     if not path.exists():
         raise CrashcastError(f"{path}: not found; run `crashcast extract` first")
-    df = pd.read_parquet(path)
+    import pyarrow as pa
+
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid for random bytes or a cut file
+        raise CrashcastError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}); "
+                             "rerun `crashcast extract` to rebuild it") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise CrashcastError(f"{path}: missing column(s) {', '.join(missing)}; it was not written by this version of "
+                             "`crashcast extract` (rerun it)")
     if df.empty:
         raise CrashcastError(f"{path}: no windows (did every clip fail? see errors.jsonl)")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    if not labels.isin([0, 1]).all():
+        raise CrashcastError(f"{path}: column label must be 0 or 1 in every row")
     return df.reset_index(drop=True)
 
 
-def _window_metrics(df: pd.DataFrame, score: np.ndarray, cfg: CrashcastConfig) -> tuple[dict, dict]:
+# ----------------------------------------------------------------------------- metrics
+
+
+def _bootstrap_cis(groups: np.ndarray, fn, names: tuple[str, ...], n: int, seed: int,
+                   alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """`metrics.bootstrap_ci` for several metrics at once: the same resamples of whole videos (same
+    seed, same draws, so the same intervals), each computed once instead of once per metric."""
+    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    vals: dict[str, list[float]] = {m: [] for m in names}
+    for _ in range(n):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        out = fn(np.concatenate([members[g] for g in pick]))
+        for m in names:
+            if np.isfinite(out[m]):
+                vals[m].append(out[m])
+    return {m: (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))) if v else (float("nan"), float("nan"))
+            for m, v in vals.items()}
+
+
+def _window_metrics(df: pd.DataFrame, score: np.ndarray, cfg: CrashcastConfig, rank_score: np.ndarray | None = None,
+                    intervals: bool = True) -> tuple[dict, dict]:
+    """The paper's metrics plus AP/AUC on these windows, with bootstrap 95 % intervals over videos.
+    With `rank_score`, the ranking metrics (AP, AUC) rank it instead of `score`."""
     ev = cfg.evaluation
     y, tgt = df.label.to_numpy(int), df.soft_target.to_numpy(float)
-    point = M.paper_metrics(y, score, tgt, ev.threshold, ev.ece_bins)
-    groups = df.clip_id.to_numpy()
 
-    def metric(name):
-        def f(idx):
-            m = M.paper_metrics(y[idx], score[idx], tgt[idx], ev.threshold, ev.ece_bins)
-            return m[name]
+    def metrics_of(idx: np.ndarray | slice) -> dict:
+        m = M.paper_metrics(y[idx], score[idx], tgt[idx], ev.threshold, ev.ece_bins)
+        if rank_score is not None:
+            m.update(ap=M.average_precision(y[idx], rank_score[idx]), auc=M.roc_auc(y[idx], rank_score[idx]))
+        return m
 
-        return f
-
-    ci = {name: M.bootstrap_ci(groups, metric(name), n=ev.bootstrap, seed=ev.seed) for name in CI_METRICS}
-    return point, ci
+    point = metrics_of(slice(None))
+    if not intervals:
+        return point, {}
+    return point, _bootstrap_cis(df.clip_id.to_numpy(), metrics_of, CI_METRICS, ev.bootstrap, ev.seed)
 
 
 def _video_metrics(df: pd.DataFrame, score: np.ndarray) -> dict:
@@ -76,47 +159,204 @@ def _video_metrics(df: pd.DataFrame, score: np.ndarray) -> dict:
     return out
 
 
-def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig, calibration: str = "platt") -> dict:
-    run_dir = Path(run_dir)
-    df = load_features(run_dir)
+# ----------------------------------------------------------------------------- protocol
+
+
+def _part_sizes(df: pd.DataFrame, part: Split) -> dict:
+    sizes = {}
+    for key, idx in (("train", part.train), ("val", part.val), ("test", part.test)):
+        sizes[f"{key}_clips"] = int(df.clip_id.iloc[idx].nunique())
+        sizes[f"{key}_windows"] = len(idx)
+    return sizes
+
+
+def _protocol(df: pd.DataFrame, parts: list[Split], folds: int | None, seed: int) -> dict:
+    """What metrics.json says about the protocol: kind, folds, clips and windows in all and scored."""
+    scored = np.concatenate([p.test for p in parts])
+    y = df.label.to_numpy(int)[scored]
+    return {"kind": "split" if folds is None else "cv", "folds": folds, "seed": seed,
+            "clips": int(df.clip_id.nunique()), "windows": len(df),
+            "scored_clips": int(df.clip_id.iloc[scored].nunique()), "scored_windows": len(scored),
+            "scored_positive_windows": int(y.sum()), "positive_rate": float(y.mean())}
+
+
+def _split_summary(df: pd.DataFrame, parts: list[Split], seed: int) -> dict:
+    """The `split` block: the split's sizes, or under CV each part's mean size per fold with every
+    clip counted as a test clip (each was scored once), so readers of the split keep working."""
+    sizes = [_part_sizes(df, p) for p in parts]
+    out = {k: int(round(np.mean([s[k] for s in sizes]))) for k in sizes[0]}
+    scored = np.concatenate([p.test for p in parts])
+    out.update(test_clips=int(df.clip_id.iloc[scored].nunique()), test_windows=len(scored), seed=seed,
+               test_clip_ids=sorted(df.clip_id.iloc[scored].unique().tolist()))
+    return out
+
+
+def _check_classes(run_dir: Path, df: pd.DataFrame, parts: list[Split], trainable: bool) -> None:
+    scored = np.concatenate([p.test for p in parts])
+    if df.label.iloc[scored].nunique() < 2:
+        where = "the test split has" if len(parts) == 1 else "the clips have"
+        raise CrashcastError(f"{run_dir}: {where} only one class ({len(scored)} windows); use more clips")
+    for i, p in enumerate(parts):
+        if trainable and df.label.iloc[p.train].nunique() < 2:
+            where = "the training split has" if len(parts) == 1 else f"fold {i}'s training clips have"
+            raise CrashcastError(f"{run_dir}: {where} one class only; use more clips")
+        if len(p.val) and df.label.iloc[p.val].nunique() < 2:
+            log.warning("%s: validation clips of %s have one class: no calibration there", run_dir,
+                        "the split" if len(parts) == 1 else f"fold {i}")
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Scored:
+    """One model's scores for the scored windows (rows of the feature table, in table order)."""
+
+    rows: np.ndarray
+    fold: np.ndarray
+    raw: np.ndarray
+    score: np.ndarray
+    rationale: list[str]
+    calibrations: list[Calibrator]
+    last_model: RiskModel
+
+
+def _new_model(name: str, cfg: CrashcastConfig) -> RiskModel:
+    """An untrained model; the training-free rules take the config's physics parameters."""
+    return create_model(name, cfg.physics.model_dump() if name in ("ttc", "physics") else None)
+
+
+def _fit_part(name: str, df: pd.DataFrame, part: Split, cfg: CrashcastConfig, calibration: str) -> RiskModel:
+    """A model trained on the part's train rows and calibrated on its val rows (both classes needed)."""
+    model = _new_model(name, cfg)
+    if model.trainable:
+        model.fit(df.iloc[part.train])
+    val = df.iloc[part.val]
+    if len(val) and val.label.nunique() == 2:
+        model.calibration = Calibrator.fit(calibration, model.raw_scores(val), val.label.to_numpy())
+    return model
+
+
+def _score_parts(name: str, df: pd.DataFrame, parts: list[Split], cfg: CrashcastConfig, calibration: str) -> Scored:
+    rows, fold, raw, score, reasons, cals = [], [], [], [], [], []
+    model = None
+    for i, part in enumerate(parts):
+        model = _fit_part(name, df, part, cfg, calibration)
+        test = df.iloc[part.test]
+        r = model.raw_scores(test)
+        rows.append(part.test)
+        fold.append(np.full(len(part.test), i))
+        raw.append(r)
+        score.append(np.clip(model.calibration(r), 0, 1))
+        reasons += model.explain(test)
+        cals.append(model.calibration)
+    order = np.argsort(np.concatenate(rows), kind="stable")
+    cat = [np.concatenate(a)[order] for a in (rows, fold, raw, score)]
+    return Scored(*cat, [reasons[j] for j in order], cals, model)
+
+
+def _final_model(name: str, df: pd.DataFrame, scored: Scored, cfg: CrashcastConfig, calibration: str) -> RiskModel:
+    """Under CV: the model refit on all clips, calibrated on the pooled out-of-fold raw scores (the
+    raw scores of models that had not seen those clips, as scikit-learn's CalibratedClassifierCV
+    with ensemble=False)."""
+    model = _new_model(name, cfg)
+    if model.trainable:
+        model.fit(df)
+    model.calibration = Calibrator.fit(calibration, scored.raw, df.label.to_numpy(int)[scored.rows])
+    return model
+
+
+def _save_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], scored: Scored, point: dict,
+                protocol: dict, cfg: CrashcastConfig, calibration: str) -> RiskModel:
+    common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash()}
+    if protocol["kind"] == "split":
+        model = scored.last_model
+        meta = {**common, "trained_on_clips": int(df.clip_id.iloc[parts[0].train].nunique()),
+                "calibrated_on_clips": int(df.clip_id.iloc[parts[0].val].nunique())}
+    else:
+        model = _final_model(name, df, scored, cfg, calibration)
+        meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
+                "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
+                "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
+    model.save(run_dir / "models" / name, meta)
+    return model
+
+
+def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: Scored, cv: bool) -> None:
+    pred = df.iloc[scored.rows][["window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target"]]
+    if cv:
+        pred = pred.assign(fold=scored.fold)
+    pred = pred.assign(score=np.round(scored.score, 6), score_raw=np.round(scored.raw, 6), rationale=scored.rationale)
+    atomic_write_text(run_dir / "predictions" / f"{name}.csv", pred.to_csv(index=False))
+
+
+def _parts(df: pd.DataFrame, cfg: CrashcastConfig, folds: int | None) -> list[Split]:
+    """The protocol's (train, val, test) row sets: one split, or one per fold."""
     ev = cfg.evaluation
-    split = train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)
-    train, val, test = df.iloc[split.train], df.iloc[split.val], df.iloc[split.test]
-    if test.label.nunique() < 2:
-        raise CrashcastError(f"{run_dir}: the test split has only one class ({len(test)} windows); use more clips")
-    results: dict = {
-        "split": {"train_clips": train.clip_id.nunique(), "val_clips": val.clip_id.nunique(), "test_clips": test.clip_id.nunique(),
-                  "train_windows": len(train), "val_windows": len(val), "test_windows": len(test), "seed": ev.seed,
-                  "test_clip_ids": sorted(test.clip_id.unique().tolist())},
-        "threshold": ev.threshold, "calibration": calibration, "models": {},
-    }
+    if folds is None:
+        return [train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)]
+    # the split's train:val ratio (0.5 : 0.2 of all clips by default) among each fold's training clips
+    return cv_folds(df, int(folds), _val_share(cfg), ev.seed)
+
+
+def _val_share(cfg: CrashcastConfig) -> float:
+    ev = cfg.evaluation
+    return ev.val_fraction / max(1e-9, 1 - ev.test_fraction)
+
+
+def _evaluate_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], protocol: dict,
+                    cfg: CrashcastConfig, calibration: str) -> dict:
+    """Score, measure, save and write the predictions of one model; its metrics.json entry."""
+    cv = protocol["kind"] == "cv"
+    scored = _score_parts(name, df, parts, cfg, calibration)
+    test = df.iloc[scored.rows]
+    # Under CV each fold has its own calibration map: pooled, the maps' differences (not the model)
+    # would decide how windows of different folds rank, so AP, AUC and the video-level metrics rank
+    # the models' own out-of-fold scores; the threshold and calibration metrics use calibrated ones.
+    rank = scored.raw if cv else scored.score
+    point, ci = _window_metrics(test, scored.score, cfg, rank_score=rank if cv else None)
+    calibrated = any(c.method != "none" for c in scored.calibrations)
+    before = _window_metrics(test, scored.raw, cfg, intervals=False)[0] if calibrated else point
+    saved = _save_model(run_dir, name, df, parts, scored, point, protocol, cfg, calibration)
+    entry = {"window": point, "ci95": ci, "before_calibration": {k: before[k] for k in ("brier", "ece", "ap", "auc")},
+             "video": _video_metrics(test, rank), "calibration": saved.calibration.to_dict()}
+    if cv:
+        pooled = _window_metrics(test, scored.score, cfg, intervals=False)[0]
+        entry.update(fold_calibrations=[c.to_dict() for c in scored.calibrations],
+                     pooled_calibrated_ranking={k: pooled[k] for k in RANK_METRICS})
+    _write_predictions(run_dir, name, df, scored, cv)
+    log.info("%s: AP %.3f AUC %.3f F1 %.3f", name, point["ap"], point["auc"], point["f1"])
+    return entry
+
+
+def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig, calibration: str = "platt",
+                    folds: int | None = None) -> dict:
+    """Evaluate each model on the run's feature table and write metrics.json, metrics.md,
+    predictions/ and models/. `folds` (default: `cfg.evaluation.folds` where the config has it,
+    else none) switches from the single split to k-fold cross-validation by video."""
+    run_dir = Path(run_dir)
+    folds = folds if folds is not None else getattr(cfg.evaluation, "folds", None)
+    names = check_request(model_names, calibration, folds)
+    models = {n: _new_model(n, cfg) for n in names}
+    df = load_features(run_dir, _needed_columns(models))
+    parts = _parts(df, cfg, folds)
+    _check_classes(run_dir, df, parts, any(m.trainable for m in models.values()))
+    protocol = {**_protocol(df, parts, folds, cfg.evaluation.seed),
+                "ranking_scores": "calibrated" if folds is None else "raw out-of-fold"}
+    results: dict = {"protocol": protocol, "split": _split_summary(df, parts, cfg.evaluation.seed),
+                     "threshold": cfg.evaluation.threshold, "calibration": calibration, "models": {}}
+    if folds is not None:
+        results["cv"] = {"folds": [{"fold": i, **_part_sizes(df, p)} for i, p in enumerate(parts)],
+                         "val_share_of_training_clips": _val_share(cfg)}
     (run_dir / "predictions").mkdir(exist_ok=True)
-    for name in model_names:
-        model = create_model(name, cfg.physics.model_dump() if name in ("ttc", "physics") else None)
-        if model.trainable:
-            if train.label.nunique() < 2:
-                raise CrashcastError(f"{run_dir}: the training split has one class only; use more clips")
-            model.fit(train)
-        raw_test = model.raw_scores(test)
-        if len(val) and val.label.nunique() == 2:
-            model.calibration = Calibrator.fit(calibration, model.raw_scores(val), val.label.to_numpy())
-        score = np.clip(model.calibration(raw_test), 0, 1)
-        point, ci = _window_metrics(test, score, cfg)
-        before, _ = _window_metrics(test, raw_test, cfg) if model.calibration.method != "none" else (point, None)
-        video = _video_metrics(test, score)
-        entry = {"window": point, "ci95": ci, "before_calibration": {k: before[k] for k in ("brier", "ece", "ap", "auc")},
-                 "video": video, "calibration": model.calibration.to_dict()}
-        results["models"][name] = entry
-        model.save(run_dir / "models" / name, {"metrics": point, "trained_on_clips": int(train.clip_id.nunique()),
-                                                "config_hash": cfg.hash()})
-        reasons = model.explain(test)
-        pred = test[["window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target"]].assign(
-            score=np.round(score, 6), score_raw=np.round(raw_test, 6), rationale=reasons)
-        atomic_write_text(run_dir / "predictions" / f"{name}.csv", pred.to_csv(index=False))
-        log.info("%s: AP %.3f AUC %.3f F1 %.3f", name, point["ap"], point["auc"], point["f1"])
+    for name in names:
+        results["models"][name] = _evaluate_model(run_dir, name, df, parts, protocol, cfg, calibration)
     atomic_write_text(run_dir / "metrics.json", json.dumps(results, indent=2, default=_json_default))
     atomic_write_text(run_dir / "metrics.md", metrics_markdown(results))
     return results
+
+
+# ----------------------------------------------------------------------------- text
 
 
 def _json_default(v):
@@ -129,11 +369,27 @@ def _pct(v: float) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
 
 
+def _pct1(v: float) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
+
+
+def protocol_text(results: dict) -> str:
+    """One line on how the numbers were obtained: 'test split: 8 of 24 clips, 96 windows' or
+    '5-fold cross-validation by video: all 24 clips, 288 windows scored out of fold'."""
+    p = results.get("protocol")
+    if p is None:  # metrics.json written before protocols were recorded
+        s = results["split"]
+        return f"test split: {s['test_clips']} clips, {s['test_windows']} windows"
+    if p["kind"] == "cv":
+        return (f"{p['folds']}-fold cross-validation by video: all {p['scored_clips']} clips, "
+                f"{p['scored_windows']} windows scored out of fold")
+    return f"test split: {p['scored_clips']} of {p['clips']} clips, {p['scored_windows']} windows"
+
+
 def metrics_markdown(results: dict) -> str:
     """Table III layout: every metric in percent with its bootstrap 95 % interval, paper rows below."""
-    s = results["split"]
     lines = [
-        f"# Window-level results (test split: {s['test_clips']} clips, {s['test_windows']} windows; threshold {results['threshold']}; "
+        f"# Window-level results ({protocol_text(results)}; threshold {results['threshold']}; "
         f"calibration: {results['calibration']})",
         "",
         "| model | " + " | ".join(m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS) + " |",
@@ -148,7 +404,12 @@ def metrics_markdown(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, r in PAPER_TABLE_III.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[m]:.2f}" if m in r else "n/a" for m in TABLE_METRICS) + " |")
-    lines += ["", "All values in percent; [95 % bootstrap interval over test videos]. Paper rows: PAPER.md §6 (their data, not ours).", ""]
+    lines += ["", "All values in percent; [95 % bootstrap interval over the scored videos]. "
+              f"Paper rows: {PAPER_CITATION} (their data, not ours).", ""]
+    if results.get("protocol", {}).get("ranking_scores") == "raw out-of-fold":
+        lines += ["AP, AUC and the video-level metrics rank each model's own out-of-fold scores: each fold has its own "
+                  "calibration map, and pooled calibrated scores would rank by the maps' differences. The other "
+                  "metrics use the calibrated scores.", ""]
     lines += ["## Video level (each clip's 'max' windows as its timeline)", "", "| model | video AP | mTTA (s) | TTA@R80 (s) | Nexar mAP | ECE before → after calibration |", "|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
         v = r["video"]
@@ -156,3 +417,33 @@ def metrics_markdown(results: dict) -> str:
         lines.append(f"| {name} | {v['video_ap']:.3f} | {v['mtta_s']:.2f} | {v['tta_r80_s']:.2f} | {nexar} | "
                      f"{_pct(r['before_calibration']['ece'])} → {_pct(r['window']['ece'])} |")
     return "\n".join(lines) + "\n"
+
+
+def explain_results(results: dict) -> str:
+    """A few plain-text lines for a newcomer: how the numbers were obtained, what AP and ROC-AUC
+    mean and what chance would score, what the bracketed intervals are, and why the paper's rows
+    are not comparable."""
+    p = results.get("protocol") or {}
+    first = next(iter(results["models"].values()))["window"]
+    n, pos = int(first["n"]), int(first["positives"])
+    rate = pos / n if n else float("nan")
+    if p.get("kind") == "cv":
+        how = (f"Scored: all {p['scored_clips']} clips ({n} windows) by {p['folds']}-fold cross-validation by video: "
+               "each clip was scored once by a model trained and calibrated on other clips only.")
+    else:
+        clips = p.get("scored_clips", results["split"]["test_clips"])
+        of = f" of {p['clips']}" if "clips" in p else ""
+        how = (f"Scored: the test split only, {clips}{of} clips ({n} windows), by a model that never saw them; "
+               "with so few clips the figures are noisy (cross-validation scores every clip).")
+    return "\n".join([
+        how,
+        f"AP (average precision; tables show percent) summarises precision over all recall levels: 100 is perfect, and "
+        f"a random score gets the share of positive windows, here {100 * rate:.1f} ({pos} of {n}).",
+        "AUC (ROC-AUC) is the chance that a random positive window scores above a random negative one: 50 is a coin "
+        "toss, 100 perfect.",
+        "Here: " + "; ".join(f"{name} AP {_pct1(r['window']['ap'])}, AUC {_pct1(r['window']['auc'])}"
+                             for name, r in results["models"].items()) + ".",
+        "[lo, hi] is a 95 % bootstrap interval (whole videos resampled): wide intervals mean few videos; models whose "
+        "intervals overlap are not shown to differ.",
+        f"The 'paper:' rows are the paper's own results on its own data ({PAPER_CITATION}): context, not a comparison.",
+    ])

@@ -1,4 +1,7 @@
-"""Report figures (matplotlib, Agg backend), returned as PNG bytes."""
+"""Report figures drawn with matplotlib's object-oriented API (a `Figure` on an Agg canvas), returned
+as PNG bytes. No pyplot and no `matplotlib.use`: the caller's backend (a notebook's, say) is left
+alone and no figure is registered globally, so nothing needs closing.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +11,20 @@ import numpy as np
 
 
 def _fig(w: float = 4.2, h: float = 3.4):
-    import matplotlib
+    """A (figure, axes) pair of w x h inches at 100 dpi, on its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(w, h), dpi=100)
-    return fig, ax
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
+    """The figure, laid out tightly, as PNG bytes."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from crashcast.errors import CrashcastError
+from crashcast.errors import CrashcastError, SchemaError
 from crashcast.evaluation import plots
-from crashcast.evaluation.experiments import PAPER_TABLE_III, TABLE_METRICS
-from crashcast.runtime.store import atomic_write_text
+from crashcast.evaluation.experiments import PAPER_TABLE_III, TABLE_METRICS, protocol_text
+from crashcast.features.window_meta import read_window_meta
+from crashcast.runtime.store import atomic_write_text, inside
+
+log = logging.getLogger(__name__)
 
 GALLERY_CASES = 3
+PREDICTION_COLUMNS = ("window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "score")
 
 
 def _b64(data: bytes) -> str:
@@ -36,9 +41,25 @@ def write_report(run_dir: str | Path) -> Path:
     metrics_path = run / "metrics.json"
     if not metrics_path.exists():
         raise CrashcastError(f"{metrics_path}: not found; run `crashcast evaluate {run}` first")
-    res = json.loads(metrics_path.read_text())
-    preds = {name: pd.read_csv(run / "predictions" / f"{name}.csv", dtype={"clip_id": str, "window_id": str})
-             for name in res["models"] if (run / "predictions" / f"{name}.csv").exists()}
+    try:
+        res = json.loads(metrics_path.read_text(encoding="utf-8"))
+        models = res["models"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise CrashcastError(f"{metrics_path}: not a metrics file written by `crashcast evaluate` ({type(e).__name__}: {e}); "
+                             f"rerun `crashcast evaluate {run}`") from None
+    preds = {}
+    for name in models:
+        path = run / "predictions" / f"{name}.csv"
+        if path.exists():
+            try:
+                df = pd.read_csv(path, dtype={"clip_id": str, "window_id": str})
+                missing = sorted(set(PREDICTION_COLUMNS) - set(df.columns))
+                if missing:
+                    raise ValueError(f"missing column(s) {missing}")
+                preds[name] = df
+            except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as e:
+                raise CrashcastError(f"{path}: not a predictions file written by `crashcast evaluate` ({e}); "
+                                     f"rerun `crashcast evaluate {run}`") from None
     if not preds:
         raise CrashcastError(f"{run}/predictions: no prediction files")
     table = []
@@ -56,8 +77,11 @@ def write_report(run_dir: str | Path) -> Path:
         video.append({"name": name, "cells": [f"{v['video_ap']:.3f}", f"{v['mtta_s']:.2f}", f"{v['tta_r80_s']:.2f}",
                                               f"{v['nexar_map']:.3f}" if "nexar_map" in v else "n/a",
                                               _pct(r["before_calibration"]["ece"]), _pct(r["window"]["ece"])]})
+    # under cross-validation, ranking metrics use the raw out-of-fold scores (experiments.py says why)
+    raw_ranking = res.get("protocol", {}).get("ranking_scores") == "raw out-of-fold"
     curves = {n: (p.label.to_numpy(), p.score.to_numpy()) for n, p in preds.items()}
-    pr, roc = plots.pr_roc(curves)
+    ranking = {n: (p.label.to_numpy(), p.score_raw.to_numpy()) for n, p in preds.items()} if raw_ranking else curves
+    pr, roc = plots.pr_roc(ranking)
     figures = [("reliability", _b64(plots.reliability(curves))), ("precision-recall", _b64(pr)), ("ROC", _b64(roc))]
     distributions = [(n, _b64(plots.score_distribution(n, *c))) for n, c in curves.items()]
     primary = "lightgbm" if "lightgbm" in preds else next(iter(preds))
@@ -75,7 +99,8 @@ def write_report(run_dir: str | Path) -> Path:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(resources.files("crashcast.templates").joinpath("report.html.j2").read_text())
     html = template.render(
-        run_name=run.resolve().name, split=res["split"], threshold=res["threshold"], calibration=res["calibration"],
+        run_name=run.resolve().name, protocol=protocol_text(res), raw_ranking=raw_ranking, threshold=res["threshold"],
+        calibration=res["calibration"],
         metric_names=[m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS],
         table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
         gallery=gallery, version=crashcast.__version__,
@@ -95,11 +120,9 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
     cases = []
     for kind, i in picks:
         row = p.loc[i]
-        meta_path = _window_dir(run, row) / "window_meta.json"
-        if not meta_path.exists():
+        images = _keyframes(run, row)
+        if images is None:
             continue
-        meta = json.loads(meta_path.read_text())
-        images = [_b64((meta_path.parent / f).read_bytes()) for f in meta["frame_paths"] if (meta_path.parent / f).exists()]
         scores = []
         for name, q in preds.items():
             hit = q[q.window_id == row.window_id]
@@ -110,7 +133,25 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
     return cases
 
 
-def _window_dir(run: Path, row) -> Path:
+def _keyframes(run: Path, row) -> list[str] | None:
+    """The window's keyframe images (base64), or None when its window_meta.json is missing or unusable.
+
+    Only files inside the run folder are read: the window folder comes from the predictions' clip id
+    and the images from window_meta.json's frame_paths, and either could name `../..` or an absolute
+    path (a crafted or foreign run); such a window is left out with a warning, never embedded."""
     from crashcast.extract import window_folder
 
-    return run / "clips" / str(row.clip_id) / window_folder(row.phase, row.horizon_s)
+    try:
+        meta_path = inside(run, Path("clips") / str(row.clip_id) / window_folder(row.phase, row.horizon_s) / "window_meta.json")
+    except ValueError as e:
+        log.warning("report: window %s left out: %s", row.window_id, e)
+        return None
+    if not meta_path.exists():
+        return None
+    try:
+        meta = read_window_meta(meta_path)
+        paths = [inside(meta_path.parent, f) for f in meta.frame_paths if f is not None]
+    except (SchemaError, ValueError) as e:
+        log.warning("report: window %s left out: %s (rerun `crashcast extract` on this run to rewrite it)", row.window_id, e)
+        return None
+    return [_b64(f.read_bytes()) for f in paths if f.is_file()]

@@ -5,9 +5,12 @@ Both save as JSON (parameters or the isotonic step function), never pickle.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _EPS = 1e-6
 
@@ -37,7 +40,12 @@ class Calibrator:
             from sklearn.linear_model import LogisticRegression
 
             lr = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(score)[:, None], label)
-            return cls("platt", float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+            a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+            if a <= 0:  # calibration must never reverse a model's ranking (seen on 6-clip validation folds)
+                log.warning("Platt scaling fitted a slope of %.3f on %d validation windows (the scores do not rank "
+                            "them); left uncalibrated", a, len(label))
+                return cls("none")
+            return cls("platt", a, b)
         if method == "isotonic":
             from sklearn.isotonic import IsotonicRegression
 

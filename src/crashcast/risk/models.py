@@ -120,7 +120,8 @@ class LightGBMModel(RiskModel):
     kind = "lightgbm"
     trainable = True
     defaults: ClassVar[dict] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 5,
-                                "subsample": 0.9, "subsample_freq": 1, "colsample_bytree": 0.9, "random_state": 0, "verbose": -1}
+                                "subsample": 0.9, "subsample_freq": 1, "colsample_bytree": 0.9, "random_state": 0, "verbose": -1,
+                                "n_jobs": 1}  # one thread: extraction workers use the cores; threads made it 1.6-52 s under load
 
     def __init__(self, *a: Any, booster: Any = None, **k: Any) -> None:
         super().__init__(*a, **k)
@@ -250,22 +251,28 @@ def create_model(kind: str, params: dict | None = None) -> RiskModel:
 
 
 def load_model(folder: str | Path) -> RiskModel:
-    """Load a saved model directory (its model.json says the kind)."""
+    """Load a saved model directory (its model.json says the kind). A missing, foreign or damaged
+    folder raises ModelError naming the file and the problem."""
     folder = Path(folder)
     card_path = folder / "model.json"
-    if not card_path.exists():
-        raise ModelError(f"{folder}: not a crashcast model folder (no model.json)")
+    if not card_path.is_file():
+        raise ModelError(f"{folder}: not a crashcast model folder (no model.json); give a folder written by "
+                         "`crashcast evaluate` (run/models/<name>) or one of: physics, ttc")
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
         kind = card["kind"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ModelError(f"{card_path}: unreadable model card ({e})") from None
-    cls = MODELS.get(kind)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ModelError(f"{card_path}: unreadable model card ({type(e).__name__}: {e})") from None
+    cls = MODELS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ModelError(f"{card_path}: unknown model kind {kind!r}")
-    if hasattr(cls, "_load"):
-        return cls._load(folder, card)  # type: ignore[attr-defined]
-    return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"))
+        raise ModelError(f"{card_path}: unknown model kind {kind!r}; known: {', '.join(MODELS)}")
+    try:
+        if hasattr(cls, "_load"):
+            return cls._load(folder, card)  # type: ignore[attr-defined]
+        return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"))
+    except Exception as e:  # a damaged booster/weights file fails inside its library, with its own error types
+        raise ModelError(f"{folder}: the saved {kind} model cannot be loaded ({type(e).__name__}: {e}); "
+                         "re-save it with `crashcast evaluate`") from None
 
 
 # ----------------------------------------------------------------------------- rationales

@@ -1,35 +1,61 @@
 """Atomic writes: every output goes to a temporary name in the same folder and is renamed into place,
-so a killed run never leaves a half-written file under the final name."""
+so a killed run never leaves a half-written file under the final name.
+
+Temporary files are named `.<name>.<random>.part<suffix>` (the suffix kept: some writers choose the
+format by it); a run killed mid-write can leave one behind, and `remove_partial` clears them when
+that folder's work is redone. Files are created with mode 0666 and the process's umask applies, as for
+any ordinary file (no umask is read or changed).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+PART = ".part"
+
+
+def _partial_name(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{PART}{suffix}")
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it to `path` when the block succeeds."""
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary path next to `path` (same suffix unless given); rename it to `path`
+    when the block succeeds, remove it when the block fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    while True:
+        tmp = _partial_name(path, path.suffix if suffix is None else suffix)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are ordinary files
-        os.replace(tmp_path, path)
+        yield tmp
+        os.replace(tmp, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp.exists():
+            tmp.unlink()
+
+
+def remove_partial(folder: str | Path) -> int:
+    """Delete temporary files a killed writer left in `folder` (not recursive); returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.iterdir():
+        if p.name.startswith(".") and PART in p.name and p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -44,3 +70,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def inside(root: str | Path, relative: str | Path) -> Path:
+    """`root / relative`, resolved (symbolic links followed), if it lies inside `root`; else ValueError.
+
+    Everything a report or a resume reads from a run folder goes through this, so a crafted
+    window_meta.json (`../../etc/passwd`, an absolute path, a link pointing out) cannot make
+    crashcast read files outside the run."""
+    base = Path(root).resolve()
+    target = (base / relative).resolve()
+    if target != base and base not in target.parents:
+        raise ValueError(f"{relative} resolves outside {root}")
+    return target

@@ -58,7 +58,31 @@ def test_annotated_video_plays_and_shows_boxes(synth_small, tmp_path):
     x1, y1, x2, y2 = (int(v) for v in box)
     around = diff[max(0, y1 - 15) : y2 + 15, max(0, x1 - 15) : x2 + 15]
     assert (around > 60).mean() > 0.05, "no box drawn around the lead object"
-    assert pred.timeline.risk.iloc[-1] >= 0.0
+    # the gauge shows each stride's risk from that stride's frame on: its height and its colour
+    assert pred.timeline.risk.max() >= pred.threshold > pred.timeline.risk.min()  # both colours are seen
+    for t, risk in zip(pred.timeline.time_s, pred.timeline.risk, strict=True):
+        k = round(t * 30)
+        if k < len(drawn.frames):
+            height, color = _gauge(drawn.frames[k], pred.threshold)
+            assert abs(height - int((drawn.frames[k].shape[0] - 60) * risk)) <= 3, (t, risk, height)
+            if height >= 6:
+                assert color == ("red" if risk >= pred.threshold else "amber" if risk >= pred.threshold / 2 else "green"), (t, risk)
+
+
+def _gauge(img: np.ndarray, threshold: float) -> tuple[int, str]:
+    """The risk gauge's filled height (pixels, from the bottom; the gauge is the frame's height less
+    60) and colour in an annotated frame."""
+    h, w = img.shape[:2]
+    x0, y0, gh = w - 30, 30, h - 60
+    bar = img[y0 : y0 + gh + 1, x0 + 4 : x0 + 12].astype(float).mean(axis=1)  # rows, top to bottom
+    filled = np.abs(bar - 40).max(axis=1) > 25  # the unfilled gauge is dark grey (40, 40, 40)
+    line = gh - int(gh * threshold)  # the threshold mark crosses the bar: read it as the row below it
+    filled[line - 1 : line + 2] = filled[min(line + 2, gh)]
+    height = int(np.argmin(filled[::-1])) if not filled.all() else gh + 1
+    height -= 1  # the bar's rectangle includes its bottom row: a fill of f pixels covers f + 1 rows
+    colors = {"red": (230, 40, 40), "amber": (240, 180, 40), "green": (60, 200, 80)}
+    mid = bar[gh - max(height, 0) // 2]
+    return height, min(colors, key=lambda c: float(np.abs(mid - colors[c]).sum()))
 
 
 def test_predict_cli_on_a_folder_records_bad_files(real_dir, tmp_path):

@@ -1,10 +1,12 @@
 """Prediction on any dashcam video: a causal risk timeline, the first alert and the reasons.
 
-Every `stride_s` seconds a window ends "now" and uses only past frames (the paper's window
+Every `stride_s` seconds a window ends "now" and uses only past frames (the paper's 'max' window
 geometry, horizon 0; clamped at the start of the video). Perception state carries forward: flow
-and tracks are computed once per perceived frame, not once per window. The default model is the
-training-free physics model; any saved model folder (`crashcast evaluate` writes them under
-run/models/) can be passed instead.
+and tracks are computed once per perceived frame, not once per window, and perception keeps only
+the frames the window can reach (its span plus a margin), so the work per stride is the same at
+the first minute as at the hundredth. The default model is the training-free physics model; any
+saved model folder (`crashcast evaluate` writes them under run/models/) can be passed instead.
+A video shorter than one stride gets an empty timeline (no risk estimate, no alert).
 
     >>> p = crashcast.predict("drive.mp4")
     >>> p.first_alert, p.timeline.head(), p.reasons
@@ -25,14 +27,16 @@ import pandas as pd
 from crashcast.config import CrashcastConfig, load_config
 from crashcast.data.video import VideoWriter, iter_resampled
 from crashcast.errors import CrashcastError
-from crashcast.features.kinematics import window_objects
+from crashcast.features.kinematics import lookback_s, window_objects
 from crashcast.features.table import feature_row
 from crashcast.perception.pipeline import Perception
 from crashcast.risk.models import RiskModel, create_model, load_model
 from crashcast.runtime.store import atomic_write_text
-from crashcast.types import PHASES, Window
+from crashcast.types import Phase, Window
 
 log = logging.getLogger(__name__)
+
+MODEL_PHASE: Phase = "max"  # the window the risk model sees: the most context
 
 
 @dataclass
@@ -49,21 +53,30 @@ class Prediction:
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
     frames_perceived: int = 0
+    # wall time of each stride (decode, perception, features, model since the previous one): a
+    # measurement, kept out of to_dict and the output files so those stay deterministic
+    stride_seconds: list[float] = field(default_factory=list, repr=False)
 
     @property
-    def peak(self) -> tuple[float, float]:
+    def peak(self) -> tuple[float, float] | None:
+        """(time_s, risk) of the highest risk; None when the timeline is empty (a video shorter
+        than one stride has no risk estimate)."""
+        if self.timeline.empty:
+            return None
         i = int(self.timeline.risk.idxmax())
         return float(self.timeline.time_s[i]), float(self.timeline.risk[i])
 
     def to_dict(self) -> dict:
+        peak = self.peak
         return {
             "video": str(self.video), "model": self.model, "threshold": self.threshold, "first_alert_s": self.first_alert,
-            "peak": {"time_s": self.peak[0], "risk": self.peak[1]}, "reasons": self.reasons,
+            "peak": None if peak is None else {"time_s": peak[0], "risk": peak[1]}, "reasons": self.reasons,
             "timeline": json.loads(self.timeline.to_json(orient="records")),
         }
 
 
-def _model(model: str | Path | RiskModel | None, cfg: CrashcastConfig) -> RiskModel:
+def resolve_model(model: str | Path | RiskModel | None, cfg: CrashcastConfig) -> RiskModel:
+    """A risk model from a model, a saved model folder, or the name of a training-free one (physics, ttc)."""
     if isinstance(model, RiskModel):
         return model
     if model is None or str(model) in ("physics", "ttc"):
@@ -71,19 +84,24 @@ def _model(model: str | Path | RiskModel | None, cfg: CrashcastConfig) -> RiskMo
     return load_model(model)
 
 
-def _windows_at(t: float, cfg: CrashcastConfig, clip_id: str) -> list[Window]:
-    """The max/mid/mini windows ending at t (keyframes at the paper's fractions, clamped at 0)."""
-    wins = []
+def history_s(cfg: CrashcastConfig) -> float:
+    """Seconds of perception the streaming predictor keeps: what a window reaches back from its end,
+    plus one perceived-frame interval (with `annotate` every frame is read, so a window can end up to
+    an interval after the last perceived frame), plus 0.1 s so float rounding never cuts a frame a
+    window needs. Older frames are forgotten: constant work per stride."""
+    return lookback_s(cfg.windows.span_s) + cfg.perception.classic.frame_step / cfg.video.fps + 0.1
+
+
+def _window_at(t: float, cfg: CrashcastConfig, clip_id: str, phase: Phase = MODEL_PHASE) -> Window:
+    """The `phase` window ending at t (keyframes at the paper's fractions, clamped at 0)."""
     span = cfg.windows.span_s
-    for phase in PHASES:
-        fr = cfg.windows.keyframe_fractions[phase]
-        kfs = [t - span + f * span for f in fr]
-        clamped = kfs[0] < 0
-        if clamped:
-            kfs = [t * (f - fr[0]) / (fr[2] - fr[0]) for f in fr]
-        kfs = tuple(max(0.0, k) for k in kfs)
-        wins.append(Window(clip_id, phase, 0.0, t, kfs[0], t, kfs, clamped, 0, (None,) * 3, (None,) * 3, 0.0, "hashed"))
-    return wins
+    fr = cfg.windows.keyframe_fractions[phase]
+    kfs = [t - span + f * span for f in fr]
+    clamped = kfs[0] < 0
+    if clamped:
+        kfs = [t * (f - fr[0]) / (fr[2] - fr[0]) for f in fr]
+    kfs = tuple(max(0.0, k) for k in kfs)
+    return Window(clip_id, phase, 0.0, t, kfs[0], t, kfs, clamped, 0, (None,) * 3, (None,) * 3, 0.0, "now")
 
 
 def predict(
@@ -102,12 +120,13 @@ def predict(
     t_start = time.time()
     path = Path(path)
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
-    risk_model = _model(model, cfg)
+    risk_model = resolve_model(model, cfg)
     step = cfg.perception.classic.frame_step
     fps = cfg.video.fps
     perception: Perception | None = None
     rows: list[dict] = []
     raw_history: list[float] = []
+    stride_seconds: list[float] = []
     writer: VideoWriter | None = None
     last_det = None
     last_depths: dict[int, float] = {}
@@ -115,13 +134,14 @@ def predict(
     current_risk, current_reason = 0.0, ""
     next_t = stride_s
     chash = perception_hash(cfg)
+    t_stride = time.perf_counter()
     try:
         # without an annotated video only the perceived frames are needed (the others are never converted)
         for t, frame in iter_resampled(path, fps, cfg.video.long_side, every=1 if annotate else step):
             k = round(t * fps)  # the frame's index on the fps grid
             if perception is None:
                 h, w = frame.shape[:2]
-                perception = Perception(cfg.perception, w, h, fps, path.stem)
+                perception = Perception(cfg.perception, w, h, fps, path.stem, history_s=history_s(cfg))
                 if annotate:
                     writer = VideoWriter(annotate, fps, (w, h))
             if k % step == 0:
@@ -130,12 +150,11 @@ def predict(
                 last_depths = {o["track_id"]: o["depth_m"] for o in result.objects}
             if t + 1e-9 >= next_t:
                 perc = perception.result()
-                wins = _windows_at(t, cfg, path.stem)
-                metas = [build_window_meta(win, perc, cfg, ["", "", ""], window_objects(perc, win, cfg.features, cfg.perception.classic.ego_front_m, fps), chash)
-                         for win in wins]
-                frame_rows = pd.DataFrame([feature_row(m, cfg.features.top_k) for m in metas])
-                main = frame_rows.iloc[[0]]  # the 'max' window: the most context
-                last_ttc = {o.object_id: o.ttc_s for o in metas[0].objects if o.ttc_s is not None}
+                win = _window_at(t, cfg, path.stem)
+                objects = window_objects(perc, win, cfg.features, cfg.perception.classic.ego_front_m, fps)
+                meta = build_window_meta(win, perc, cfg, ["", "", ""], objects, chash)
+                main = pd.DataFrame([feature_row(meta, cfg.features.top_k)])
+                last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
                 raw = float(risk_model.predict(main)[0])
                 raw_history.append(raw)
                 # persistence, as forward-collision warnings do: the median of the last `smooth`
@@ -146,6 +165,9 @@ def predict(
                              "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
                              "n_objects": int(main.n_objects.iloc[0])})
                 next_t += stride_s
+                now = time.perf_counter()
+                stride_seconds.append(now - t_stride)
+                t_stride = now
             if writer is not None:
                 writer.write(_annotated(frame, last_det, last_depths, last_ttc, current_risk, threshold, current_reason, t))
     finally:
@@ -164,8 +186,10 @@ def predict(
         peak_reason = f"peak {timeline.risk[i]:.2f} at {timeline.time_s[i]:.1f} s: {timeline.reason[i]}"
         if not reasons or timeline.reason[i] != alert_rows.reason.iloc[0]:
             reasons.append(peak_reason)
+    if timeline.empty:
+        log.info("%s: shorter than one stride (%.2f s): no risk estimate", path, stride_s)
     return Prediction(path, timeline, threshold, risk_model.kind, first_alert, reasons, time.time() - t_start,
-                      perception.frames_processed)
+                      perception.frames_processed, stride_seconds)
 
 
 def _annotated(frame: np.ndarray, det, depths: dict[int, float], ttcs: dict[int, float], risk: float, threshold: float,
@@ -215,10 +239,14 @@ def _num(v):
 
 
 def risk_plot(pred: Prediction) -> bytes:
+    """The risk timeline against the threshold (a note instead of a curve when it is empty)."""
     from crashcast.evaluation.plots import _fig, _png
 
     fig, ax = _fig(6.0, 2.8)
     ax.plot(pred.timeline.time_s, pred.timeline.risk, "-", color="#c03030")
+    if pred.timeline.empty:
+        ax.text(0.5, 0.5, "no risk estimate: the video is shorter than one stride", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
     ax.axhline(pred.threshold, color="k", ls="--", lw=1, label=f"threshold {pred.threshold}")
     if pred.first_alert is not None:
         ax.axvline(pred.first_alert, color="#c03030", ls=":", lw=1, label=f"first alert {pred.first_alert:.1f} s")

@@ -1,4 +1,7 @@
-"""Per-object kinematics over a window, from one clip's perception (PAPER.md §3 plus TTC).
+"""Per-object kinematics over a window, from one clip's perception: the per-object features of
+W. Zhu, "End-to-End Vision-Language Fine-Tuning: Prompt-Based Early Collision Risk Assessment on
+Dashcam Videos" (Columbia University), section on per-object features (depth, 3-D centroid, mask
+area, occlusion, optical flow, speed and acceleration per keyframe), plus time to contact (TTC).
 
 All estimates are causal at the window's end (only frames up to it are used), so the same code
 serves `predict`. Units: metres, seconds, metres/second; TTC is time to contact with the front
@@ -167,6 +170,13 @@ def window_objects(perc: ClipPerception, window: Window, cfg: FeatureConfig, ego
             out.append(k)
     out.sort(key=lambda o: o.mean_depth_m if math.isfinite(o.mean_depth_m) else 1e9)
     return out
+
+
+def lookback_s(span_s: float) -> float:
+    """How long before a window's end `window_objects` and `scene_looming` read perception, for a
+    window of `span_s` seconds: its span plus the keyframe tolerance (the rate fits and the looming
+    look back less). A streaming caller may forget frames older than that."""
+    return span_s + KEYFRAME_TOLERANCE_S
 
 
 def scene_looming(perc: ClipPerception, window: Window, span_s: float = 0.3) -> float:

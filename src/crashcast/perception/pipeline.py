@@ -4,13 +4,16 @@ flow (previous processed frame -> current) -> road motion fit -> detect -> segme
 depth -> per-object statistics; plus the detection-free ego-path looming. It perceives every
 `frame_step`-th frame of the 30 fps grid (counted back from the clip span's last frame), so flow
 spans several frames: more signal for slow motion, less work. Per clip it runs once over the
-union of the windows' spans; windows are views of the result.
+union of the windows' spans; windows are views of the result. Streaming (`predict`) keeps only the
+last `history_s` seconds, so the state and the work per `result()` stay constant however long the
+video.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -30,8 +33,13 @@ LOOMING_MEDIAN = 5  # perceived frames (0.5 s at the default 10 Hz)
 
 @dataclass
 class _TrackLog:
+    """One track's class votes (over its whole life) and its rows (index, box, depth, ...; only
+    those still in the history when `Perception` forgets old frames). `last_index`: the last
+    perceived frame it was seen in."""
+
     class_votes: dict[str, float] = field(default_factory=dict)
     rows: list[tuple] = field(default_factory=list)
+    last_index: int = -1
 
 
 @dataclass
@@ -68,12 +76,24 @@ def camera_for(width: int, height: int, cfg: PerceptionConfig) -> CameraModel:
 
 
 class Perception:
-    """Stateful perception of one clip; call `step` for each frame in time order, then `result`."""
+    """Stateful perception of one clip; call `step` for each frame in time order, then `result`.
 
-    def __init__(self, cfg: PerceptionConfig, width: int, height: int, fps: float, clip_id: str = "") -> None:
+    `history_s` None keeps every frame (extraction: the result covers the whole span). A number
+    keeps only the frames of the last `history_s` seconds (streaming): older frames, their track
+    rows and the tracks left without rows are forgotten as new frames arrive, so memory and the
+    cost of `result()` are bounded by the history, not the video's length. A window whose lookback
+    (`features.kinematics.lookback_s`) lies inside the history gets exactly the same features from
+    the pruned state as from the full one.
+    """
+
+    def __init__(self, cfg: PerceptionConfig, width: int, height: int, fps: float, clip_id: str = "",
+                 history_s: float | None = None) -> None:
+        if history_s is not None and not history_s > 0:
+            raise ValueError(f"{clip_id}: history_s must be > 0 seconds (or None to keep everything), got {history_s}")
         self.cfg = cfg
         self.fps = fps
         self.clip_id = clip_id
+        self.history_s = history_s
         self.camera = camera_for(width, height, cfg)
         margin = cfg.classic.sky_margin
         # the perceived rows: below the sky (objects stand on the road) unless sky_margin is None
@@ -93,8 +113,13 @@ class Perception:
         self._cor_box = (slice(r0, r1), slice(c0, c1))
         self._cor_cam = self._cam.cropped(r0)
         self._tracks: dict[int, _TrackLog] = {}
+        # a track with no row left keeps its class votes while the tracker may still revive its id
+        # (ByteTrack drops a lost track after `track_buffer_frames` updates, one per perceived frame)
+        self._revivable_frames = cfg.classic.track_buffer_frames + 1
+        self.first_index = 0  # the perceived-frame index of times[0] (frames before it are forgotten)
         self.times: list[float] = []
-        self.looming: list[float] = []
+        self.looming: list[float] = []  # per kept frame, the causal median of the raw looming
+        self._raw_looming: deque[float] = deque(maxlen=LOOMING_MEDIAN)
         self.detections: list[Detections] = []
         self.frames_processed = 0
         self.seconds: dict[str, float] = {}  # wall time per stage, summed over frames (see benchmarks/)
@@ -175,39 +200,70 @@ class Perception:
             log_ = self._tracks.setdefault(tid, _TrackLog())
             log_.class_votes[rec["class_name"]] = log_.class_votes.get(rec["class_name"], 0.0) + rec["confidence"]
             log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"]))
+            log_.last_index = index
         kept = _to_full_frame(det, y0, full_h, keep_masks)
         self._lap("objects", t)
         self.times.append(time_s)
-        self.looming.append(looming)
+        # causal median over the last LOOMING_MEDIAN frames: one noisy frame is not a threat
+        self._raw_looming.append(float(looming))
+        self.looming.append(float(np.median(np.array(self._raw_looming))))
         self.detections.append(kept)
         self.frames_processed += 1
+        if self.history_s is not None:
+            self._forget_before(time_s - self.history_s)
         return FrameResult(index, time_s, kept, objects, looming)
+
+    def _forget_before(self, time_s: float) -> None:
+        """Drop the frames older than `time_s`, their track rows, and the tracks left without rows
+        that the tracker can no longer revive. Called every step, so each call drops a frame or so."""
+        n = 0
+        while n < len(self.times) and self.times[n] < time_s:
+            n += 1
+        if n == 0:
+            return
+        del self.times[:n], self.looming[:n], self.detections[:n]
+        self.first_index += n
+        for tid in list(self._tracks):
+            tl = self._tracks[tid]
+            k = 0
+            while k < len(tl.rows) and tl.rows[k][0] < self.first_index:
+                k += 1
+            del tl.rows[:k]
+            if not tl.rows and self.frames_processed - 1 - tl.last_index > self._revivable_frames:
+                del self._tracks[tid]
 
     def _lap(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
 
+    def state_size(self) -> dict[str, int]:
+        """What the state holds: frames, track rows, track logs (bounded when `history_s` is set)."""
+        return {"frames": len(self.times), "track_rows": sum(len(tl.rows) for tl in self._tracks.values()),
+                "tracks": len(self._tracks)}
+
     def tracks(self) -> list[ObjectTrack]:
+        """The tracks with rows in the kept frames; `frame_index` indexes the kept frames (`times`)."""
         out = []
         for tid, tl in sorted(self._tracks.items()):
+            if not tl.rows:
+                continue
             a = np.array(tl.rows, dtype=np.float64)
             out.append(ObjectTrack(
                 track_id=tid, class_name=max(tl.class_votes, key=tl.class_votes.get),
-                frame_index=a[:, 0].astype(int), box_xyxy=a[:, 1:5], depth_m=a[:, 5], mask_area_px=a[:, 6],
+                frame_index=a[:, 0].astype(int) - self.first_index, box_xyxy=a[:, 1:5], depth_m=a[:, 5], mask_area_px=a[:, 6],
                 occlusion=a[:, 7], flow_mag_px=a[:, 8], flow_ang_deg=a[:, 9], expansion=a[:, 10], confidence=a[:, 11],
             ))
         return out
 
     def result(self) -> ClipPerception:
-        # causal median over the last LOOMING_MEDIAN frames: one noisy frame is not a threat
-        raw = np.array(self.looming)
-        looming = np.array([np.median(raw[max(0, i - LOOMING_MEDIAN + 1) : i + 1]) for i in range(len(raw))])
+        """The kept frames' perception (all of them unless `history_s` is set)."""
+        looming = np.array(self.looming)
         with np.errstate(divide="ignore"):
             ttc = np.where(looming > 1e-6, 1.0 / np.maximum(looming, 1e-6), np.inf)
         return ClipPerception(
             clip_id=self.clip_id, times_s=np.array(self.times), frame_size=(self.camera.cx * 2, self.camera.cy * 2),
-            camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=self.detections,
+            camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=list(self.detections),
             backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
         )
 

@@ -8,10 +8,17 @@ them (2 clip-extraction workers x 1 thread measured 7 % faster than x 2).
 Workers end when their parent dies, however it dies (kill -9 included): otherwise they would wait
 forever on the job pipe, re-parented to init. On Linux the kernel kills them (PR_SET_PDEATHSIG);
 everywhere a watchdog thread also notices the new parent within a second and exits.
+
+Forked workers must never free objects the parent made: a PyAV frame left in a reference cycle (an
+exception's traceback holds one) owns an swscale context whose slice threads exist only in the
+parent, and freeing it in a child waits on them forever (seen: a worker hung in
+`avpriv_slicethread_free` during a garbage collection). So the parent collects its garbage and
+freezes what is left (`gc.freeze`) before forking; the children's collections skip those objects.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -103,6 +110,8 @@ def run_jobs(
 
             threads = cv2.getNumThreads()
             cv2.setNumThreads(1)  # inherited by forked workers (see _init_worker)
+            gc.collect()  # the parent's garbage is freed here, where its threads exist (module docstring)
+            gc.freeze()
             try:
                 with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
                     futures = {pool.submit(_call, fn, key, args): key for key, args in jobs}
@@ -114,5 +123,6 @@ def run_jobs(
                             results[key] = JobResult(key, False, error=f"worker died: {e}", error_type=type(e).__name__)
                         bar.advance(task)
             finally:
+                gc.unfreeze()
                 cv2.setNumThreads(threads)
     return [results[k] for k, _ in jobs]

@@ -71,3 +71,52 @@ def synth_medium(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_medium")
     generate(14, out, seed=11, workers=2)
     return out
+
+
+def write_video_as(
+    path: Path,
+    frames: list[np.ndarray],
+    times_s: list[float],
+    *,
+    rate: int = 30,
+    display_rotation_ccw: float | None = None,
+    display_hflip: bool = False,
+    metadata: dict[str, str] | None = None,
+    container_format: str | None = None,
+    container_options: dict[str, str] | None = None,
+    keyframe_interval: int | None = None,
+) -> Path:
+    """`write_video` (libx264, ms timestamps) with what it cannot do: the nominal frame `rate` (the
+    duration containers give a frame when they store none, e.g. the last one); a display matrix that
+    turns the stored frames by `display_rotation_ccw` degrees counter-clockwise for display, then
+    mirrors them left-right with `display_hflip` (PyAV's `VideoStream.set_display_rotation`, whose
+    angle is FFmpeg's `av_display_rotation_get` convention; MP4 stores it as the track matrix);
+    stream `metadata` (e.g. an old-style `rotate` tag); a container format and options (e.g.
+    {"movflags": "faststart"}: the index before the data, so a cut file still opens); and a fixed
+    keyframe interval in frames."""
+    import av
+
+    container = av.open(str(path), mode="w", format=container_format, options=container_options or {})
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = Fraction(1, 1000)
+    stream.codec_context.time_base = Fraction(1, 1000)
+    options = {"crf": "1", "preset": "ultrafast"}
+    if keyframe_interval:
+        stream.codec_context.gop_size = keyframe_interval
+        options["x264-params"] = f"keyint={keyframe_interval}:min-keyint={keyframe_interval}:scenecut=0"
+    stream.options = options
+    if display_rotation_ccw is not None or display_hflip:
+        stream.set_display_rotation(display_rotation_ccw or 0, hflip=display_hflip)
+    stream.metadata.update(metadata or {})
+    for img, t in zip(frames, times_s, strict=True):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        frame.pts = round(t * 1000)
+        frame.time_base = Fraction(1, 1000)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path

@@ -3,12 +3,19 @@
 Resampling is by presentation time, not frame count: the frame shown at time t is the last
 source frame whose timestamp is <= t, so variable-frame-rate files come out right. Output frame
 times lie on the grid k / fps from the start of the video, so spans decoded separately line up.
+
+Decoding never stands in for frames that do not decode. Where a file is cut, FFmpeg's threaded
+decoder stops quietly; a packet it rejects stops decoding too (logged). `decode` then raises when
+the frames that really decode do not cover the requested span (see END_TOLERANCE_S and
+GAP_LIMIT_S); streaming logs a warning instead. Frames are turned upright as the file's display
+matrix or `rotate` tag says (`_orientation`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +30,23 @@ log = logging.getLogger(__name__)
 
 _EPS = 1e-4
 
+# How much of a requested span the decoded frames must really cover (seconds; see `decode`).
+# END_TOLERANCE_S: a span may end this much after the end of the last decoded frame (its start plus
+#   its own duration from the container, or a typical frame period when the container gives none).
+#   The header's duration and an event annotated at the very end of a video may lie a little past
+#   it (windows accept events up to 0.05 s after the probed duration). The grid itself never goes
+#   past the last frame's end, so nothing is made up inside this tolerance.
+END_TOLERANCE_S = 0.1
+# GAP_LIMIT_S: the longest stretch inside a span with no decoded frame, beyond what the previous
+#   frame's own duration accounts for. A frame's duration comes from the container (MP4 stores each
+#   frame's time to the next one), so the long frames of a variable-frame-rate file are frames shown,
+#   not gaps; only frames that do not decode (a lost or damaged stretch the decoder skipped) leave
+#   gaps. Where the container gives no durations (e.g. MPEG-TS) a frame is taken to last the median
+#   time between frames: there a variable-frame-rate pause longer than this limit counts as a gap.
+#   0.25 s is about 7 frames at 30 fps and 2.5 at 10 fps: a single dropped frame or timestamp jitter
+#   passes, a lost group of pictures does not.
+GAP_LIMIT_S = 0.25
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -34,7 +58,8 @@ class VideoInfo:
     fps: float
     duration_s: float
     n_frames: int
-    rotation_deg: int = 0
+    rotation_deg: int = 0  # clockwise quarter turn that shows the stored picture upright (see `_orientation`)
+    mirrored: bool = False  # and then mirrored left-right (a mirroring display matrix)
 
 
 def _open(path: Path):
@@ -58,38 +83,125 @@ def _open(path: Path):
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Size, frame rate and duration from the container headers."""
+    """Size (upright, as displayed), frame rate and duration from the container headers; the display
+    rotation from the first frame's side data (one frame is decoded, see `_orientation`)."""
+    import av
+
     path = Path(path)
     container = _open(path)
     try:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
-        else:
-            duration = (stream.frames or 0) / fps
+        duration = _stated_duration(container, stream, fps)
         n = stream.frames or round(duration * fps)
-        rotation = _rotation(stream)
+        try:
+            first = next(iter(container.decode(stream)), None)
+        except av.error.FFmpegError:  # decode() reports a frame that does not decode; the header still reads
+            first = None
+        rotation, mirrored = _orientation(path, stream, first)
         w, h = stream.codec_context.width, stream.codec_context.height
         if rotation in (90, 270):
             w, h = h, w
-        return VideoInfo(path, w, h, fps, duration, int(n), rotation)
+        return VideoInfo(path, w, h, fps, duration, int(n), rotation, mirrored)
     finally:
         container.close()
 
 
-def _rotation(stream) -> int:
-    """Display rotation from stream metadata or side data (degrees, one of 0/90/180/270)."""
-    rot = 0
+def _stated_duration(container, stream, fps: float) -> float:
+    """The video's duration as the header states it (the stream's, else the container's, else from
+    the frame count): what a damaged or truncated file claims, not what decodes."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return (stream.frames or 0) / fps
+
+
+def _header_duration(path: Path) -> float:
+    """`_stated_duration` of the file at `path` (opened again: only needed to explain a short span)."""
+    container = _open(path)
     try:
-        meta = dict(stream.metadata or {})
-        if "rotate" in meta:
-            rot = int(float(meta["rotate"]))
+        stream = container.streams.video[0]
+        return _stated_duration(container, stream, float(stream.average_rate or stream.guessed_rate or 0) or 30.0)
+    finally:
+        container.close()
+
+
+def _orientation(path: Path, stream, frame=None) -> tuple[int, bool]:
+    """How to show a stored picture upright, i.e. as the camera saw it: (clockwise degrees, one of
+    0/90/180/270; whether to mirror left-right after turning). Clockwise is the convention of the old
+    `rotate` tag, and of `VideoInfo.rotation_deg`.
+
+    Read from the display matrix first: modern FFmpeg demuxers (the MP4/MOV track matrix, for one)
+    export it as DISPLAYMATRIX stream side data, and the decoder copies it onto every decoded frame.
+    PyAV 18 does not expose a stream's side data, so it is read from a decoded `frame`'s side data.
+    The matrix is the transformation to apply for display; FFmpeg's `av_display_rotation_get` gives
+    its angle counter-clockwise, so the clockwise turn is its negative (a phone's portrait clip, -90
+    there, is a quarter turn clockwise here); `_matrix_orientation` maps it as the ffmpeg CLI's
+    autorotation does, mirroring matrices included. Without a matrix, the `rotate` metadata tag older
+    demuxers wrote (already clockwise) is used; Matroska spells it `ROTATE`.
+    """
+    matrix = _display_matrix(frame) if frame is not None else None
+    if matrix is not None:
+        found = _matrix_orientation(matrix, path)
+        if found is not None:
+            return found
+    meta = {str(k).lower(): v for k, v in dict(stream.metadata or {}).items()}
+    try:
+        return _quarter_turns(float(meta.get("rotate", 0)), path), False
     except (ValueError, TypeError):
-        rot = 0
-    return rot % 360
+        log.warning("%s: ignoring an unreadable rotate tag %r", path, meta.get("rotate"))
+        return 0, False
+
+
+def _display_matrix(frame) -> tuple[int, ...] | None:
+    """The frame's DISPLAYMATRIX side data: 9 native-endian int32 (16.16 fixed point, the third
+    column 2.30), row-major as libavutil/display.h lays it out; None when the frame has none."""
+    for sd in frame.side_data:
+        if getattr(sd.type, "name", str(sd.type)) == "DISPLAYMATRIX":
+            raw = bytes(sd)
+            if len(raw) >= 36:
+                return struct.unpack("=9i", raw[:36])
+    return None
+
+
+def _matrix_rotation_ccw(m: tuple[int, ...]) -> float | None:
+    """Counter-clockwise rotation of a display matrix in degrees, in [-180, 180]: FFmpeg's
+    `av_display_rotation_get` (the fixed-point scale cancels); None for a degenerate matrix."""
+    sx, sy = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if sx == 0 or sy == 0:
+        return None
+    return -math.degrees(math.atan2(m[1] / sy, m[0] / sx))
+
+
+def _matrix_orientation(m: tuple[int, ...], path: Path) -> tuple[int, bool] | None:
+    """(clockwise degrees, mirror after turning) that a display matrix asks for, decided as the
+    ffmpeg CLI's autorotation does (fftools: transpose=clock/cclock, their _flip variants, hflip,
+    vflip), written as a turn then a left-right mirror: cclock_flip (a transpose) is (90, True),
+    clock_flip (90 clockwise, then flipped vertically) is (270, True), vflip is (180, True)."""
+    ccw = _matrix_rotation_ccw(m)
+    if ccw is None:
+        return None
+    theta = -ccw % 360.0
+    theta = theta - 360.0 if theta > 359.0 else theta
+    if abs(theta - 90) < 1.0:
+        return 90, m[3] > 0
+    if abs(theta - 270) < 1.0:
+        return 270, m[3] < 0
+    if abs(theta - 180) < 1.0:
+        hflip, vflip = m[0] < 0, m[4] < 0
+        return (180, False) if hflip and vflip else (180, True) if vflip else (0, hflip)
+    if abs(theta) < 1.0:
+        return (180, True) if m[4] < 0 else (0, False)
+    return _quarter_turns(theta, path), False
+
+
+def _quarter_turns(cw_deg: float, path: Path) -> int:
+    """`cw_deg` as one of 0/90/180/270 (the nearest quarter turn; other angles are not applied)."""
+    turns = round(cw_deg / 90)
+    if abs(cw_deg - 90 * turns) > 1.0:
+        log.warning("%s: display rotation of %.1f degrees applied as %d", path, cw_deg, (90 * turns) % 360)
+    return (90 * turns) % 360
 
 
 def target_size(width: int, height: int, long_side: int | None) -> tuple[int, int]:
@@ -101,30 +213,39 @@ def target_size(width: int, height: int, long_side: int | None) -> tuple[int, in
 
 
 class SourceFrame:
-    """One decoded frame, converted to RGB only when asked (most frames of a span are never used)."""
+    """One decoded frame, upright, converted to RGB only when asked (most frames of a span are never
+    used). `duration_s` is how long it is shown as the container states it (None where it does not,
+    e.g. MPEG-TS)."""
 
-    __slots__ = ("_frame", "_rgb", "_rotation", "height", "width")
+    __slots__ = ("_frame", "_orientation", "_rgb", "duration_s", "height", "width")
 
-    def __init__(self, frame, rotation: int) -> None:
+    def __init__(self, frame, orientation: tuple[int, bool], duration_s: float | None) -> None:
         self._frame = frame
-        self._rotation = rotation
+        self._orientation = orientation
         self._rgb: tuple[tuple[int, int] | None, np.ndarray] | None = None
+        self.duration_s = duration_s
         w, h = frame.width, frame.height
-        self.width, self.height = (h, w) if rotation in (90, 270) else (w, h)
+        self.width, self.height = (h, w) if orientation[0] in (90, 270) else (w, h)
 
     def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, resized to `size` = (width, height) when given; converted once (a
-        source frame shown at several grid times is returned as the same array)."""
+        """(H, W, 3) uint8 RGB, turned upright and resized to `size` = (width, height) when given;
+        converted once (a source frame shown at several grid times is returned as the same array)."""
         if self._rgb is None or self._rgb[0] != size:
             img = self._frame.to_ndarray(format="rgb24")
-            if self._rotation:
-                img = np.ascontiguousarray(np.rot90(img, k=-(self._rotation // 90)))
+            rotation, mirrored = self._orientation
+            if rotation:  # np.rot90 turns counter-clockwise for positive k
+                img = np.rot90(img, k=-(rotation // 90))
+            if mirrored:
+                img = img[:, ::-1]
+            if rotation or mirrored:
+                img = np.ascontiguousarray(img)
             self._rgb = (size, _resize(img, size))
         return self._rgb[1]
 
 
 def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float, SourceFrame]]:
-    """Yield (timestamp seconds, frame) from `start_s` on (seeking to a keyframe before it)."""
+    """Yield (timestamp seconds, frame) from `start_s` on (seeking to a keyframe before it). Stops at
+    the first frame that does not decode (logged): what follows a damaged stretch is not used."""
     import av
 
     path = Path(path)
@@ -132,7 +253,6 @@ def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rotation = _rotation(stream)
         tb = float(stream.time_base) if stream.time_base else 1 / 30
         start_pts = stream.start_time if stream.start_time is not None else 0
         t0 = start_pts * tb
@@ -142,6 +262,7 @@ def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float
             except av.error.FFmpegError:
                 container.seek(0)
         fallback_dt = 1.0 / float(stream.average_rate or 30)
+        orientation: tuple[int, bool] | None = None
         last_t = -math.inf
         try:
             for frame in container.decode(stream):
@@ -150,10 +271,13 @@ def iter_decoded(path: str | Path, start_s: float = 0.0) -> Iterator[tuple[float
                 else:
                     t = last_t + fallback_dt if last_t > -math.inf else 0.0
                 last_t = t
-                yield t, SourceFrame(frame, rotation)
+                if orientation is None:  # the display matrix is the stream's: read once
+                    orientation = _orientation(path, stream, frame)
+                duration = getattr(frame, "duration", None)
+                yield t, SourceFrame(frame, orientation, duration * tb if duration and duration > 0 else None)
         except av.error.FFmpegError as e:
             if last_t == -math.inf:
-                raise VideoError(path, f"cannot decode any frame: {e}") from None
+                raise VideoError(path, f"cannot decode any frame from {start_s:.2f} s on {_damage_hint(path, start_s)}: {e}") from None
             log.warning("%s: decoding stopped at %.2f s (%s); using the frames before it", path, last_t, e)
     finally:
         container.close()
@@ -170,29 +294,49 @@ class _Span:
     last: tuple[float, SourceFrame] | None = None
 
 
-def _on_grid(path: Path, fps: float, start_s: float, end_s: float | None, span: _Span) -> Iterator[tuple[int, SourceFrame]]:
+def _on_grid(
+    path: Path, fps: float, start_s: float, end_s: float | None, span: _Span, strict: bool = True
+) -> Iterator[tuple[int, SourceFrame]]:
     """(k, the source frame on screen at time k / fps) for the grid points of [start_s, end_s] inside
-    the video: the last source frame at or before that time (the first one for earlier times)."""
+    the video: the last source frame at or before that time (the first one for earlier times).
+
+    Checks that decoded frames cover the span: a stretch inside it with no frame for more than
+    GAP_LIMIT_S beyond the previous frame's duration raises `VideoError` (`strict`) or is logged;
+    a span reaching more than END_TOLERANCE_S past the last frame raises, and with no `end_s` a
+    video whose frames end before the duration its header states is logged."""
     k = math.ceil(start_s * fps - _EPS)
     prev: tuple[float, SourceFrame] | None = None
     gaps: list[float] = []
-    for t, frame in iter_decoded(path, start_s):
-        if end_s is not None and t > end_s + _EPS:
-            break
-        if span.source_size is None:
-            span.source_size = (frame.width, frame.height)
-        if prev is not None:
-            if prev[0] >= start_s - 2.0:  # the frame rate of the span, not of what seeking passed through
-                gaps.append(t - prev[0])
-            while k / fps < t - _EPS:  # grid points shown by the previous source frame
-                yield k, prev[1]
-                k += 1
-        prev = (t, frame)
+    span_end = math.inf if end_s is None else end_s
+    reached_end = True
+    decoded = iter_decoded(path, start_s)
+    try:
+        for t, frame in decoded:
+            if prev is None or t - prev[0] > GAP_LIMIT_S:  # (a gap is longer than that)
+                shown_until = start_s if prev is None else prev[0] + _shown_for(prev[1], gaps)
+                if t - shown_until > GAP_LIMIT_S + _EPS and shown_until < span_end - _EPS and t > start_s + _EPS:
+                    _report_gap(path, shown_until, t, start_s, end_s, strict)
+            if t > span_end + _EPS:
+                reached_end = False
+                break
+            if span.source_size is None:
+                span.source_size = (frame.width, frame.height)
+            if prev is not None:
+                if prev[0] >= start_s - 2.0:  # the frame rate of the span, not of what seeking passed through
+                    gaps.append(t - prev[0])
+                while k / fps < t - _EPS:  # grid points shown by the previous source frame
+                    yield k, prev[1]
+                    k += 1
+            prev = (t, frame)
+    finally:  # the container and its decoder threads go now, also on an error (not when a traceback dies)
+        decoded.close()
     if prev is None:
-        raise VideoError(path, "no decodable video frames" + (f" in [{start_s:.2f}, {end_s:.2f}] s" if end_s else ""))
+        raise VideoError(path, _no_frame_problem(path, start_s, end_s))
     span.source_fps = 1.0 / float(np.median(gaps)) if gaps and np.median(gaps) > 0 else fps
     span.video_end = prev[0] + (1.0 / span.source_fps)  # the last frame lasts a typical frame
     span.last = prev
+    if reached_end:
+        _check_end(path, max(span.video_end, prev[0] + _shown_for(prev[1], gaps)), start_s, end_s)
     stop = span.video_end if end_s is None else min(end_s, span.video_end - _EPS)
     k1 = math.floor(stop * fps + _EPS)
     if end_s is None or end_s >= span.video_end:
@@ -200,6 +344,54 @@ def _on_grid(path: Path, fps: float, start_s: float, end_s: float | None, span: 
     while k <= k1:  # the rest of the span shows the last source frame
         yield k, prev[1]
         k += 1
+
+
+def _shown_for(frame: SourceFrame, gaps: list[float]) -> float:
+    """How long `frame` is shown: its duration from the container, else the typical (median) time
+    between the frames so far (0 before there are any: a gap is then counted from the frame's start)."""
+    if frame.duration_s is not None:
+        return frame.duration_s
+    return float(np.median(gaps)) if gaps else 0.0
+
+
+def _span_text(start_s: float, end_s: float | None) -> str:
+    return f"[{start_s:.2f}, {end_s:.2f}] s" if end_s is not None else f"[{start_s:.2f} s, the end]"
+
+
+def _report_gap(path: Path, shown_until: float, t: float, start_s: float, end_s: float | None, strict: bool) -> None:
+    """A stretch of the span with no decoded frame (damaged data the decoder skipped, lost packets)."""
+    problem = (f"no frame decodes between {shown_until:.2f} s and {t:.2f} s ({t - shown_until:.2f} s missing, more than "
+               f"the {GAP_LIMIT_S} s allowed: damaged or lost data); {_span_text(start_s, end_s)} was requested")
+    if strict:
+        raise VideoError(path, problem)
+    log.warning("%s: %s; the frame before the gap is shown over it", path, problem)
+
+
+def _check_end(path: Path, covered: float, start_s: float, end_s: float | None) -> None:
+    """Decoding ended at `covered` s: raise when the span reaches well past it; with no `end_s`, log
+    when the header states a clearly longer video (a truncated file, visible in streaming too)."""
+    if end_s is not None and end_s <= covered + END_TOLERANCE_S:
+        return
+    stated = _header_duration(path)
+    damaged = stated - covered > END_TOLERANCE_S
+    cause = "truncated or damaged file" if damaged else "the span reaches past the end of the video"
+    problem = f"frames decode only to {covered:.2f} s of the {stated:.2f} s the header states ({cause})"
+    if end_s is not None:
+        raise VideoError(path, f"{problem}; {_span_text(start_s, end_s)} was requested")
+    if damaged:
+        log.warning("%s: %s; nothing after %.2f s is used", path, problem, covered)
+
+
+def _no_frame_problem(path: Path, start_s: float, end_s: float | None) -> str:
+    return f"no frame decodes in {_span_text(start_s, end_s)} {_damage_hint(path, start_s)}"
+
+
+def _damage_hint(path: Path, start_s: float) -> str:
+    """Why nothing decodes from `start_s` on: damage when the header says there is video there."""
+    stated = _header_duration(path)
+    if start_s < stated - END_TOLERANCE_S:
+        return f"(truncated or damaged file: the header states {stated:.2f} s)"
+    return f"(past the {stated:.2f} s the header states)"
 
 
 def decode(
@@ -216,8 +408,13 @@ def decode(
     Frame times are the grid points k / fps inside the span and inside the video. With `step` > 1
     only every step-th grid frame is kept, counted back from the grid point at `end_s` (from the
     span's first one when there is no `end_s`); the others are decoded but never converted, so a
-    span costs mostly the codec's time. Streams: memory holds the kept frames only. Raises
-    `VideoError` for missing, empty, corrupt or frameless files.
+    span costs mostly the codec's time. Streams: memory holds the kept frames only.
+
+    Raises `VideoError` for missing, empty, corrupt or frameless files, and when the frames that
+    really decode do not cover the span (a truncated or damaged file; a span past the video's end):
+    the span may end at most END_TOLERANCE_S after the last frame's end, and no stretch inside it
+    may lack frames for more than GAP_LIMIT_S. With no `end_s` the span ends where frames end, and a
+    video ending well before its header's duration is logged as truncated.
     """
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
@@ -294,9 +491,11 @@ def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 
     """Stream (time, RGB frame) on the grid k / fps, holding each source frame until the next one
     (the same rule as `decode`), resized to `long_side`; memory stays constant for long videos.
     With `every` > 1 only the grid frames k = 0, every, 2 * every, ... are yielded (the others are
-    decoded, never converted)."""
+    decoded, never converted). A truncated file (frames ending well before the header's duration)
+    or a gap longer than GAP_LIMIT_S is logged as a warning, not raised: the stream ends at the last
+    frame that decodes and holds the frame before a gap over it."""
     span = _Span()
-    for k, src in _on_grid(Path(path), fps, 0.0, None, span):
+    for k, src in _on_grid(Path(path), fps, 0.0, None, span, strict=False):
         if k % every == 0:
             yield k / fps, src.rgb(target_size(*span.source_size, long_side))
 

@@ -17,11 +17,17 @@ def test_import_crashcast_does_not_import_torch():
 
 
 def test_help_everywhere():
+    import typer.main
+
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for cmd in ("synth", "windows", "demo"):
+    commands = sorted(typer.main.get_command(app).commands)  # every registered command, not a hand-kept list
+    assert {"synth", "windows", "extract", "evaluate", "report", "predict", "demo"} <= set(commands)
+    for cmd in commands:
+        assert cmd in result.output, cmd
         r = runner.invoke(app, [cmd, "--help"])
-        assert r.exit_code == 0 and "Usage" in r.output, cmd
+        assert r.exit_code == 0 and f"Usage: crashcast {cmd}" in r.output.replace("root ", "crashcast "), (cmd, r.output)
+        assert (typer.main.get_command(app).commands[cmd].help or "").strip(), f"{cmd} has no help text"
 
 
 def test_windows_on_real_annotations_lists_clamped_ccd_windows(real_dir, tmp_path):

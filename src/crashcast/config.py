@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crashcast.errors import ConfigError
 
@@ -28,7 +30,7 @@ class VideoConfig(_Strict):
 
 
 class WindowConfig(_Strict):
-    """The paper's three windows (PAPER.md §1) and anticipation horizons."""
+    """The paper's three windows (max, mid, mini, all ending at the event) and anticipation horizons."""
 
     span_s: float = Field(6.0, gt=0, description="length of the reference (max) window")
     keyframe_fractions: dict[str, tuple[float, float, float]] = {
@@ -36,10 +38,20 @@ class WindowConfig(_Strict):
         "mid": (0.5, 0.75, 1.0),
         "mini": (0.75, 0.875, 1.0),
     }
-    horizons_s: list[float] = Field(default_factory=lambda: [0.0])
+    horizons_s: list[float] = Field(default_factory=lambda: [0.0], min_length=1,
+                                    description="seconds before the anchor the windows end (>= 0, each once)")
     negative_min_anchor_s: float = Field(6.0, description="negatives are anchored at least this far into the clip")
     soft_target_decay_s: float = Field(2.0, gt=0, description="e-folding time of the soft target before the alert")
     default_alert_lead_s: float = Field(1.0, ge=0, description="alert = event - this, when no alert time is annotated")
+
+    @field_validator("horizons_s")
+    @classmethod
+    def _horizons(cls, v: list[float]) -> list[float]:
+        if any(not math.isfinite(h) or h < 0 for h in v):
+            raise ValueError(f"horizons must be finite and >= 0 seconds, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"horizons must not repeat, got {v}")
+        return v
 
 
 class ClassicPerceptionConfig(_Strict):
@@ -68,7 +80,6 @@ class ClassicPerceptionConfig(_Strict):
 
 
 class PerceptionConfig(_Strict):
-    backend: str = "classic"
     detector: str = "classic-motion"
     segmenter: str = "classic-box"
     tracker: str = "bytetrack"
@@ -94,6 +105,8 @@ class PhysicsConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation by video (every clip scored once, out of "
+                              "fold); null: one train/validation/test split")
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
@@ -132,27 +145,51 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     origin = "defaults"
     if source is not None:
         path = Path(source)
+        origin = str(path)
         if not path.exists() and str(source) in preset_names():
             path = Path(str(resources.files("crashcast.configs") / f"{source}.yaml"))
-        if not path.exists():
+            origin = f"preset {source!r}"
+        if not path.is_file():
             raise ConfigError(f"{source}: no such config file or preset (presets: {', '.join(preset_names())})")
-        origin = str(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a UTF-8 text (YAML) file") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML (only plain YAML is accepted, no Python tags): {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.field=value")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        _apply_override(data, item)
     try:
         return CrashcastConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{origin}: invalid config:\n{e}") from None
+        where = origin + (f" with --set {' --set '.join(overrides)}" if overrides else "")
+        problems = "\n".join(f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                             + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else "")
+                             for err in e.errors())
+        raise ConfigError(f"{where}: invalid config:\n{problems}") from None
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    """Set `section.field=value` (value parsed as YAML) in the raw config mapping."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not _KEY.match(key):
+        raise ConfigError(f"--set {item!r}: must look like section.field=value, e.g. windows.horizons_s=[0,0.5]")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = str(getattr(e, "problem", None) or e).strip()
+        raise ConfigError(f"--set {item!r}: the value {value!r} is not valid YAML ({problem}); "
+                          "lists look like [0, 0.5], text with special characters goes in quotes") from None
+    node = data
+    parts = key.split(".")
+    for i, p in enumerate(parts[:-1]):
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section with fields")
+    node[parts[-1]] = parsed

@@ -23,7 +23,7 @@ import numpy as np
 from crashcast.config import CrashcastConfig
 from crashcast.data.video import decode, probe
 from crashcast.data.windows import clip_span, make_windows
-from crashcast.errors import ConfigError, CrashcastError, SchemaError
+from crashcast.errors import ConfigError, SchemaError, VideoError
 from crashcast.features import overlays
 from crashcast.features.kinematics import ObjectKinematics, scene_looming, window_objects
 from crashcast.features.table import feature_row
@@ -38,7 +38,7 @@ from crashcast.features.window_meta import (
     read_window_meta,
     write_window_meta,
 )
-from crashcast.runtime.store import atomic_write_bytes, atomic_write_text
+from crashcast.runtime.store import atomic_write_bytes, atomic_write_text, inside, remove_partial
 from crashcast.types import Clip, ClipPerception, Window
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _summary(o: ObjectKinematics) -> ObjectSummary:
     )
 
 
-def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, frame_paths: list[str],
+def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, frame_paths: list[str | None],
                       objects: list[ObjectKinematics], config_hash: str) -> WindowMeta:
     instances, box_depths, mask_stats = [], [], []
     for k in range(3):
@@ -120,6 +120,8 @@ def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, fra
 
 
 def _existing(clip_dir: Path, windows: list[Window], config_hash: str) -> list[WindowMeta] | None:
+    """The clip's window_meta files when all exist, validate, match the config and name only files
+    that exist inside their window folder; else None (the clip is redone)."""
     metas = []
     for w in windows:
         path = clip_dir / window_dirname(w) / "window_meta.json"
@@ -127,13 +129,32 @@ def _existing(clip_dir: Path, windows: list[Window], config_hash: str) -> list[W
             return None
         try:
             m = read_window_meta(path)
-        except SchemaError as e:
+            frames_ok = all(inside(path.parent, p).is_file() for p in m.frame_paths if p is not None)
+        except (SchemaError, ValueError) as e:
             log.info("redoing %s: %s", w.id, e)
             return None
-        if m.config_hash != config_hash or not all((path.parent / p).exists() for p in m.frame_paths):
+        if m.config_hash != config_hash or not frames_ok:
             return None
         metas.append(m)
     return metas
+
+
+MIN_WINDOW_FRAMES = 3  # a window's three keyframes must be three different perceived frames
+
+
+def _usable(windows: list[Window], clip: Clip, cfg: CrashcastConfig) -> list[Window]:
+    """The windows long enough for three distinct perceived keyframes; the others are dropped (a
+    window of one repeated frame would be fabricated data). Raises when none is left."""
+    min_span = (MIN_WINDOW_FRAMES - 1) * cfg.perception.classic.frame_step / cfg.video.fps
+    keep = [w for w in windows if w.duration_s >= min_span - 1e-6]
+    if not keep:
+        raise VideoError(clip.video_path, f"clip {clip.id!r}: too short for any window (the longest spans "
+                         f"{max(w.duration_s for w in windows):.2f} s; a window needs {min_span:.2f} s)")
+    for w in windows:
+        if w not in keep:
+            log.warning("%s: window %s spans %.2f s, less than the %.2f s three perceived keyframes need; skipped",
+                        clip.video_path, w.id, w.duration_s, min_span)
+    return keep
 
 
 def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
@@ -142,7 +163,8 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
     info = probe(clip.video_path)
     windows = make_windows(clip, info.duration_s, cfg.windows)
     if not windows:
-        raise CrashcastError(f"{clip.video_path}: clip {clip.id!r} has no window inside the video")
+        raise VideoError(clip.video_path, f"clip {clip.id!r} has no window inside the video ({info.duration_s:.2f} s)")
+    windows = _usable(windows, clip, cfg)
     chash = perception_hash(cfg)
     clip_dir = run_dir / "clips" / clip.id
     done = _existing(clip_dir, windows, chash)
@@ -163,8 +185,10 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
     for w in windows:
         objects = window_objects(perc, w, cfg.features, cfg.perception.classic.ego_front_m, cfg.video.fps)
         wdir = clip_dir / window_dirname(w)
-        names = [f"kf{k}.png" for k in range(3)]
+        remove_partial(wdir)  # what a killed run was writing here
+        names: list[str | None] = [None] * 3  # no image written, none named
         if cfg.features.write_overlays:
+            names = [f"kf{k}.png" for k in range(3)]
             _write_overlays(wdir, names, w, perc, frames, objects)
         meta = build_window_meta(w, perc, cfg, names, objects, chash)
         write_window_meta(wdir / "window_meta.json", meta)
@@ -174,7 +198,7 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
                       seconds=time.time() - t0, window_ids=[w.id for w in windows], stage_seconds=seconds)
 
 
-def _write_overlays(wdir: Path, names: list[str], w: Window, perc: ClipPerception, frames, objects: list[ObjectKinematics]) -> None:
+def _write_overlays(wdir: Path, names: list, w: Window, perc: ClipPerception, frames, objects: list[ObjectKinematics]) -> None:
     by_id = {o.object_id: o for o in objects}
     for k, (name, t) in enumerate(zip(names, w.keyframe_times_s, strict=True)):
         j = int(np.argmin(np.abs(perc.times_s - t)))
@@ -194,27 +218,59 @@ def _write_overlays(wdir: Path, names: list[str], w: Window, perc: ClipPerceptio
 # ----------------------------------------------------------------------------- runs
 
 
+#: What crashcast writes in a run folder; `--new-run` removes these (and nothing else) to start over.
+RUN_OUTPUTS = ("clips", "features.parquet", "errors.jsonl", "metrics.json", "metrics.md", "predictions", "models", "report")
+
+
 def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
-    """Create the run folder and its config.yaml; refuse to mix outputs of a different config."""
+    """Create the run folder and its config.yaml; refuse to mix outputs of a different config.
+    With `new`, the previous run's outputs (RUN_OUTPUTS) are removed first."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.yaml"
     text = f"# config hash: {cfg.hash()}\n" + cfg.to_yaml()
-    if cfg_path.exists() and not new:
+    if new:
+        _clear_run(run_dir)
+    elif cfg_path.exists():
         from crashcast.config import load_config
 
-        old = load_config(cfg_path)
+        hint = "use another --out folder, or pass --new-run to delete its outputs and start over there"
+        try:
+            old = load_config(cfg_path)
+        except ConfigError as e:
+            raise ConfigError(f"{run_dir}: its config.yaml cannot be read ({e}); {hint}") from None
         if perception_hash(old) != perception_hash(cfg):
             raise ConfigError(
                 f"{run_dir}: holds outputs of a different extraction config (hash {perception_hash(old)} vs "
-                f"{perception_hash(cfg)}); use another --out folder or pass --new-run to start over there"
+                f"{perception_hash(cfg)}); {hint}"
             )
     atomic_write_text(cfg_path, text)
 
 
-def record_error(run_dir: Path, clip_id: str, stage: str, error: str, error_type: str | None = None) -> None:
+def _clear_run(run_dir: Path) -> None:
+    import shutil
+
+    removed = []
+    for name in RUN_OUTPUTS:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(name)
+    if removed:
+        log.warning("--new-run: removed %s from %s", ", ".join(removed), run_dir)
+
+
+def record_error(run_dir: Path, clip_id: str | None, stage: str, error: str, error_type: str | None = None,
+                 **where: object) -> None:
+    """Append one failure to run_dir/errors.jsonl; `where` adds fields such as the file and row of a
+    bad annotation (whose clip id may be unknown: null)."""
+    entry = {"clip_id": clip_id, "stage": stage, "error_type": error_type, "error": error, **where,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with (run_dir / "errors.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"clip_id": clip_id, "stage": stage, "error_type": error_type, "error": error,
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        f.write(json.dumps(entry, default=str) + "\n")
 
 
 def _extract_job(clip: Clip, run_dir: Path, cfg_json: str) -> ClipResult:
@@ -241,10 +297,13 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
     """Extract every clip (failures recorded in errors.jsonl and skipped) and write features.parquet."""
     import pandas as pd
 
+    from crashcast.perception import registry
     from crashcast.runtime.executor import run_jobs
 
     t0 = time.time()
+    registry.validate(cfg.perception)  # an unknown backend is one error now, not one per clip later
     prepare_run(run_dir, cfg, new)
+    remove_partial(run_dir)  # a features.parquet a killed run was writing
     errors_path = run_dir / "errors.jsonl"
     if errors_path.exists():
         errors_path.unlink()  # this run's failures only; earlier ones are retried

@@ -14,6 +14,10 @@ from typing import Any, Literal
 import numpy as np
 
 Phase = Literal["max", "mid", "mini"]
+#: How a window's anchor was chosen: the annotated event (positives), the end of the video (a positive
+#: without an event time, with --missing-event end), a clip-id hash (negatives), or the present
+#: moment (windows of a live risk timeline in `predict`).
+AnchorSource = Literal["event", "video_end", "hashed", "now"]
 PHASES: tuple[Phase, ...] = ("max", "mid", "mini")
 
 #: Coarse object classes shared by every detector (model backends map their labels onto these).
@@ -62,7 +66,7 @@ class Window:
     y_alert: tuple[float | None, ...]
     y_event: tuple[float | None, ...]
     soft_target: float
-    anchor_source: Literal["event", "hashed", "alert"] = "event"
+    anchor_source: AnchorSource = "event"
 
     @property
     def id(self) -> str:

@@ -1,4 +1,6 @@
-"""The paper's three windows per clip (PAPER.md §1), anticipation horizons, keyframes and labels.
+"""The paper's three windows per clip (W. Zhu, "End-to-End Vision-Language Fine-Tuning: Prompt-Based
+Early Collision Risk Assessment on Dashcam Videos": max, mid and mini, all ending at the event),
+anticipation horizons, keyframes and labels.
 
 All windows end at the clip's anchor minus a horizon h. The anchor is the event time for
 positives; for negatives it is drawn deterministically from the clip id (sha256) inside the
@@ -14,7 +16,7 @@ import math
 
 from crashcast.config import WindowConfig
 from crashcast.errors import AnnotationError
-from crashcast.types import PHASES, Clip, Window
+from crashcast.types import PHASES, AnchorSource, Clip, Window
 
 _ROUND = 6  # seconds are rounded to the microsecond so windows print and compare cleanly
 
@@ -24,7 +26,7 @@ def hashed_fraction(clip_id: str) -> float:
     return int.from_bytes(hashlib.sha256(clip_id.encode()).digest()[:8], "big") / 2**64
 
 
-def anchor_time(clip: Clip, duration_s: float | None, cfg: WindowConfig) -> tuple[float, str]:
+def anchor_time(clip: Clip, duration_s: float | None, cfg: WindowConfig) -> tuple[float, AnchorSource]:
     """(anchor seconds, how it was chosen: 'event', 'video_end' or 'hashed')."""
     if clip.is_positive and clip.time_of_event_s is not None:
         if duration_s is not None and clip.time_of_event_s > duration_s + 0.05:
@@ -100,7 +102,7 @@ def make_windows(clip: Clip, duration_s: float | None = None, cfg: WindowConfig 
                     y_alert=y_alert,
                     y_event=y_event,
                     soft_target=soft_target(clip, end, cfg),
-                    anchor_source=source,  # type: ignore[arg-type]
+                    anchor_source=source,
                 )
             )
     return windows

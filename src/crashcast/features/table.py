@@ -55,7 +55,7 @@ def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
             row.update({pre + f: np.nan for f in _OBJ_FIELDS})
             row[pre + "present"] = 0.0
             continue
-        last = lambda xs: next((x for x in reversed(xs) if x is not None), None)  # noqa: E731
+        seen = [i for i in meta.instances if i.object_id == o.object_id]  # in keyframe order
         row.update({
             pre + "present": 1.0,
             pre + "depth_m": _cap(o.mean_depth_m, DEPTH_CAP_M),
@@ -66,9 +66,10 @@ def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
             pre + "in_path": float(o.lateral_offset_m is not None and o.lateral_offset_m < IN_PATH_M),
             pre + "speed_mps": o.speed_mps if (o.speed_valid and o.speed_mps is not None) else np.nan,
             pre + "accel_mps2": o.accel_mps2 if (o.acc_valid and o.accel_mps2 is not None) else np.nan,
-            pre + "flow_mag": last([i.optical_flow.avg_mag for i in meta.instances if i.object_id == o.object_id]) or np.nan,
-            pre + "occlusion": last([i.occlusion for i in meta.instances if i.object_id == o.object_id]) or 0.0,
-            pre + "mask_area": last([i.mask_area for i in meta.instances if i.object_id == o.object_id]) or np.nan,
+            # at the latest keyframe the object was seen; a measured 0 stays 0, never seen is NaN
+            pre + "flow_mag": seen[-1].optical_flow.avg_mag if seen else np.nan,
+            pre + "occlusion": seen[-1].occlusion if seen else np.nan,
+            pre + "mask_area": seen[-1].mask_area if seen else np.nan,
             pre + "is_vehicle": float(o.class_name == "vehicle"),
             pre + "is_person": float(o.class_name in ("person", "cyclist")),
         })

@@ -1,4 +1,6 @@
-"""`window_meta.json`: the paper's fields (PAPER.md §3, names as printed) plus crashcast's own.
+"""`window_meta.json`: the paper's fields (names as printed in its Fig. 2: W. Zhu, "End-to-End
+Vision-Language Fine-Tuning: Prompt-Based Early Collision Risk Assessment on Dashcam Videos") plus
+crashcast's own.
 
 One pydantic model is the schema: every file is validated when written and when read, and
 `json_schema()` exports it for other tools. Infinite TTCs are written as null.
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from crashcast.errors import SchemaError
 from crashcast.runtime.store import atomic_write_text
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: frame_paths entries are null when no keyframe image was written
 
 
 class _Model(BaseModel):
@@ -79,7 +81,8 @@ class Scene(_Model):
 class WindowMeta(_Model):
     # the paper's fields
     phase: Literal["max", "mid", "mini"]
-    frame_paths: list[str] = Field(min_length=3, max_length=3)
+    frame_paths: list[str | None] = Field(min_length=3, max_length=3, description="keyframe images, relative to the "
+                                          "window folder; null when none was written (features.write_overlays: false)")
     frame_times: list[float] = Field(min_length=3, max_length=3)
     label: int = Field(ge=0, le=1)
     y_alert: list[float | None] = Field(min_length=3, max_length=3)

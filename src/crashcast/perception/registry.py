@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crashcast.config import PerceptionConfig
+from crashcast.errors import ConfigError
 
 Factory = Callable[[PerceptionConfig], Any]
 _REGISTRY: dict[str, dict[str, Factory]] = {"flow": {}, "detector": {}, "segmenter": {}, "tracker": {}, "depth": {}}
@@ -17,6 +18,8 @@ _REGISTRY: dict[str, dict[str, Factory]] = {"flow": {}, "detector": {}, "segment
 
 def register(stage: str, name: str) -> Callable[[Factory], Factory]:
     def deco(factory: Factory) -> Factory:
+        if name in _REGISTRY[stage]:  # a second backend must not silently replace the first
+            raise ValueError(f"a {stage} backend named {name!r} is already registered ({_REGISTRY[stage][name].__module__})")
         _REGISTRY[stage][name] = factory
         return factory
 
@@ -27,12 +30,23 @@ def available(stage: str) -> list[str]:
     return sorted(_REGISTRY[stage])
 
 
-def create(stage: str, name: str, cfg: PerceptionConfig) -> Any:
-    """Build the backend `name` for `stage` ('flow', 'detector', 'segmenter', 'tracker', 'depth')."""
+def _check(stage: str, name: str) -> None:
     if stage not in _REGISTRY:
         raise KeyError(f"unknown stage {stage!r}; stages: {sorted(_REGISTRY)}")
     if name not in _REGISTRY[stage]:
-        raise KeyError(f"no {stage} backend named {name!r}; available: {available(stage)}")
+        raise ConfigError(f"perception.{stage}: no {stage} backend named {name!r}; "
+                          f"available: {', '.join(available(stage))}")
+
+
+def validate(cfg: PerceptionConfig) -> None:
+    """Raise ConfigError naming the field when a configured backend does not exist (before any work)."""
+    for stage in _REGISTRY:
+        _check(stage, getattr(cfg, stage))
+
+
+def create(stage: str, name: str, cfg: PerceptionConfig) -> Any:
+    """Build the backend `name` for `stage` ('flow', 'detector', 'segmenter', 'tracker', 'depth')."""
+    _check(stage, name)
     return _REGISTRY[stage][name](cfg)
 
 

@@ -42,7 +42,7 @@ class Calibrator:
             lr = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(score)[:, None], label)
             a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
             if a <= 0:  # calibration must never reverse a model's ranking (seen on 6-clip validation folds)
-                log.warning("Platt scaling fitted a slope of %.3f on %d validation windows (the scores do not rank "
+                log.info("Platt scaling fitted a slope of %.3f on %d validation windows (the scores do not rank "
                             "them); left uncalibrated", a, len(label))
                 return cls("none")
             return cls("platt", a, b)

@@ -201,6 +201,26 @@ def _one_frame(c: Ctx) -> list:
     return c.with_good("one,,,0\n")
 
 
+def _rotated(c: Ctx) -> list:
+    """A phone clip stored sideways (portrait) whose display matrix turns it upright (landscape)."""
+    from tests.conftest import write_video_as
+
+    src = next(x for x in c.clips if x.target)
+    frames = decode(src.video_path, 0.0, src.time_of_event_s, long_side=None)
+    stored = [np.ascontiguousarray(np.rot90(f)) for f in frames.frames]  # turned 90 degrees counter-clockwise
+    write_video_as(c.tmp / "phone.mp4", stored, list(frames.times_s), display_rotation_ccw=-90)
+    return ["extract", "--annotations", c.csv(f"phone,{src.time_of_event_s},,1\n"), "--out", c.tmp / "out"]
+
+
+def _upright(c: Ctx, r: Result) -> None:
+    import cv2
+
+    kf = cv2.imread(str(c.tmp / "out" / "clips" / "phone" / "max" / "kf2.png"))
+    assert kf.shape[1] > kf.shape[0], f"keyframe {kf.shape[1]}x{kf.shape[0]} is sideways"
+    meta = json.loads((c.tmp / "out" / "clips" / "phone" / "max" / "window_meta.json").read_text())
+    assert meta["instances"], "nothing detected in the upright frames"
+
+
 def _error_for(clip_id: str, *fragments: str) -> Callable[[Ctx, Result], None]:
     def check(c: Ctx, r: Result) -> None:
         c.good_extracted()
@@ -400,6 +420,7 @@ CASES = [
     Case("video-random-bytes", lambda c: _file(c, "noise.mp4", _noise(50_000)) and c.with_good("noise,1.0,,1\n"), 1, ("noise",),
          _error_for("noise", "not a readable video")),
     Case("video-truncated-event-past-the-damage", _truncated, 1, ("cut",), _truncated_check),
+    Case("video-rotated-phone-clip", _rotated, 0, (), _upright),
     Case("video-one-frame", _one_frame, 1, ("one",), _error_for("one", "one.mp4", "too short for any window")),
     # configs and overrides
     Case("set-unclosed-list", lambda c: [*c.with_good(""), "--set", "windows.horizons_s=[0.5"], 2, ("--set", "[0.5", "not valid YAML")),

@@ -87,7 +87,7 @@ def write_report(run_dir: str | Path) -> Path:
     primary = "lightgbm" if "lightgbm" in preds else next(iter(preds))
     p = preds[primary]
     risk = []
-    for label_value, title in ((1, "positive test videos"), (0, "negative test videos")):
+    for label_value, title in ((1, "positive scored videos"), (0, "negative scored videos")):
         series = []
         for cid, g in list(p[p.label == label_value].groupby("clip_id"))[:8]:
             g = g[g.phase == "max"].sort_values("end_s")

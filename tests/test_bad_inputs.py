@@ -283,6 +283,16 @@ def _new_run_check(c: Ctx, r: Result) -> None:
     assert "removed" in r.err and "metrics.json" in r.err
 
 
+def _not_a_run(c: Ctx) -> list:
+    """A user's project folder with its own config.yaml and models/: --new-run must delete nothing."""
+    project = c.tmp / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "my_weights.bin").write_bytes(b"weights")
+    (project / "config.yaml").write_text("lr: 0.1\n")
+    (c.tmp / "one.csv").write_text(HEADER + c.good_row())
+    return ["extract", "--annotations", c.tmp / "one.csv", "--out", project, "--new-run"]
+
+
 def _resume_truncated_meta(c: Ctx) -> list:
     run = c.run
     victim = sorted(run.glob("clips/*/mid/window_meta.json"))[0]
@@ -451,7 +461,9 @@ CASES = [
     Case("report-frame-path-traversal", _report_with("../../../../../../../../etc/hostname"), 0, (),
          _no_foreign_file("../../../../../../../../etc/hostname"), _unchanged_run),
     Case("report-corrupt-window-meta", _corrupt_meta, 0, ("window_meta.json", "not valid JSON", "crashcast extract"),
-         lambda c, r: (c.run / "report" / "index.html").exists()),
+         lambda c, r: (c.run / "report" / "index.html").exists(), _unchanged_run),
+    Case("new-run-leaves-a-folder-that-is-no-run-alone", _not_a_run, 2, ("project/config.yaml", "not a config.yaml crashcast wrote"),
+         None, lambda c: [c.synth, c.tmp / "project"]),
     Case("report-without-metrics", lambda c: (c.run / "metrics.json").unlink() or ["report", c.run], 2,
          ("metrics.json", "crashcast evaluate"), None, _unchanged_run),
     Case("report-corrupt-metrics", lambda c: c.run.exists() and _file(c, "run/metrics.json", b"{") and ["report", c.run], 2,
@@ -468,6 +480,9 @@ CASES = [
          0, (), _json_stdout),
     Case("predict-csv-only-the-document", lambda c: ["predict", _videos(c, "short", "two_s"), "--out", c.tmp / "p", "--format", "csv"],
          0, (), _csv_stdout),
+    Case("predict-json-when-every-video-fails", lambda c: ["predict", _file(c, "bad.mp4", b"\0" * 100), "--out", c.tmp / "p",
+                                                           "--format", "json"], 1, ("bad.mp4", "not a readable video"),
+         lambda c, r: json.loads(r.out) is None),
     Case("predict-format-invalid", lambda c: ["predict", c.short["two_s"], "--format", "xml"], 2, ("--format", "xml")),
     Case("predict-model-not-a-model-folder", lambda c: ["predict", c.short["two_s"], "--model", c.tmp], 2,
          ("not a crashcast model folder",)),

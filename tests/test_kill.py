@@ -73,3 +73,36 @@ def test_kill_9_midway_leaves_no_process_and_the_rerun_equals_an_uninterrupted_r
     assert rerun.returncode == 0, rerun.stderr
     assert "already done" in rerun.stdout and "(0 already done)" not in rerun.stdout
     assert _tree(run) == _tree(reference)  # every file, byte for byte; no temporary file left behind
+
+
+def test_ctrl_c_midway_ends_cleanly_and_the_rerun_equals_an_uninterrupted_run(synth_small, tmp_path):
+    csv = tmp_path / "a.csv"
+    csv.write_text("".join((synth_small / "annotations.csv").read_text().splitlines(keepends=True)[: N_CLIPS + 1]))
+    reference, run = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_extract(csv, synth_small, reference, 2), check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(_extract(csv, synth_small, run, 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
+    deadline = time.time() + 120
+    while _done_clips(run) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None and _done_clips(run) < N_CLIPS, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    time.sleep(1.5)  # the watchdog period
+    assert not _processes_mentioning(str(run))
+    rerun = subprocess.run(_extract(csv, synth_small, run, 2), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _tree(run) == _tree(reference)
+
+
+def test_two_concurrent_extracts_into_one_run_both_finish_with_the_same_outputs(synth_small, tmp_path):
+    csv = tmp_path / "a.csv"
+    csv.write_text("".join((synth_small / "annotations.csv").read_text().splitlines(keepends=True)[:4]))
+    reference, run = tmp_path / "reference", tmp_path / "shared"
+    subprocess.run(_extract(csv, synth_small, reference, 1), check=True, capture_output=True, timeout=300)
+    procs = [subprocess.Popen(_extract(csv, synth_small, run, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in results]
+    assert _tree(run) == _tree(reference)

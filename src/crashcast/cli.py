@@ -308,6 +308,7 @@ def predict(
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
     risk_model = resolve_model(model, cfg)  # a bad --model fails here, before any video is read
     writable_dir(out)
+    (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     machine = fmt is not OutputFormat.table
     say = err_console if machine else console  # machine formats: only the document on stdout
     docs, frames, failed = [], [], 0
@@ -330,8 +331,9 @@ def predict(
         elif len(paths) == 1:
             _print_timeline(pred, path, threshold)
         say.print(_summary_line(pred, path) + f"  -> {files['csv'].parent}", markup=False)
-    if fmt is OutputFormat.json and docs:
-        sys.stdout.write(json.dumps(docs[0] if len(videos) == 1 and videos[0].is_file() else docs, allow_nan=False) + "\n")
+    single = len(videos) == 1 and videos[0].is_file()
+    if fmt is OutputFormat.json:  # always one document: null / [] when nothing could be predicted
+        sys.stdout.write(json.dumps((docs[0] if docs else None) if single else docs, allow_nan=False) + "\n")
     elif fmt is OutputFormat.csv and frames:
         import pandas as pd
 
@@ -350,8 +352,6 @@ def _summary_line(pred, path: Path) -> str:
 
 
 def _print_timeline(pred, path: Path, threshold: float) -> None:
-    from rich.markup import escape
-
     alert = f"first alert at {pred.first_alert:.1f} s" if pred.first_alert is not None else "no alert"
     table = Table(title=escape(f"{path.name}: {alert} (threshold {threshold}, model {pred.model})"))
     for col in ("time (s)", "risk", "top reason"):

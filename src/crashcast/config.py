@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from importlib import resources
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crashcast.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -80,6 +83,15 @@ class ClassicPerceptionConfig(_Strict):
 
 
 class PerceptionConfig(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_backend(cls, data: Any) -> Any:
+        """Runs made before 0.1.1 wrote `perception.backend`, which was never read: accept and drop it."""
+        if isinstance(data, dict) and "backend" in data:
+            log.info("perception.backend is obsolete (--backend names a config preset); ignored")
+            data = {k: v for k, v in data.items() if k != "backend"}
+        return data
+
     detector: str = "classic-motion"
     segmenter: str = "classic-box"
     tracker: str = "bytetrack"

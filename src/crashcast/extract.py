@@ -218,17 +218,32 @@ def _write_overlays(wdir: Path, names: list, w: Window, perc: ClipPerception, fr
 # ----------------------------------------------------------------------------- runs
 
 
+RUN_MARK = "# config hash: "  # the first line of a run's config.yaml
+
+
+def _is_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a crashcast run (its config.yaml starts with RUN_MARK)."""
+    try:
+        with (run_dir / "config.yaml").open(encoding="utf-8") as f:
+            return f.readline().startswith(RUN_MARK)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 #: What crashcast writes in a run folder; `--new-run` removes these (and nothing else) to start over.
 RUN_OUTPUTS = ("clips", "features.parquet", "errors.jsonl", "metrics.json", "metrics.md", "predictions", "models", "report")
 
 
 def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
     """Create the run folder and its config.yaml; refuse to mix outputs of a different config.
-    With `new`, the previous run's outputs (RUN_OUTPUTS) are removed first."""
+    With `new`, the previous run's outputs (RUN_OUTPUTS) are removed first, and only where a
+    config.yaml says the folder is a crashcast run (a user's own `models/` elsewhere is never touched)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.yaml"
-    text = f"# config hash: {cfg.hash()}\n" + cfg.to_yaml()
-    if new:
+    text = f"{RUN_MARK}{cfg.hash()}\n" + cfg.to_yaml()
+    if cfg_path.exists() and not _is_run(run_dir):  # never overwrite or clear a folder crashcast did not make
+        raise ConfigError(f"{cfg_path}: not a config.yaml crashcast wrote (not a run folder); use another --out folder")
+    if new and cfg_path.exists():
         _clear_run(run_dir)
     elif cfg_path.exists():
         from crashcast.config import load_config

@@ -152,7 +152,7 @@ def predict(
                 perc = perception.result()
                 win = _window_at(t, cfg, path.stem)
                 objects = window_objects(perc, win, cfg.features, cfg.perception.classic.ego_front_m, fps)
-                meta = build_window_meta(win, perc, cfg, ["", "", ""], objects, chash)
+                meta = build_window_meta(win, perc, cfg, [None] * 3, objects, chash)
                 main = pd.DataFrame([feature_row(meta, cfg.features.top_k)])
                 last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
                 raw = float(risk_model.predict(main)[0])
@@ -164,15 +164,19 @@ def predict(
                 rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4), "reason": current_reason,
                              "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
                              "n_objects": int(main.n_objects.iloc[0])})
-                next_t += stride_s
+                while next_t <= t + 1e-9:  # once, unless frames were missing (a gap in a damaged file)
+                    next_t += stride_s
                 now = time.perf_counter()
                 stride_seconds.append(now - t_stride)
                 t_stride = now
             if writer is not None:
                 writer.write(_annotated(frame, last_det, last_depths, last_ttc, current_risk, threshold, current_reason, t))
-    finally:
+    except BaseException:
         if writer is not None:
-            writer.close()
+            writer.close(keep=False)  # no half video under the final name
+        raise
+    if writer is not None:
+        writer.close()
     if perception is None:
         raise CrashcastError(f"{path}: no frames")
     timeline = pd.DataFrame(rows, columns=["time_s", "risk", "risk_raw", "reason", "min_ttc_s", "looming_per_s", "n_objects"])

@@ -159,7 +159,9 @@ def test_gap_from_lost_data_raises_inside_a_span(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=LOGGER):  # streaming goes on, and says so
         streamed = list(iter_resampled(lost, fps=FPS, long_side=None))
     assert _warned(caplog, lost, "no frame decodes between 0.60 s and 1.20 s")
-    assert len(streamed) == 60
+    times = [round(t * FPS) for t, _ in streamed]
+    assert times == [*range(15), *range(30, 60)]  # nothing inside the gap: no frame is held over it
+    assert [frame_index_from_level(f, STEP) for _, f in streamed] == times
 
 
 def test_gap_within_the_limit_holds_the_previous_frame(tmp_path):

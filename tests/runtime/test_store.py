@@ -29,12 +29,16 @@ def test_a_failed_write_leaves_neither_the_file_nor_a_partial(tmp_path):
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
-def test_remove_partial_deletes_only_what_a_killed_writer_left(tmp_path):
-    (tmp_path / ".kf0.png.1a2b3c4d.part.png").write_bytes(b"half")  # as atomic_path names them
+def test_remove_partial_deletes_only_what_a_dead_writer_left(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".kf0.png.{dead}-1a2b3c4d.part.png").write_bytes(b"half")  # as atomic_path names them
+    (tmp_path / f".kf1.png.{os.getppid()}-1a2b3c4d.part.png").write_bytes(b"in flight")  # a live writer's
     (tmp_path / "kf0.png").write_bytes(b"done")
-    (tmp_path / ".hidden").write_text("user's")
+    for name in (".hidden", ".particles.csv", ".x.12-zz.part"):
+        (tmp_path / name).write_text("user's")
     assert remove_partial(tmp_path) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "kf0.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".hidden", ".particles.csv", ".x.12-zz.part", "kf0.png",
+                                                                 f".kf1.png.{os.getppid()}-1a2b3c4d.part.png"])
 
 
 def test_inside_refuses_paths_that_leave_the_folder(tmp_path):
@@ -49,8 +53,9 @@ def test_inside_refuses_paths_that_leave_the_folder(tmp_path):
 
 
 def test_registry_refuses_a_second_backend_under_one_name():
+    from crashcast.config import load_config
     from crashcast.perception import registry
 
     with pytest.raises(ValueError, match="already registered"):
         registry.register("detector", "classic-motion")(lambda cfg: None)
-    assert registry.available("detector") == ["classic-motion"]
+    assert registry.create("detector", "classic-motion", load_config("classic").perception).name == "classic-motion"

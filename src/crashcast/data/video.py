@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,7 +302,8 @@ def _on_grid(
     the video: the last source frame at or before that time (the first one for earlier times).
 
     Checks that decoded frames cover the span: a stretch inside it with no frame for more than
-    GAP_LIMIT_S beyond the previous frame's duration raises `VideoError` (`strict`) or is logged;
+    GAP_LIMIT_S beyond the previous frame's duration raises `VideoError` (`strict`) or is logged and
+    left out (no grid point inside it is yielded: the frame before it is not passed off as the gap's);
     a span reaching more than END_TOLERANCE_S past the last frame raises, and with no `end_s` a
     video whose frames end before the duration its header states is logged."""
     k = math.ceil(start_s * fps - _EPS)
@@ -312,10 +314,12 @@ def _on_grid(
     decoded = iter_decoded(path, start_s)
     try:
         for t, frame in decoded:
+            gap_from = math.inf  # where a reported gap starts (nothing is shown from there to t)
             if prev is None or t - prev[0] > GAP_LIMIT_S:  # (a gap is longer than that)
                 shown_until = start_s if prev is None else prev[0] + _shown_for(prev[1], gaps)
                 if t - shown_until > GAP_LIMIT_S + _EPS and shown_until < span_end - _EPS and t > start_s + _EPS:
                     _report_gap(path, shown_until, t, start_s, end_s, strict)
+                    gap_from = shown_until
             if t > span_end + _EPS:
                 reached_end = False
                 break
@@ -324,9 +328,10 @@ def _on_grid(
             if prev is not None:
                 if prev[0] >= start_s - 2.0:  # the frame rate of the span, not of what seeking passed through
                     gaps.append(t - prev[0])
-                while k / fps < t - _EPS:  # grid points shown by the previous source frame
+                while k / fps < min(t, gap_from) - _EPS:  # grid points shown by the previous source frame
                     yield k, prev[1]
                     k += 1
+                k = max(k, math.ceil(t * fps - _EPS))  # past a gap: its grid points have no frame
             prev = (t, frame)
     finally:  # the container and its decoder threads go now, also on an error (not when a traceback dies)
         decoded.close()
@@ -449,16 +454,23 @@ def decode(
 
 
 class VideoWriter:
-    """Write RGB frames to an H.264 MP4 (PyAV's bundled libx264), falling back to mpeg4."""
+    """Write RGB frames to an H.264 MP4 (PyAV's bundled libx264), falling back to mpeg4.
+
+    The file is written under a temporary name and renamed to `path` by `close()`; `close(keep=False)`
+    (or leaving a `with` block by an exception) discards it, so a failed or killed run never leaves a
+    short video under the final name, nor replaces a finished one."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], crf: int = 23, preset: str = "veryfast") -> None:
         from fractions import Fraction
 
         import av
 
+        from crashcast.runtime.store import atomic_path
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.path), mode="w")
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self.container = av.open(str(self._tmp), mode="w")
         rate = Fraction(fps).limit_denominator(1001)
         try:
             self.stream = self.container.add_stream("libx264", rate=rate)
@@ -475,16 +487,26 @@ class VideoWriter:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+    def close(self, keep: bool = True) -> None:
+        """Finish the file and move it to `path` (`keep`), or discard it."""
+        try:
+            if keep:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+            self.container.close()
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        if keep:
+            self._atomic.__exit__(None, None, None)
+        else:
+            self._atomic.__exit__(RuntimeError, RuntimeError("discarded"), None)
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(keep=exc_type is None)
 
 
 def iter_resampled(path: str | Path, fps: float = 30.0, long_side: int | None = 640, every: int = 1) -> Iterator[tuple[float, np.ndarray]]:

@@ -335,7 +335,7 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     predictions/ and models/. `folds` (default: `cfg.evaluation.folds` where the config has it,
     else none) switches from the single split to k-fold cross-validation by video."""
     run_dir = Path(run_dir)
-    folds = folds if folds is not None else getattr(cfg.evaluation, "folds", None)
+    folds = folds if folds is not None else cfg.evaluation.folds
     names = check_request(model_names, calibration, folds)
     models = {n: _new_model(n, cfg) for n in names}
     df = load_features(run_dir, _needed_columns(models))

@@ -49,7 +49,10 @@ def write_report(run_dir: str | Path) -> Path:
                              f"rerun `crashcast evaluate {run}`") from None
     preds = {}
     for name in models:
-        path = run / "predictions" / f"{name}.csv"
+        try:
+            path = inside(run, Path("predictions") / f"{name}.csv")  # model names come from metrics.json
+        except ValueError as e:
+            raise CrashcastError(f"{metrics_path}: model name {name!r} is not a file name ({e})") from None
         if path.exists():
             try:
                 df = pd.read_csv(path, dtype={"clip_id": str, "window_id": str})
@@ -62,21 +65,12 @@ def write_report(run_dir: str | Path) -> Path:
                                      f"rerun `crashcast evaluate {run}`") from None
     if not preds:
         raise CrashcastError(f"{run}/predictions: no prediction files")
-    table = []
-    for name, r in res["models"].items():
-        cells = []
-        for m in TABLE_METRICS:
-            ci = r["ci95"].get(m)
-            cells.append(_pct(r["window"][m]) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""))
-        table.append({"name": name, "cells": cells, "cls": ""})
-    for name, r in PAPER_TABLE_III.items():
-        table.append({"name": name, "cells": [f"{r[m]:.1f}" if m in r else "n/a" for m in TABLE_METRICS], "cls": "paper"})
-    video = []
-    for name, r in res["models"].items():
-        v = r["video"]
-        video.append({"name": name, "cells": [f"{v['video_ap']:.3f}", f"{v['mtta_s']:.2f}", f"{v['tta_r80_s']:.2f}",
-                                              f"{v['nexar_map']:.3f}" if "nexar_map" in v else "n/a",
-                                              _pct(r["before_calibration"]["ece"]), _pct(r["window"]["ece"])]})
+    try:
+        table, video = _tables(res)
+        summary = {"protocol": protocol_text(res), "threshold": res["threshold"], "calibration": res["calibration"]}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise CrashcastError(f"{metrics_path}: incomplete or foreign metrics file ({type(e).__name__}: {e}); "
+                             f"rerun `crashcast evaluate {run}`") from None
     # under cross-validation, ranking metrics use the raw out-of-fold scores (experiments.py says why)
     raw_ranking = res.get("protocol", {}).get("ranking_scores") == "raw out-of-fold"
     curves = {n: (p.label.to_numpy(), p.score.to_numpy()) for n, p in preds.items()}
@@ -99,8 +93,7 @@ def write_report(run_dir: str | Path) -> Path:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(resources.files("crashcast.templates").joinpath("report.html.j2").read_text())
     html = template.render(
-        run_name=run.resolve().name, protocol=protocol_text(res), raw_ranking=raw_ranking, threshold=res["threshold"],
-        calibration=res["calibration"],
+        run_name=run.resolve().name, raw_ranking=raw_ranking, **summary,
         metric_names=[m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS],
         table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
         gallery=gallery, version=crashcast.__version__,
@@ -108,6 +101,26 @@ def write_report(run_dir: str | Path) -> Path:
     out = run / "report" / "index.html"
     atomic_write_text(out, html)
     return out
+
+
+def _tables(res: dict) -> tuple[list[dict], list[dict]]:
+    """The window-level table (ours, then the paper's rows) and the video-level table."""
+    table = []
+    for name, r in res["models"].items():
+        cells = []
+        for m in TABLE_METRICS:
+            ci = r["ci95"].get(m)
+            cells.append(_pct(r["window"][m]) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""))
+        table.append({"name": name, "cells": cells, "cls": ""})
+    for name, r in PAPER_TABLE_III.items():
+        table.append({"name": name, "cells": [f"{r[m]:.1f}" if m in r else "n/a" for m in TABLE_METRICS], "cls": "paper"})
+    video = []
+    for name, r in res["models"].items():
+        v = r["video"]
+        video.append({"name": name, "cells": [f"{v['video_ap']:.3f}", f"{v['mtta_s']:.2f}", f"{v['tta_r80_s']:.2f}",
+                                              f"{v['nexar_map']:.3f}" if "nexar_map" in v else "n/a",
+                                              _pct(r["before_calibration"]["ece"]), _pct(r["window"]["ece"])]})
+    return table, video
 
 
 def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list[dict]:

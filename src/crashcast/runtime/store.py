@@ -1,9 +1,9 @@
 """Atomic writes: every output goes to a temporary name in the same folder and is renamed into place,
 so a killed run never leaves a half-written file under the final name.
 
-Temporary files are named `.<name>.<random>.part<suffix>` (the suffix kept: some writers choose the
-format by it); a run killed mid-write can leave one behind, and `remove_partial` clears them when
-that folder's work is redone. Files are created with mode 0666 and the process's umask applies, as for
+Temporary files are named `.<name>.<pid>-<random>.part<suffix>` (the suffix kept: some writers choose
+the format by it); a run killed mid-write can leave one behind, and `remove_partial` clears them when
+that folder's work is redone, but never one whose writer is still alive (a concurrent run's). Files are created with mode 0666 and the process's umask applies, as for
 any ordinary file (no umask is read or changed).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +19,23 @@ from pathlib import Path
 from typing import Any
 
 PART = ".part"
+_PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.part(\.[^.]+)?$")
 
 
 def _partial_name(path: Path, suffix: str) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{PART}{suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{PART}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers are dead work too
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 @contextmanager
@@ -46,13 +60,15 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 def remove_partial(folder: str | Path) -> int:
-    """Delete temporary files a killed writer left in `folder` (not recursive); returns how many."""
+    """Delete temporary files that writers no longer alive left in `folder` (not recursive); returns
+    how many. Only names made by `atomic_path` are touched."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
     for p in folder.iterdir():
-        if p.name.startswith(".") and PART in p.name and p.is_file():
+        m = _PARTIAL.match(p.name)
+        if m and not _alive(int(m["pid"])) and p.is_file():
             p.unlink(missing_ok=True)
             n += 1
     return n

@@ -14,26 +14,7 @@ SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 def write_video(path: Path, frames: list[np.ndarray], times_s: list[float], codec: str = "libx264") -> Path:
     """Write RGB frames with explicit presentation times (ms precision), so VFR files can be made."""
-    import av
-
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream(codec, rate=30)
-    stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-    stream.pix_fmt = "yuv420p"
-    stream.time_base = Fraction(1, 1000)
-    stream.codec_context.time_base = Fraction(1, 1000)
-    if codec == "libx264":
-        stream.options = {"crf": "1", "preset": "ultrafast"}
-    for img, t in zip(frames, times_s, strict=True):
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = round(t * 1000)
-        frame.time_base = Fraction(1, 1000)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+    return write_video_as(path, frames, times_s, codec=codec)
 
 
 def level_frames(n: int, size: tuple[int, int] = (64, 48), step: int = 8) -> list[np.ndarray]:
@@ -85,8 +66,9 @@ def write_video_as(
     container_format: str | None = None,
     container_options: dict[str, str] | None = None,
     keyframe_interval: int | None = None,
+    codec: str = "libx264",
 ) -> Path:
-    """`write_video` (libx264, ms timestamps) with what it cannot do: the nominal frame `rate` (the
+    """Write RGB frames (`codec`, libx264 by default, at ms timestamps), with optionally: the nominal frame `rate` (the
     duration containers give a frame when they store none, e.g. the last one); a display matrix that
     turns the stored frames by `display_rotation_ccw` degrees counter-clockwise for display, then
     mirrors them left-right with `display_hflip` (PyAV's `VideoStream.set_display_rotation`, whose
@@ -97,12 +79,12 @@ def write_video_as(
     import av
 
     container = av.open(str(path), mode="w", format=container_format, options=container_options or {})
-    stream = container.add_stream("libx264", rate=rate)
+    stream = container.add_stream(codec, rate=rate)
     stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
     stream.pix_fmt = "yuv420p"
     stream.time_base = Fraction(1, 1000)
     stream.codec_context.time_base = Fraction(1, 1000)
-    options = {"crf": "1", "preset": "ultrafast"}
+    options = {"crf": "1", "preset": "ultrafast"} if codec == "libx264" else {}
     if keyframe_interval:
         stream.codec_context.gop_size = keyframe_interval
         options["x264-params"] = f"keyint={keyframe_interval}:min-keyint={keyframe_interval}:scenecut=0"

@@ -12,7 +12,7 @@ import pytest
 from crashcast.config import load_config
 from crashcast.errors import CrashcastError
 from crashcast.evaluation import metrics as M
-from crashcast.evaluation.experiments import _bootstrap_cis, explain_results, load_features
+from crashcast.evaluation.experiments import explain_results, load_features
 from crashcast.evaluation.splits import clip_folds, cv_folds
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import create_model, load_model
@@ -164,7 +164,7 @@ def test_bootstrap_of_several_metrics_matches_metrics_bootstrap_ci():
     def both(idx):
         return {"ap": M.average_precision(y[idx], s[idx]), "brier": M.brier(y[idx], s[idx])}
 
-    got = _bootstrap_cis(groups, both, ("ap", "brier"), n=200, seed=3)
+    got = M.bootstrap_cis(groups, both, n=200, seed=3)
     for name in ("ap", "brier"):
         assert got[name] == M.bootstrap_ci(groups, lambda idx, name=name: both(idx)[name], n=200, seed=3)
 

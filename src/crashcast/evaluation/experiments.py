@@ -105,24 +105,6 @@ def load_features(run_dir: Path, columns: list[str] | tuple[str, ...] = META_COL
 # ----------------------------------------------------------------------------- metrics
 
 
-def _bootstrap_cis(groups: np.ndarray, fn, names: tuple[str, ...], n: int, seed: int,
-                   alpha: float = 0.05) -> dict[str, tuple[float, float]]:
-    """`metrics.bootstrap_ci` for several metrics at once: the same resamples of whole videos (same
-    seed, same draws, so the same intervals), each computed once instead of once per metric."""
-    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    vals: dict[str, list[float]] = {m: [] for m in names}
-    for _ in range(n):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        out = fn(np.concatenate([members[g] for g in pick]))
-        for m in names:
-            if np.isfinite(out[m]):
-                vals[m].append(out[m])
-    return {m: (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))) if v else (float("nan"), float("nan"))
-            for m, v in vals.items()}
-
-
 def _window_metrics(df: pd.DataFrame, score: np.ndarray, cfg: CrashcastConfig, rank_score: np.ndarray | None = None,
                     intervals: bool = True) -> tuple[dict, dict]:
     """The paper's metrics plus AP/AUC on these windows, with bootstrap 95 % intervals over videos.
@@ -139,7 +121,8 @@ def _window_metrics(df: pd.DataFrame, score: np.ndarray, cfg: CrashcastConfig, r
     point = metrics_of(slice(None))
     if not intervals:
         return point, {}
-    return point, _bootstrap_cis(df.clip_id.to_numpy(), metrics_of, CI_METRICS, ev.bootstrap, ev.seed)
+    return point, M.bootstrap_cis(df.clip_id.to_numpy(), lambda idx: {m: metrics_of(idx)[m] for m in CI_METRICS},
+                                  ev.bootstrap, ev.seed)
 
 
 def _video_metrics(df: pd.DataFrame, score: np.ndarray) -> dict:

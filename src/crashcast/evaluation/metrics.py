@@ -191,23 +191,28 @@ def nexar_map(labels_by_horizon: dict[float, tuple[Sequence[int], Sequence[float
 # ----------------------------------------------------------------------------- intervals
 
 
+def bootstrap_cis(groups: Sequence[str], fn: Callable[[np.ndarray], dict[str, float]], n: int = 500, seed: int = 0,
+                  alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of each value of fn(row indices) when whole videos (`groups`) are resampled
+    with replacement: one set of resamples, each metric computed from the same draws."""
+    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    vals: dict[str, list[float]] = {}
+    for _ in range(n):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        for name, v in fn(np.concatenate([members[g] for g in pick])).items():
+            vals.setdefault(name, [])
+            if np.isfinite(v):
+                vals[name].append(v)
+    return {m: (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))) if v else (float("nan"), float("nan"))
+            for m, v in vals.items()}
+
+
 def bootstrap_ci(groups: Sequence[str], fn: Callable[[np.ndarray], float], n: int = 500, seed: int = 0,
                  alpha: float = 0.05) -> tuple[float, float]:
     """Percentile interval of fn(row indices) when whole videos (`groups`) are resampled with replacement."""
-    groups = np.asarray(groups)
-    uniq, inv = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([members[g] for g in pick])
-        v = fn(idx)
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
+    return bootstrap_cis(groups, lambda idx: {"v": fn(idx)}, n, seed, alpha).get("v", (float("nan"), float("nan")))
 
 
 def alert_stats(events: Sequence[float | None], first_alerts: Sequence[float | None]) -> dict[str, float]:

@@ -83,15 +83,13 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
     _setup_logging(verbose)
 
 
-def _floats(text: str, option: str = "--horizons") -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated seconds, got {text!r}", param_hint=option) from None
-
-
 def _horizons_override(text: str) -> str:
-    return f"windows.horizons_s=[{', '.join(repr(h) for h in _floats(text))}]"
+    """`--horizons 0,0.5` as the config override it stands for."""
+    try:
+        hs = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated seconds, got {text!r}", param_hint="--horizons") from None
+    return f"windows.horizons_s=[{', '.join(repr(h) for h in hs)}]"
 
 
 def writable_dir(path: Path, option: str = "--out") -> Path:

@@ -41,7 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=14, help="clips per seed")
     ap.add_argument("--seed", type=int, nargs="+", default=[11], help="one or more seeds; several are also pooled")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. perception.classic.sky_margin=null")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. perception.geometry.sky_margin=null")
     args = ap.parse_args()
     cfg = load_config("classic", args.overrides)
     pooled, pairs = [], []

@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 
+def pytest_configure(config) -> None:
+    """CPU kernels for a CUDA-only torchvision (tests/torchvision_cpu_ops.py), before any test imports it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torchvision_cpu_ops
+
+    torchvision_cpu_ops.install()
+
+
 def write_video(path: Path, frames: list[np.ndarray], times_s: list[float], codec: str = "libx264") -> Path:
     """Write RGB frames with explicit presentation times (ms precision), so VFR files can be made."""
     return write_video_as(path, frames, times_s, codec=codec)

@@ -267,17 +267,17 @@ def _corrupt_meta(c: Ctx) -> list:
 def _changed_config(c: Ctx) -> list:
     shutil.copy(c.synth / "annotations.csv", c.tmp / "all.csv")
     return ["extract", "--annotations", c.tmp / "all.csv", "--videos", c.synth, "--out", c.run,
-            "--set", "perception.classic.hfov_deg=60"]
+            "--set", "perception.geometry.hfov_deg=60"]
 
 
 def _new_run(c: Ctx) -> list:
     (c.tmp / "one.csv").write_text(HEADER + c.good_row())
-    return ["extract", "--annotations", c.tmp / "one.csv", "--out", c.run, "--new-run", "--set", "perception.classic.hfov_deg=60"]
+    return ["extract", "--annotations", c.tmp / "one.csv", "--out", c.run, "--new-run", "--set", "perception.geometry.hfov_deg=60"]
 
 
 def _new_run_check(c: Ctx, r: Result) -> None:
     cfg = load_config(c.run / "config.yaml")
-    assert cfg.perception.classic.hfov_deg == 60
+    assert cfg.perception.geometry.hfov_deg == 60
     assert [p.name for p in (c.run / "clips").iterdir()] == [c.clips[0].id]  # nothing stale left
     assert not (c.run / "metrics.json").exists() and len(pd.read_parquet(c.run / "features.parquet")) == 3
     assert "removed" in r.err and "metrics.json" in r.err

@@ -15,8 +15,9 @@ import crashcast
 from crashcast.config import load_config
 from crashcast.data.annotations import read_csv
 from crashcast.data.video import decode
-from crashcast.extract import build_window_meta
+from crashcast.features.build import build_window_meta
 from crashcast.features.kinematics import window_objects
+from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import Perception
 from crashcast.prediction import _window_at, history_s, write_outputs
 
@@ -29,14 +30,14 @@ def streamed(synth_small):
     half size to keep the test quick), with the pruned state's size after every step and windows
     cut from both at several times."""
     cfg = load_config("classic")
-    step = cfg.perception.classic.frame_step
+    step = cfg.perception.frame_step
     clip = read_csv(synth_small / "annotations.csv")[0]
     frames = decode(clip.video_path, long_side=320, step=step).frames
     h, w = frames.shape[1:3]
     fps = cfg.video.fps
     history = history_s(cfg)
-    pruned = Perception(cfg.perception, w, h, fps, "loop", history_s=history)
-    full = Perception(cfg.perception, w, h, fps, "loop")
+    pruned = Perception(Backends.build(cfg.perception), cfg.perception, w, h, fps, "loop", history_s=history)
+    full = Perception(Backends.build(cfg.perception), cfg.perception, w, h, fps, "loop")
     sizes, pairs = [], []
     for i in range(LOOPS * len(frames)):
         t = i * step / fps
@@ -69,7 +70,7 @@ def test_streaming_perception_state_is_bounded(streamed):
 
 def test_pruned_state_gives_the_same_window_features_as_the_full_state(streamed):
     cfg, _, _, _, pairs, _, _ = streamed
-    c = cfg.perception.classic
+    c = cfg.perception.geometry
     n_objects = 0
     for win, pruned, full in pairs:
         metas = []

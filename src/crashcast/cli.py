@@ -212,7 +212,8 @@ def extract(
 ) -> None:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
     from crashcast.config import load_config
-    from crashcast.extract import extract_run, record_error
+    from crashcast.extract import extract_run
+    from crashcast.runtime.layout import record_error
 
     overrides = list(set_ or [])
     if horizons:
@@ -292,13 +293,13 @@ def predict(
                                                                "(one video: its object; several: a list / rows with a video column)")] = OutputFormat.table,
     annotate: Annotated[bool, typer.Option(help="also write annotated.mp4 (boxes, ids, depth, TTC, risk gauge)")] = False,
     config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the backend's preset)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field, e.g. perception.classic.horizon=0.55")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field, e.g. perception.geometry.horizon=0.55")] = None,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
     from crashcast.config import load_config
-    from crashcast.extract import record_error
     from crashcast.prediction import predict as run_predict
     from crashcast.prediction import resolve_model, videos_in, write_outputs
+    from crashcast.runtime.layout import record_error
 
     cfg = load_config(config or backend, list(set_ or []))
     paths = videos_in(videos)
@@ -306,6 +307,9 @@ def predict(
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
     risk_model = resolve_model(model, cfg)  # a bad --model fails here, before any video is read
     writable_dir(out)
+    from crashcast.perception.bundle import Backends
+
+    backends = Backends.build(cfg.perception, cfg.runtime)  # once for every video (model weights load once)
     (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     machine = fmt is not OutputFormat.table
     say = err_console if machine else console  # machine formats: only the document on stdout
@@ -313,7 +317,8 @@ def predict(
     for path in paths:
         sub = out / path.stem
         try:
-            pred = run_predict(path, risk_model, cfg, stride, threshold, annotate=(sub / "annotated.mp4") if annotate else None)
+            pred = run_predict(path, risk_model, cfg, stride, threshold, annotate=(sub / "annotated.mp4") if annotate else None,
+                               backends=backends)
             files = write_outputs(pred, sub)
         except Exception as e:  # one video's failure is recorded; the others go on
             failed += 1

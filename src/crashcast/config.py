@@ -13,10 +13,19 @@ import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crashcast.errors import ConfigError
 
@@ -57,47 +66,147 @@ class WindowConfig(_Strict):
         return v
 
 
-class ClassicPerceptionConfig(_Strict):
-    """Weight-free perception: OpenCV flow, ground-plane depth, motion detection, ByteTrack."""
+class BackendConfig(_Strict):
+    """One perception stage's backend: `name` picks it (see `crashcast.perception.registry`); the
+    backend's own config class (a subclass, registered with its factory) adds and checks the rest.
+    In YAML a stage is `{name: yolo, weights: yolov8x.pt, conf: 0.25}`, or just the name."""
 
-    flow_preset: Literal["ultrafast", "fast", "medium"] = "fast"
-    flow_refine_iterations: int | None = Field(None, ge=0, le=50, description="DIS variational refinement iterations "
-                                               "(smooths the flow; most of DIS's time); null: the preset's")
-    frame_step: int = Field(3, ge=1, le=10, description="perceive every Nth frame of the 30 fps grid (flow between them: more signal, less work)")
-    max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
+    name: str
+
+
+def _checker(stage: str) -> Any:
+    """Validate a stage's config with the class registered for its backend name."""
+
+    def check(value: Any) -> Any:
+        from crashcast.perception import registry
+
+        if isinstance(value, str):
+            value = {"name": value}
+        if isinstance(value, BackendConfig):
+            if type(value) is not BackendConfig:
+                return value  # already the backend's own class
+            value = value.model_dump()
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise ValueError(f"a {stage} is a backend name or a mapping with a 'name' (got {value!r})")
+        cls = registry.config_class(stage, value["name"])  # ValueError listing the names when unknown
+        try:
+            return cls.model_validate(value)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or value['name']}: {err['msg']}"
+                                 + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else "")
+                                 for err in e.errors())
+            raise ValueError(f"{stage} {value['name']!r}: {problems}") from None
+
+    return check
+
+
+def _default(stage: str, name: str) -> Any:
+    return Field(default_factory=lambda: _checker(stage)(name))
+
+
+FlowStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("flow"))]
+DetectorStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("detector"))]
+SegmenterStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("segmenter"))]
+TrackerStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("tracker"))]
+DepthStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("depth"))]
+
+
+class GeometryConfig(_Strict):
+    """The dashcam's geometry, shared by every stage that turns pixels into metres."""
+
     hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
     camera_height_m: float = Field(1.4, gt=0)
     horizon: float = Field(0.5, gt=0, lt=1, description="horizon row as a fraction of the image height (where the road vanishes)")
     sky_margin: float | None = Field(0.05, ge=0, lt=1, description="perceive only the rows below horizon - this fraction of the height "
                                      "(the classic detector finds objects on the road, below the horizon); null: the whole frame")
     ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
+    ego_path_half_width_m: float = Field(1.6, gt=0, description="half width of the ego path (looming looks there)")
+
+
+class ContextConfig(_Strict):
+    """The road-motion context: the road plane's flow fitted to the dense flow, the residual that
+    marks obstacles, and the detection-free ego-path looming. It runs only where something uses it
+    (a detector that needs it, or `looming`)."""
+
+    looming: bool = Field(True, description="measure the ego-path looming (scene TTC); needs flow and the road fit")
+    max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
     residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
     residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")
-    min_parallax_px: float = Field(0.2, ge=0, description="road motion (pixels/frame) below which parallax tells nothing")
-    road_color_k: float = Field(4.0, gt=0, description="colour distance (in robust std) beyond which a pixel is not road")
-    parallax_ratio: float = Field(0.45, ge=0, description="residual / road motion above which a region stands off the road")
     max_off_road_fraction: float = Field(0.3, gt=0, le=1, description="more of the ego path off the road plane than this means the fit failed")
-    min_box_px: int = Field(8, ge=2)
-    ego_path_half_width_m: float = Field(1.6, gt=0)
-    track_buffer_frames: int = Field(15, ge=1)
+
+
+# perception.classic (before 0.2) -> the shared sections and the classic backends' own configs
+_LEGACY_CLASSIC = {
+    "frame_step": ("frame_step",), "hfov_deg": ("geometry", "hfov_deg"), "camera_height_m": ("geometry", "camera_height_m"),
+    "horizon": ("geometry", "horizon"), "sky_margin": ("geometry", "sky_margin"), "ego_front_m": ("geometry", "ego_front_m"),
+    "ego_path_half_width_m": ("geometry", "ego_path_half_width_m"), "max_road_flow_px": ("context", "max_road_flow_px"),
+    "residual_threshold_px": ("context", "residual_threshold_px"), "residual_relative": ("context", "residual_relative"),
+    "max_off_road_fraction": ("context", "max_off_road_fraction"), "flow_preset": ("flow", "preset"),
+    "flow_refine_iterations": ("flow", "refine_iterations"), "min_parallax_px": ("detector", "min_parallax_px"),
+    "road_color_k": ("detector", "road_color_k"), "parallax_ratio": ("detector", "parallax_ratio"),
+    "min_box_px": ("detector", "min_box_px"), "track_buffer_frames": ("tracker", "track_buffer_frames"),
+}
 
 
 class PerceptionConfig(_Strict):
+    """What perception computes (all of it is in the extraction hash). Each stage names a backend
+    and its settings; `geometry`, `context` and `frame_step` are shared by all of them. How it runs
+    (device, dtype, batch size) is `RuntimeConfig`, outside the hash."""
+
     @model_validator(mode="before")
     @classmethod
-    def _drop_backend(cls, data: Any) -> Any:
-        """Runs made before 0.1.1 wrote `perception.backend`, which was never read: accept and drop it."""
-        if isinstance(data, dict) and "backend" in data:
+    def _legacy(cls, data: Any) -> Any:
+        """Configs written before 0.2 (`perception.backend`, stage names as strings, one `classic`
+        section): accept them, moving each classic field to its new home."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "backend" in data:
             log.info("perception.backend is obsolete (--backend names a config preset); ignored")
-            data = {k: v for k, v in data.items() if k != "backend"}
+            del data["backend"]
+        classic = data.pop("classic", None)
+        if isinstance(classic, dict):
+            log.info("perception.classic is obsolete: its fields moved to perception.geometry, .context, "
+                     ".frame_step and the classic backends' own settings")
+            defaults = {"flow": "classic-flow", "detector": "classic-motion", "tracker": "bytetrack"}
+            for key, value in classic.items():
+                if key not in _LEGACY_CLASSIC:
+                    raise ValueError(f"perception.classic.{key}: unknown field")
+                where = _LEGACY_CLASSIC[key]
+                if len(where) == 1:
+                    data.setdefault(where[0], value)
+                    continue
+                section, name = where
+                node = data.get(section, defaults.get(section))
+                node = {"name": node} if isinstance(node, str) else dict(node or {})
+                if section in defaults and node.get("name") not in (None, defaults[section]):
+                    continue  # a field of a classic backend this config does not use
+                node.setdefault(name, value)
+                data[section] = node
         return data
 
-    detector: str = "classic-motion"
-    segmenter: str = "classic-box"
-    tracker: str = "bytetrack"
-    depth: str = "classic-ground"
-    flow: str = "classic-flow"
-    classic: ClassicPerceptionConfig = Field(default_factory=ClassicPerceptionConfig)
+    frame_step: int = Field(3, ge=1, le=10, description="perceive every Nth frame of the 30 fps grid (flow between them: more signal, less work)")
+    geometry: GeometryConfig = Field(default_factory=GeometryConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    flow: FlowStage = _default("flow", "classic-flow")
+    detector: DetectorStage = _default("detector", "classic-motion")
+    segmenter: SegmenterStage = _default("segmenter", "classic-box")
+    tracker: TrackerStage = _default("tracker", "bytetrack")
+    depth: DepthStage = _default("depth", "classic-ground")
+    depth_alignment: Literal["ground", "refuse"] = Field(
+        "ground", description="relative (non-metric) depth: 'ground' fits its scale and shift to the ground-plane "
+        "depth of the road pixels ahead; 'refuse' stops (never used as metres either way)")
+
+
+class RuntimeConfig(_Strict):
+    """How perception runs, not what it computes: outside the extraction hash, so a run moved from a
+    GPU to a CPU (or to another batch size) resumes."""
+
+    device: str = Field("auto", description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on CUDA, float32 elsewhere")
+    batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages")
+    weights_dir: str | None = Field(None, description="load every model from this folder, offline "
+                                    "(also CRASHCAST_WEIGHTS_DIR); see `crashcast weights list`")
 
 
 class FeatureConfig(_Strict):
@@ -135,6 +244,7 @@ class CrashcastConfig(_Strict):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def hash(self, *sections: str) -> str:
         """Short stable hash of the whole config, or of the named sections only."""
@@ -142,6 +252,11 @@ class CrashcastConfig(_Strict):
         if sections:
             data = {k: data[k] for k in sections}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def extraction_hash(self) -> str:
+        """What window_meta files depend on: video, windows, perception and feature settings (not
+        `runtime`: a run moved from a GPU to a CPU resumes)."""
+        return self.hash("video", "windows", "perception", "features")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -201,6 +316,8 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     node = data
     parts = key.split(".")
     for i, p in enumerate(parts[:-1]):
+        if isinstance(node.get(p), str) and parts[: i + 1][:1] == ["perception"]:
+            node[p] = {"name": node[p]}  # a stage given by its backend's name: its fields are being set
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section with fields")

@@ -37,3 +37,8 @@ class SchemaError(CrashcastError, ValueError):
 
 class ModelError(CrashcastError):
     """A model cannot be loaded, trained or applied."""
+
+
+class PerceptionError(CrashcastError):
+    """A perception stage cannot give a trustworthy result for this clip (e.g. relative depth that
+    does not fit the road)."""

@@ -11,11 +11,10 @@ all exist and validate, and redoes the rest.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +24,13 @@ from crashcast.data.video import decode, probe
 from crashcast.data.windows import clip_span, make_windows
 from crashcast.errors import ConfigError, SchemaError, VideoError
 from crashcast.features import overlays
-from crashcast.features.kinematics import ObjectKinematics, scene_looming, window_objects
+from crashcast.features.build import build_window_meta
+from crashcast.features.kinematics import ObjectKinematics, window_objects
 from crashcast.features.table import feature_row
-from crashcast.features.window_meta import (
-    Instance,
-    MaskStat,
-    ObjectSummary,
-    OpticalFlowStat,
-    Scene,
-    WindowMeta,
-    finite_or_none,
-    read_window_meta,
-    write_window_meta,
-)
+from crashcast.features.window_meta import WindowMeta, read_window_meta, write_window_meta
+from crashcast.perception.bundle import Backends
+from crashcast.runtime.executor import Lazy
+from crashcast.runtime.layout import RunLayout, record_error, window_folder
 from crashcast.runtime.store import atomic_write_bytes, atomic_write_text, inside, remove_partial
 from crashcast.types import Clip, ClipPerception, Window
 
@@ -46,18 +39,8 @@ log = logging.getLogger(__name__)
 WARMUP_S = 0.5  # perceive a little before the first window so tracks exist at its first keyframe
 
 
-def window_folder(phase: str, horizon_s: float) -> str:
-    """clips/<id>/<this>/ holds a window's outputs: the phase, plus `_h<horizon>` when not 0."""
-    return phase if float(horizon_s) == 0 else f"{phase}_h{float(horizon_s):g}"
-
-
 def window_dirname(w: Window) -> str:
     return window_folder(w.phase, w.horizon_s)
-
-
-def perception_hash(cfg: CrashcastConfig) -> str:
-    """What window_meta files depend on: video, windows, perception and feature settings."""
-    return cfg.hash("video", "windows", "perception", "features")
 
 
 @dataclass
@@ -70,53 +53,6 @@ class ClipResult:
     skipped: bool = False
     window_ids: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # decode, perception stages, outputs
-
-
-def _summary(o: ObjectKinematics) -> ObjectSummary:
-    last = lambda xs: next((x for x in reversed(xs) if x is not None), None)  # noqa: E731
-    return ObjectSummary(
-        object_id=o.object_id, class_name=o.class_name,
-        depth_m=[finite_or_none(d, 3) for d in o.depth_m],
-        centroid_m=[[round(c, 3) for c in p] if p is not None else None for p in o.centroid_m],
-        mean_depth_m=finite_or_none(o.mean_depth_m, 3), depth_rate_mps=finite_or_none(o.depth_rate_mps),
-        closing_speed_mps=finite_or_none(o.closing_speed_mps), ttc_s=finite_or_none(o.ttc_s),
-        ttc_depth_s=finite_or_none(o.ttc_depth_s), ttc_scale_s=finite_or_none(o.ttc_scale_s),
-        lateral_offset_m=finite_or_none(o.lateral_offset_m, 3), speed_valid=o.speed_valid, acc_valid=o.acc_valid,
-        speed_mps=finite_or_none(last(o.speed_mps)), accel_mps2=finite_or_none(last(o.accel_mps2)),
-        frames_seen=o.frames_seen, depth_track_m=o.depth_track_m, depth_track_t=o.depth_track_t,
-    )
-
-
-def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, frame_paths: list[str | None],
-                      objects: list[ObjectKinematics], config_hash: str) -> WindowMeta:
-    instances, box_depths, mask_stats = [], [], []
-    for k in range(3):
-        depths, stats = {}, {}
-        for o in objects:
-            if o.box_xyxy[k] is None:
-                continue
-            instances.append(Instance(
-                frame_idx=k, object_id=o.object_id, class_name=o.class_name, box=o.box_xyxy[k],
-                mask_area=round(o.mask_area_px[k], 1), occlusion=round(float(np.clip(o.occlusion[k], 0, 1)), 4),
-                optical_flow=OpticalFlowStat(avg_mag=round(o.flow_mag_px[k], 4), avg_ang=round(o.flow_ang_deg[k], 2)),
-                speed=finite_or_none(o.speed_mps[k]), acceleration=finite_or_none(o.accel_mps2[k]),
-            ))
-            depths[str(o.object_id)] = finite_or_none(o.depth_m[k], 3)
-            stats[str(o.object_id)] = MaskStat(area=round(o.mask_area_px[k], 1), occlusion=round(float(o.occlusion[k]), 4))
-        box_depths.append(depths)
-        mask_stats.append(stats)
-    looming = scene_looming(perc, w)
-    fps = cfg.video.fps
-    return WindowMeta(
-        phase=w.phase, frame_paths=frame_paths, frame_times=list(w.keyframe_times_s), label=w.label,
-        y_alert=list(w.y_alert), y_event=list(w.y_event), instances=instances, box_depths=box_depths, mask_stats=mask_stats,
-        clip_id=w.clip_id, window_id=w.id, horizon_s=w.horizon_s, start_s=w.start_s, end_s=w.end_s, clamped=w.clamped,
-        anchor=w.anchor_source, soft_target=w.soft_target,
-        keyframe_indices=[round(t * fps) for t in w.keyframe_times_s], backends=perc.backends,
-        config_hash=config_hash, objects=[_summary(o) for o in objects],
-        scene=Scene(looming_per_s=round(looming, 4), scene_ttc_s=finite_or_none(1.0 / looming if looming > 1e-6 else math.inf),
-                    n_objects=len(objects)),
-    )
 
 
 def _existing(clip_dir: Path, windows: list[Window], config_hash: str) -> list[WindowMeta] | None:
@@ -145,7 +81,7 @@ MIN_WINDOW_FRAMES = 3  # a window's three keyframes must be three different perc
 def _usable(windows: list[Window], clip: Clip, cfg: CrashcastConfig) -> list[Window]:
     """The windows long enough for three distinct perceived keyframes; the others are dropped (a
     window of one repeated frame would be fabricated data). Raises when none is left."""
-    min_span = (MIN_WINDOW_FRAMES - 1) * cfg.perception.classic.frame_step / cfg.video.fps
+    min_span = (MIN_WINDOW_FRAMES - 1) * cfg.perception.frame_step / cfg.video.fps
     keep = [w for w in windows if w.duration_s >= min_span - 1e-6]
     if not keep:
         raise VideoError(clip.video_path, f"clip {clip.id!r}: too short for any window (the longest spans "
@@ -157,16 +93,17 @@ def _usable(windows: list[Window], clip: Clip, cfg: CrashcastConfig) -> list[Win
     return keep
 
 
-def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
-    """Perceive one clip once and write every window's window_meta.json and overlays."""
+def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig, backends: Backends | Lazy | None = None) -> ClipResult:
+    """Perceive one clip once and write every window's window_meta.json and overlays. `backends`:
+    built once per worker and reused (a `Lazy` is built when a clip first needs it; None: here)."""
     t0 = time.time()
     info = probe(clip.video_path)
     windows = make_windows(clip, info.duration_s, cfg.windows)
     if not windows:
         raise VideoError(clip.video_path, f"clip {clip.id!r} has no window inside the video ({info.duration_s:.2f} s)")
     windows = _usable(windows, clip, cfg)
-    chash = perception_hash(cfg)
-    clip_dir = run_dir / "clips" / clip.id
+    chash = cfg.extraction_hash()
+    clip_dir = RunLayout(run_dir).clip_dir(clip.id)
     done = _existing(clip_dir, windows, chash)
     if done is not None:
         return ClipResult(clip.id, [feature_row(m, cfg.features.top_k) for m in done], skipped=True,
@@ -174,16 +111,20 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig) -> ClipResult:
     start, end = clip_span(windows)
     t_decode = time.time()
     frames = decode(clip.video_path, max(0.0, start - WARMUP_S), end, cfg.video.fps, cfg.video.long_side, clip_id=clip.id,
-                    step=cfg.perception.classic.frame_step)  # only the perceived frames are converted and kept
+                    step=cfg.perception.frame_step)  # only the perceived frames are converted and kept
     keep = sorted({t for w in windows for t in w.keyframe_times_s})
     from crashcast.perception.pipeline import perceive
 
     t_perceive = time.time()
-    perc = perceive(frames, cfg.perception, keep_times=keep)
+    if backends is None:
+        backends = Backends.build(cfg.perception, cfg.runtime)
+    elif isinstance(backends, Lazy):
+        backends = backends.get()
+    perc = perceive(frames, cfg.perception, backends, keep_times=keep, batch_size=cfg.runtime.batch_size)
     t_outputs = time.time()
     rows = []
     for w in windows:
-        objects = window_objects(perc, w, cfg.features, cfg.perception.classic.ego_front_m, cfg.video.fps)
+        objects = window_objects(perc, w, cfg.features, cfg.perception.geometry.ego_front_m, cfg.video.fps)
         wdir = clip_dir / window_dirname(w)
         remove_partial(wdir)  # what a killed run was writing here
         names: list[str | None] = [None] * 3  # no image written, none named
@@ -224,14 +165,13 @@ RUN_MARK = "# config hash: "  # the first line of a run's config.yaml
 def _is_run(run_dir: Path) -> bool:
     """Whether `run_dir` holds a crashcast run (its config.yaml starts with RUN_MARK)."""
     try:
-        with (run_dir / "config.yaml").open(encoding="utf-8") as f:
+        with RunLayout(run_dir).config.open(encoding="utf-8") as f:
             return f.readline().startswith(RUN_MARK)
     except (OSError, UnicodeDecodeError):
         return False
 
 
-#: What crashcast writes in a run folder; `--new-run` removes these (and nothing else) to start over.
-RUN_OUTPUTS = ("clips", "features.parquet", "errors.jsonl", "metrics.json", "metrics.md", "predictions", "models", "report")
+RUN_OUTPUTS = RunLayout.OUTPUTS  # what `--new-run` removes (and nothing else)
 
 
 def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
@@ -239,7 +179,7 @@ def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
     With `new`, the previous run's outputs (RUN_OUTPUTS) are removed first, and only where a
     config.yaml says the folder is a crashcast run (a user's own `models/` elsewhere is never touched)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunLayout(run_dir).config
     text = f"{RUN_MARK}{cfg.hash()}\n" + cfg.to_yaml()
     if cfg_path.exists() and not _is_run(run_dir):  # never overwrite or clear a folder crashcast did not make
         raise ConfigError(f"{cfg_path}: not a config.yaml crashcast wrote (not a run folder); use another --out folder")
@@ -253,10 +193,10 @@ def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
             old = load_config(cfg_path)
         except ConfigError as e:
             raise ConfigError(f"{run_dir}: its config.yaml cannot be read ({e}); {hint}") from None
-        if perception_hash(old) != perception_hash(cfg):
+        if old.extraction_hash() != cfg.extraction_hash():
             raise ConfigError(
-                f"{run_dir}: holds outputs of a different extraction config (hash {perception_hash(old)} vs "
-                f"{perception_hash(cfg)}); {hint}"
+                f"{run_dir}: holds outputs of a different extraction config (hash {old.extraction_hash()} vs "
+                f"{cfg.extraction_hash()}); {hint}"
             )
     atomic_write_text(cfg_path, text)
 
@@ -278,19 +218,9 @@ def _clear_run(run_dir: Path) -> None:
         log.warning("--new-run: removed %s from %s", ", ".join(removed), run_dir)
 
 
-def record_error(run_dir: Path, clip_id: str | None, stage: str, error: str, error_type: str | None = None,
-                 **where: object) -> None:
-    """Append one failure to run_dir/errors.jsonl; `where` adds fields such as the file and row of a
-    bad annotation (whose clip id may be unknown: null)."""
-    entry = {"clip_id": clip_id, "stage": stage, "error_type": error_type, "error": error, **where,
-             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with (run_dir / "errors.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
-
-
-def _extract_job(clip: Clip, run_dir: Path, cfg_json: str) -> ClipResult:
+def _extract_job(backends: Lazy, clip: Clip, run_dir: Path, cfg_json: str) -> ClipResult:
     cfg = CrashcastConfig.model_validate_json(cfg_json)
-    return extract_clip(clip, run_dir, cfg)
+    return extract_clip(clip, run_dir, cfg, backends)
 
 
 @dataclass
@@ -312,19 +242,19 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
     """Extract every clip (failures recorded in errors.jsonl and skipped) and write features.parquet."""
     import pandas as pd
 
-    from crashcast.perception import registry
     from crashcast.runtime.executor import run_jobs
 
     t0 = time.time()
-    registry.validate(cfg.perception)  # an unknown backend is one error now, not one per clip later
     prepare_run(run_dir, cfg, new)
     remove_partial(run_dir)  # a features.parquet a killed run was writing
-    errors_path = run_dir / "errors.jsonl"
+    errors_path = RunLayout(run_dir).errors
     if errors_path.exists():
         errors_path.unlink()  # this run's failures only; earlier ones are retried
     cfg_json = cfg.model_dump_json()
     jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
-    results = run_jobs(_extract_job, jobs, workers, f"extracting {len(clips)} clips", progress)
+    # the backends are built once per worker, not once per clip
+    setup = partial(Lazy, partial(Backends.build, cfg.perception, cfg.runtime))
+    results = run_jobs(_extract_job, jobs, workers, f"extracting {len(clips)} clips", progress, setup=setup)
     rows, ok, failed, skipped = [], 0, 0, 0
     frames_p = frames_d = 0
     stages: dict[str, float] = {}
@@ -347,5 +277,5 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
         log.info("time per stage: %s", ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in stages.items()))
     df = pd.DataFrame(rows)
     buf = df.to_parquet(index=False) if len(df) else pd.DataFrame({"window_id": []}).to_parquet(index=False)
-    atomic_write_bytes(run_dir / "features.parquet", buf)
+    atomic_write_bytes(RunLayout(run_dir).features, buf)
     return ExtractSummary(run_dir, ok, failed, skipped, len(rows), time.time() - t0, frames_p, frames_d, clip_seconds, stages)

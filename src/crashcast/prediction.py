@@ -29,6 +29,7 @@ from crashcast.data.video import VideoWriter, iter_resampled
 from crashcast.errors import CrashcastError
 from crashcast.features.kinematics import lookback_s, window_objects
 from crashcast.features.table import feature_row
+from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import Perception
 from crashcast.risk.models import RiskModel, create_model, load_model
 from crashcast.runtime.store import atomic_write_text
@@ -89,7 +90,7 @@ def history_s(cfg: CrashcastConfig) -> float:
     plus one perceived-frame interval (with `annotate` every frame is read, so a window can end up to
     an interval after the last perceived frame), plus 0.1 s so float rounding never cuts a frame a
     window needs. Older frames are forgotten: constant work per stride."""
-    return lookback_s(cfg.windows.span_s) + cfg.perception.classic.frame_step / cfg.video.fps + 0.1
+    return lookback_s(cfg.windows.span_s) + cfg.perception.frame_step / cfg.video.fps + 0.1
 
 
 def _window_at(t: float, cfg: CrashcastConfig, clip_id: str, phase: Phase = MODEL_PHASE) -> Window:
@@ -112,16 +113,18 @@ def predict(
     threshold: float = 0.5,
     annotate: str | Path | None = None,
     smooth: int = 3,
+    backends: Backends | None = None,
 ) -> Prediction:
     """Risk timeline of one video (see the module docstring). `risk` is the median of the last
-    `smooth` strides' raw risk (`risk_raw`); `annotate` writes an MP4 with boxes and a risk gauge."""
-    from crashcast.extract import build_window_meta, perception_hash
+    `smooth` strides' raw risk (`risk_raw`); `annotate` writes an MP4 with boxes and a risk gauge.
+    `backends`: perception backends built once for many videos (`Backends.build`); built here when None."""
+    from crashcast.features.build import build_window_meta
 
     t_start = time.time()
     path = Path(path)
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
     risk_model = resolve_model(model, cfg)
-    step = cfg.perception.classic.frame_step
+    step = cfg.perception.frame_step
     fps = cfg.video.fps
     perception: Perception | None = None
     rows: list[dict] = []
@@ -133,7 +136,7 @@ def predict(
     last_ttc: dict[int, float] = {}
     current_risk, current_reason = 0.0, ""
     next_t = stride_s
-    chash = perception_hash(cfg)
+    chash = cfg.extraction_hash()
     t_stride = time.perf_counter()
     try:
         # without an annotated video only the perceived frames are needed (the others are never converted)
@@ -141,7 +144,9 @@ def predict(
             k = round(t * fps)  # the frame's index on the fps grid
             if perception is None:
                 h, w = frame.shape[:2]
-                perception = Perception(cfg.perception, w, h, fps, path.stem, history_s=history_s(cfg))
+                if backends is None:
+                    backends = Backends.build(cfg.perception, cfg.runtime)
+                perception = Perception(backends, cfg.perception, w, h, fps, path.stem, history_s=history_s(cfg))
                 if annotate:
                     writer = VideoWriter(annotate, fps, (w, h))
             if k % step == 0:
@@ -151,7 +156,7 @@ def predict(
             if t + 1e-9 >= next_t:
                 perc = perception.result()
                 win = _window_at(t, cfg, path.stem)
-                objects = window_objects(perc, win, cfg.features, cfg.perception.classic.ego_front_m, fps)
+                objects = window_objects(perc, win, cfg.features, cfg.perception.geometry.ego_front_m, fps)
                 meta = build_window_meta(win, perc, cfg, [None] * 3, objects, chash)
                 main = pd.DataFrame([feature_row(meta, cfg.features.top_k)])
                 last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}

@@ -201,7 +201,11 @@ def _class_index(name: str) -> int:
 @dataclass
 class DepthMap:
     """Dense depth of one frame: depth_m (H, W) float32 metres along the optical axis; NaN where
-    unknown (e.g. sky for ground-plane depth). `is_metric` is False for relative (affine) depth."""
+    unknown (e.g. sky for ground-plane depth).
+
+    `is_metric` False means relative depth: `depth_m` then holds values affine in inverse depth
+    (a disparity up to scale and shift, larger = nearer: what relative depth models such as Depth
+    Anything output), never metres; the pipeline aligns it to the ground plane or refuses it."""
 
     depth_m: np.ndarray
     is_metric: bool = True
@@ -288,6 +292,7 @@ class ClipPerception:
     frames_processed: int
     source_index: np.ndarray | None = None  # (F,) index of each perceived frame in the decoded span
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per perception stage
+    depth_kind: str = "metric"  # "metric" (the depth backend's metres) or "ground-aligned" (relative depth fitted to the road)
 
     def track_by_id(self, track_id: int) -> ObjectTrack:
         for t in self.tracks:

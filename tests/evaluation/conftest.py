@@ -73,8 +73,8 @@ def _write_window_metas(run, df: pd.DataFrame, clip_id: str) -> None:
     where the report's gallery looks for them."""
     import cv2
 
-    from crashcast.extract import window_folder
     from crashcast.features.window_meta import Scene, WindowMeta, write_window_meta
+    from crashcast.runtime.layout import window_folder
 
     ok, png = cv2.imencode(".png", np.full((24, 32, 3), 128, np.uint8))
     assert ok

@@ -71,7 +71,7 @@ def test_changed_config_refuses_to_mix(run_small):
     from crashcast.errors import ConfigError
 
     with pytest.raises(ConfigError, match="different extraction config"):
-        extract_run(clips[:1], run, load_config("classic", ["perception.classic.hfov_deg=60"]), progress=False)
+        extract_run(clips[:1], run, load_config("classic", ["perception.geometry.hfov_deg=60"]), progress=False)
 
 
 def test_bad_clip_is_recorded_and_skipped(tmp_path, synth_small):

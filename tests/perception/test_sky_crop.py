@@ -9,13 +9,14 @@ import numpy as np
 from crashcast.config import load_config
 from crashcast.data.annotations import read_csv
 from crashcast.data.video import decode
+from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import Perception
 
 
 def _lead_depths(clip, truth, cfg):
-    frames = decode(clip.video_path, 1.0, clip.time_of_event_s, step=cfg.perception.classic.frame_step)
+    frames = decode(clip.video_path, 1.0, clip.time_of_event_s, step=cfg.perception.frame_step)
     w, h = frames.size
-    p = Perception(cfg.perception, w, h, frames.fps, clip.id)
+    p = Perception(Backends.build(cfg.perception), cfg.perception, w, h, frames.fps, clip.id)
     out = []
     for img, t in zip(frames.frames, frames.times_s, strict=True):
         r = p.step(img, float(t), keep_masks=True)
@@ -39,7 +40,8 @@ def test_sky_crop_keeps_full_frame_coordinates_and_depth(synth_small):
     truth = json.loads((synth_small / "truth" / f"{clip.id}.json").read_text())
     cropped, seen = _lead_depths(clip, truth, load_config("classic"))
     assert cropped.origin_y > 0.3 * cropped.camera.cy * 2  # the sky really is skipped
-    assert Perception(load_config("classic", ["perception.classic.sky_margin=null"]).perception, 640, 360, 30.0).origin_y == 0
+    full = load_config("classic", ["perception.geometry.sky_margin=null"]).perception
+    assert Perception(Backends.build(full), full, 640, 360, 30.0).origin_y == 0
     assert len(seen) >= 5
     errors = [abs(z - zt) / zt for _, z, zt in seen]
     assert np.median(errors) < 0.15  # boxes found on the cropped rows give true depths in the full frame

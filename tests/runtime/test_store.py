@@ -50,12 +50,3 @@ def test_inside_refuses_paths_that_leave_the_folder(tmp_path):
     for bad in ("../x", "/etc/passwd", "clips/../../x", "clips/link.png"):
         with pytest.raises(ValueError, match="outside"):
             inside(run, bad)
-
-
-def test_registry_refuses_a_second_backend_under_one_name():
-    from crashcast.config import load_config
-    from crashcast.perception import registry
-
-    with pytest.raises(ValueError, match="already registered"):
-        registry.register("detector", "classic-motion")(lambda cfg: None)
-    assert registry.create("detector", "classic-motion", load_config("classic").perception).name == "classic-motion"

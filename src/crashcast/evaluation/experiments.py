@@ -29,6 +29,7 @@ from crashcast.evaluation import metrics as M
 from crashcast.evaluation.splits import Split, cv_folds, train_val_test
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, RiskModel, create_model
+from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _needed_columns(models: dict[str, RiskModel]) -> list[str]:
 
 def load_features(run_dir: Path, columns: list[str] | tuple[str, ...] = META_COLUMNS) -> pd.DataFrame:
     """The run's feature table, checked: a readable Parquet file, the given columns present, 0/1 labels."""
-    path = Path(run_dir) / "features.parquet"
+    path = RunLayout(run_dir).features
     if not path.exists():
         raise CrashcastError(f"{path}: not found; run `crashcast extract` first")
     import pyarrow as pa
@@ -261,7 +262,7 @@ def _save_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], 
         meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
                 "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
                 "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
-    model.save(run_dir / "models" / name, meta)
+    model.save(RunLayout(run_dir).model_dir(name), meta)
     return model
 
 
@@ -270,7 +271,7 @@ def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: Score
     if cv:
         pred = pred.assign(fold=scored.fold)
     pred = pred.assign(score=np.round(scored.score, 6), score_raw=np.round(scored.raw, 6), rationale=scored.rationale)
-    atomic_write_text(run_dir / "predictions" / f"{name}.csv", pred.to_csv(index=False))
+    atomic_write_text(RunLayout(run_dir).prediction(name), pred.to_csv(index=False))
 
 
 def _parts(df: pd.DataFrame, cfg: CrashcastConfig, folds: int | None) -> list[Split]:
@@ -331,11 +332,11 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     if folds is not None:
         results["cv"] = {"folds": [{"fold": i, **_part_sizes(df, p)} for i, p in enumerate(parts)],
                          "val_share_of_training_clips": _val_share(cfg)}
-    (run_dir / "predictions").mkdir(exist_ok=True)
+    RunLayout(run_dir).predictions.mkdir(exist_ok=True)
     for name in names:
         results["models"][name] = _evaluate_model(run_dir, name, df, parts, protocol, cfg, calibration)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(results, indent=2, default=_json_default))
-    atomic_write_text(run_dir / "metrics.md", metrics_markdown(results))
+    atomic_write_text(RunLayout(run_dir).metrics_json, json.dumps(results, indent=2, default=_json_default))
+    atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results
 
 

@@ -16,6 +16,7 @@ from crashcast.config import CrashcastConfig
 from crashcast.data.video import decode
 from crashcast.data.windows import clip_span, make_windows
 from crashcast.features.kinematics import object_kinematics
+from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import perceive
 from crashcast.types import Clip, ClipPerception, Window
 
@@ -65,8 +66,8 @@ def evaluate_clip(clip: Clip, truth: dict, cfg: CrashcastConfig) -> ClipTruthRep
     duration = truth["duration_s"]
     windows = make_windows(clip, duration, cfg.windows)
     start, end = clip_span(windows)
-    frames = decode(clip.video_path, start, end, cfg.video.fps, cfg.video.long_side, step=cfg.perception.classic.frame_step)
-    perc = perceive(frames, cfg.perception)
+    frames = decode(clip.video_path, start, end, cfg.video.fps, cfg.video.long_side, step=cfg.perception.frame_step)
+    perc = perceive(frames, cfg.perception, Backends.build(cfg.perception, cfg.runtime))
     rep.frames_processed = perc.frames_processed
     fps = truth["fps"]
     matches = match_tracks(perc, truth)
@@ -105,7 +106,7 @@ def evaluate_clip(clip: Clip, truth: dict, cfg: CrashcastConfig) -> ClipTruthRep
             best = None
             for tid in lead_tracks:
                 kin = object_kinematics(perc.track_by_id(tid), perc.times_s, w, perc.camera, fps, cfg.features,
-                                        cfg.perception.classic.ego_front_m)
+                                        cfg.perception.geometry.ego_front_m)
                 if kin is not None and perc.track_by_id(tid).frame_index.max() >= np.argmin(np.abs(perc.times_s - t_end)) - 1:
                     best = kin
             if best is not None:

@@ -14,6 +14,7 @@ from crashcast.errors import CrashcastError, SchemaError
 from crashcast.evaluation import plots
 from crashcast.evaluation.experiments import PAPER_TABLE_III, TABLE_METRICS, protocol_text
 from crashcast.features.window_meta import read_window_meta
+from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import atomic_write_text, inside
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def write_report(run_dir: str | Path) -> Path:
     import crashcast
 
     run = Path(run_dir)
-    metrics_path = run / "metrics.json"
+    metrics_path = RunLayout(run).metrics_json
     if not metrics_path.exists():
         raise CrashcastError(f"{metrics_path}: not found; run `crashcast evaluate {run}` first")
     try:
@@ -50,7 +51,7 @@ def write_report(run_dir: str | Path) -> Path:
     preds = {}
     for name in models:
         try:
-            path = inside(run, Path("predictions") / f"{name}.csv")  # model names come from metrics.json
+            path = inside(run, RunLayout.rel_prediction(name))  # model names come from metrics.json
         except ValueError as e:
             raise CrashcastError(f"{metrics_path}: model name {name!r} is not a file name ({e})") from None
         if path.exists():
@@ -98,7 +99,7 @@ def write_report(run_dir: str | Path) -> Path:
         table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
         gallery=gallery, version=crashcast.__version__,
     )
-    out = run / "report" / "index.html"
+    out = RunLayout(run).report / "index.html"
     atomic_write_text(out, html)
     return out
 
@@ -152,10 +153,9 @@ def _keyframes(run: Path, row) -> list[str] | None:
     Only files inside the run folder are read: the window folder comes from the predictions' clip id
     and the images from window_meta.json's frame_paths, and either could name `../..` or an absolute
     path (a crafted or foreign run); such a window is left out with a warning, never embedded."""
-    from crashcast.extract import window_folder
 
     try:
-        meta_path = inside(run, Path("clips") / str(row.clip_id) / window_folder(row.phase, row.horizon_s) / "window_meta.json")
+        meta_path = inside(run, RunLayout.rel_window_dir(row.clip_id, row.phase, row.horizon_s) / "window_meta.json")
     except ValueError as e:
         log.warning("report: window %s left out: %s", row.window_id, e)
         return None

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from crashcast.errors import SchemaError
 from crashcast.runtime.store import atomic_write_text
 
-SCHEMA_VERSION = "1.1"  # 1.1: frame_paths entries are null when no keyframe image was written
+SCHEMA_VERSION = "1.2"  # 1.1: frame_paths entries are null when no keyframe image was written; 1.2: depth_kind
 
 
 class _Model(BaseModel):
@@ -101,7 +101,10 @@ class WindowMeta(_Model):
     anchor: str
     soft_target: float = Field(ge=0, le=1)
     keyframe_indices: list[int] = Field(min_length=3, max_length=3, description="frame numbers on the 30 fps grid")
-    backends: dict[str, str]
+    backends: dict[str, str] = Field(description="the backend that produced each perception stage")
+    depth_kind: Literal["metric", "ground-aligned"] = Field(
+        "metric", description="how object depths became metres: the depth backend's own metric output, or "
+        "relative depth fitted to the ground plane of the road ahead")
     config_hash: str
     objects: list[ObjectSummary]
     scene: Scene

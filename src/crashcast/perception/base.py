@@ -1,9 +1,18 @@
 """One Protocol per perception stage. Classic (weight-free) and model backends implement the same ones.
 
-Every stage takes a batch (a sequence of frames, and what earlier stages found for them) and
-returns one result per frame, so model backends can batch on a GPU while the classic ones loop.
+Per-frame stages (flow, detector, segmenter, per-frame depth) take a batch (a sequence of frames,
+and what earlier stages found for them) and return one result per frame: the pipeline hands them
+`runtime.batch_size` frames at a time, so model backends batch on a GPU while the classic ones loop.
 Frames are (H, W, 3) uint8 RGB. `FrameContext` carries what earlier stages learnt about a frame
 (flow, the road's own motion) to the stages that can use it; model backends may ignore it.
+
+Some stages see a whole clip span, not one frame: a `SpanTracker` (SAM2 video: propagation forward
+and backward over the perceived frames) and a `SpanDepthEstimator` (Video Depth Anything: chunks of
+frames). `extract` calls their span method; `predict` streams, so it calls their causal per-frame
+method (`Tracker.update`, `DepthEstimator.depth`) after `reset()`, and they keep what they need.
+
+Every backend is built once per worker (`perception.bundle.Backends`) and reused for many clips:
+`reset()`, where a backend has it, forgets one clip before the next.
 """
 
 from __future__ import annotations
@@ -86,9 +95,49 @@ class Tracker(Protocol):
 
 
 @runtime_checkable
+class SpanTracker(Tracker, Protocol):
+    """A tracker that can also see a whole span at once (e.g. SAM2 video propagation, forward and
+    backward): `track` gives each frame's detections their ids, including objects at frames
+    before the one they were first detected in."""
+
+    def track(self, frames: Sequence[np.ndarray], detections: Sequence[Detections], times_s: Sequence[float]) -> list[Detections]:
+        """Tracked detections per frame (same length as `frames`); masks (n, H, W) filled in."""
+        ...
+
+
+@runtime_checkable
 class DepthEstimator(Protocol):
     name: str
 
     def depth(self, frames: Sequence[np.ndarray], detections: Sequence[Detections], contexts: Sequence[FrameContext]) -> list[DepthMap]:
-        """Dense depth per frame (metres when `is_metric`)."""
+        """Dense depth per frame (metres when `is_metric`). A stateful backend (a sliding chunk for a
+        video model) gets the frames in time order after `reset()`."""
         ...
+
+
+@runtime_checkable
+class SpanDepthEstimator(DepthEstimator, Protocol):
+    """Depth over a whole span at once (e.g. Video Depth Anything's overlapping chunks)."""
+
+    def reset(self) -> None:
+        ...
+
+    def depth_span(self, frames: Sequence[np.ndarray]) -> list[DepthMap]:
+        """Dense depth for every frame of the span, consistent across it."""
+        ...
+
+
+@runtime_checkable
+class MaskMerger(Protocol):
+    """A detector whose output needs a second look once masks exist (the paper's fusion: boxes of
+    two detectors that overlap and whose masks overlap are one object). The pipeline calls
+    `merge_masks` on each frame's segmented detections."""
+
+    def merge_masks(self, detections: Detections) -> Detections:
+        ...
+
+
+#: the Protocol every backend of a stage must satisfy
+STAGE_PROTOCOLS: dict[str, type] = {
+    "flow": FlowEstimator, "detector": Detector, "segmenter": Segmenter, "tracker": Tracker, "depth": DepthEstimator,
+}

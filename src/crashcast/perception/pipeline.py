@@ -14,17 +14,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from crashcast.config import PerceptionConfig
-from crashcast.perception import registry
-from crashcast.perception.base import FrameContext
+from crashcast.errors import ConfigError
+from crashcast.perception.base import FrameContext, MaskMerger, SpanDepthEstimator, SpanTracker
+from crashcast.perception.bundle import Backends
+from crashcast.perception.depth_align import align_to_ground
 from crashcast.perception.egomotion import fit_road_motion, magnitude
 from crashcast.perception.motion_stats import corridor_mask, ego_path_looming, expansion_rate, mean_flow
-from crashcast.types import CameraModel, ClipFrames, ClipPerception, Detections, ObjectTrack
+from crashcast.types import CameraModel, ClipFrames, ClipPerception, DepthMap, Detections, ObjectTrack
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +74,33 @@ def normal_residual(frame: np.ndarray, residual_uv: np.ndarray, min_gradient: fl
 
 
 def camera_for(width: int, height: int, cfg: PerceptionConfig) -> CameraModel:
-    c = cfg.classic
-    return CameraModel.from_fov(width, height, c.hfov_deg, c.camera_height_m, c.horizon)
+    g = cfg.geometry
+    return CameraModel.from_fov(width, height, g.hfov_deg, g.camera_height_m, g.horizon)
+
+
+@dataclass
+class _Perceived:
+    """One frame after the per-frame stages (flow, context, detection, segmentation), waiting for
+    tracking and depth. `ctx` keeps the camera and the flow only (the context arrays are dropped)."""
+
+    frame: np.ndarray
+    time_s: float
+    ctx: FrameContext
+    detections: Detections
+    looming: float
+    keep_masks: bool
 
 
 class Perception:
-    """Stateful perception of one clip; call `step` for each frame in time order, then `result`.
+    """Perception of one clip, in time order; then `result()`.
 
+    Two ways in, the same per-frame results:
+    - `run_span(frames, times)` (extraction): the per-frame stages get `batch_size` frames at a
+      time, and the span stages (a `SpanTracker`, a `SpanDepthEstimator`) see the whole span;
+    - `step(frame, time_s)` (streaming prediction): one frame at a time, causal; the span stages run
+      their per-frame form.
+
+    `backends` are built once per worker (`Backends.build`) and reset here for the new clip.
     `history_s` None keeps every frame (extraction: the result covers the whole span). A number
     keeps only the frames of the last `history_s` seconds (streaming): older frames, their track
     rows and the tracks left without rows are forgotten as new frames arrive, so memory and the
@@ -86,26 +109,31 @@ class Perception:
     the pruned state as from the full one.
     """
 
-    def __init__(self, cfg: PerceptionConfig, width: int, height: int, fps: float, clip_id: str = "",
-                 history_s: float | None = None) -> None:
+    def __init__(self, backends: Backends, cfg: PerceptionConfig, width: int, height: int, fps: float, clip_id: str = "",
+                 history_s: float | None = None, batch_size: int = 1) -> None:
         if history_s is not None and not history_s > 0:
             raise ValueError(f"{clip_id}: history_s must be > 0 seconds (or None to keep everything), got {history_s}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        backends.reset()  # a new clip: no tracks or video memory from the previous one
+        self.backends_used = backends
+        self.flow, self.detector, self.segmenter = backends.flow, backends.detector, backends.segmenter
+        self.tracker, self.depth = backends.tracker, backends.depth
         self.cfg = cfg
         self.fps = fps
         self.clip_id = clip_id
         self.history_s = history_s
+        self.batch_size = batch_size
         self.camera = camera_for(width, height, cfg)
-        margin = cfg.classic.sky_margin
+        margin = cfg.geometry.sky_margin
         # the perceived rows: below the sky (objects stand on the road) unless sky_margin is None
         self.origin_y = 0 if margin is None else int(np.clip(self.camera.horizon_y - margin * height, 0, height - 64)) // 32 * 32
         self._cam = self.camera.cropped(self.origin_y)
-        self.flow = registry.create("flow", cfg.flow, cfg)
-        self.detector = registry.create("detector", cfg.detector, cfg)
-        self.segmenter = registry.create("segmenter", cfg.segmenter, cfg)
-        self.tracker = registry.create("tracker", cfg.tracker, cfg)
-        self.depth = registry.create("depth", cfg.depth, cfg)
+        # the road-motion context runs only where something uses it: a detector that needs it, or looming
+        self.uses_context = bool(getattr(self.detector, "uses_context", False)) or cfg.context.looming
         self._prev: tuple[np.ndarray, float] | None = None
-        corridor = corridor_mask(width, height - self.origin_y, self._cam, cfg.classic.ego_path_half_width_m)
+        self._next_index = 0
+        corridor = corridor_mask(width, height - self.origin_y, self._cam, cfg.geometry.ego_path_half_width_m)
         rows, cols = np.flatnonzero(corridor.any(axis=1)), np.flatnonzero(corridor.any(axis=0))
         r0, c0 = (int(rows[0]), int(cols[0])) if len(rows) else (0, 0)
         r1, c1 = (int(rows[-1]) + 1, int(cols[-1]) + 1) if len(rows) else (0, 0)
@@ -114,66 +142,162 @@ class Perception:
         self._cor_cam = self._cam.cropped(r0)
         self._tracks: dict[int, _TrackLog] = {}
         # a track with no row left keeps its class votes while the tracker may still revive its id
-        # (ByteTrack drops a lost track after `track_buffer_frames` updates, one per perceived frame)
-        self._revivable_frames = cfg.classic.track_buffer_frames + 1
+        # (e.g. ByteTrack drops a lost track after `lost_buffer_frames` updates, one per perceived frame)
+        self._revivable_frames = int(getattr(self.tracker, "lost_buffer_frames", 30)) + 1
         self.first_index = 0  # the perceived-frame index of times[0] (frames before it are forgotten)
         self.times: list[float] = []
         self.looming: list[float] = []  # per kept frame, the causal median of the raw looming
         self._raw_looming: deque[float] = deque(maxlen=LOOMING_MEDIAN)
         self.detections: list[Detections] = []
         self.frames_processed = 0
+        self.depth_kinds: set[str] = set()  # "metric" and/or "ground-aligned"
         self.seconds: dict[str, float] = {}  # wall time per stage, summed over frames (see benchmarks/)
 
     @property
     def backends(self) -> dict[str, str]:
-        return {s: getattr(self, a).name for s, a in
-                (("flow", "flow"), ("detector", "detector"), ("segmenter", "segmenter"), ("tracker", "tracker"), ("depth", "depth"))}
+        return self.backends_used.names
+
+    # ------------------------------------------------------------------ the two ways in
 
     def step(self, frame: np.ndarray, time_s: float, keep_masks: bool = False) -> FrameResult:
-        """Perceive one frame (full size; results in full-frame coordinates)."""
+        """Perceive one frame (full size; results in full-frame coordinates), causally."""
+        (p,) = self._per_frame([frame], [time_s], [keep_masks])
+        t = time.perf_counter()
+        det = self.tracker.update(p.frame, p.detections, time_s)
+        t = self._lap("track", t)
+        (depth,) = self.depth.depth([p.frame], [det], [p.ctx])
+        self._lap("depth", t)
+        return self._record(p, det, depth)
+
+    def run_span(self, frames: Sequence[np.ndarray], times_s: Sequence[float], keep_masks: Sequence[bool] | None = None) -> None:
+        """Perceive a clip span (frames in time order): per-frame stages in batches, span stages
+        over the whole span. Same results as `step` on each frame, for the per-frame backends."""
+        keep = list(keep_masks) if keep_masks is not None else [False] * len(frames)
+        span_tracker = isinstance(self.tracker, SpanTracker)
+        span_depth = isinstance(self.depth, SpanDepthEstimator)
+        pending: list[_Perceived] = []
+        B = self.batch_size
+        for i in range(0, len(frames), B):
+            pending += self._per_frame(frames[i : i + B], times_s[i : i + B], keep[i : i + B])
+            if not (span_tracker or span_depth):
+                self._finish(pending)  # nothing waits for the whole span: track and measure as we go
+                pending = []
+        if pending:
+            self._finish(pending, span_tracker, span_depth)
+
+    # ------------------------------------------------------------------ stages
+
+    def _per_frame(self, frames: Sequence[np.ndarray], times_s: Sequence[float], keep: Sequence[bool]) -> list[_Perceived]:
+        """Flow, road-motion context and looming, detection, segmentation (and a detector's mask
+        merge) for a batch of consecutive frames."""
+        y0 = self.origin_y
+        frames = [f[y0:] for f in frames]  # views: every stage below works on the perceived rows
+        ctxs = []
+        looming = []
+        prevs, curs, idx = [], [], []
+        prev = self._prev
+        for j, (f, t) in enumerate(zip(frames, times_s, strict=True)):
+            ctxs.append(FrameContext(self._next_index + j, float(t), self._cam, origin_y=y0))
+            looming.append(0.0)
+            if prev is not None:
+                prevs.append(prev[0])
+                curs.append(f)
+                idx.append((j, max(1, round((float(t) - prev[1]) * self.fps))))  # grid frames between the two
+            prev = (f, float(t))
+        self._prev = prev
+        self._next_index += len(frames)
+        t = time.perf_counter()
+        if prevs:
+            flows = self.flow.flow(prevs, curs)
+            t = self._lap("flow", t)
+            for (j, k), flow in zip(idx, flows, strict=True):
+                flow.uv /= k  # pixels per frame
+                ctxs[j].flow = flow
+                if self.uses_context:
+                    looming[j] = self._context(frames[j], ctxs[j], k)
+            t = time.perf_counter()
+        dets = self.detector.detect(frames, ctxs)
+        t = self._lap("detect", t)
+        dets = self.segmenter.segment(frames, dets, ctxs)
+        if isinstance(self.detector, MaskMerger):
+            dets = [self.detector.merge_masks(d) for d in dets]
+        self._lap("segment", t)
+        out = []
+        for f, tm, ctx, det, loom, kp in zip(frames, times_s, ctxs, dets, looming, keep, strict=True):
+            slim = FrameContext(ctx.index, ctx.time_s, ctx.camera, flow=ctx.flow, origin_y=ctx.origin_y)
+            out.append(_Perceived(f, float(tm), slim, det, loom, bool(kp)))
+        return out
+
+    def _context(self, frame: np.ndarray, ctx: FrameContext, k: int) -> float:
+        """The road-motion context of one frame (fills `ctx`); returns the raw ego-path looming."""
+        t = time.perf_counter()
+        flow = ctx.flow
+        road = fit_road_motion(flow.uv, self._cam, stride=k)
+        t = self._lap("road motion", t)
+        c = self.cfg.context
+        road_mag = magnitude(road.road_flow)
+        hrow = int(np.clip(self._cam.horizon_y, 0, road.road_flow.shape[0] - 1))
+        parallax = magnitude(road.road_flow - road.road_flow[hrow][None])
+        threshold = c.residual_threshold_px + c.residual_relative * parallax
+        residual = normal_residual(frame, flow.uv - road.road_flow)
+        t = self._lap("residual", t)
+        ctx.road_flow, ctx.residual, ctx.parallax = road.road_flow, residual, parallax
+        ctx.flow_valid = road_mag * k < c.max_road_flow_px
+        ctx.off_road = (residual > threshold) & ctx.flow_valid
+        road_px = self._corridor & ctx.flow_valid
+        off_fraction = float(ctx.off_road[road_px].mean()) if road_px.any() else 0.0
+        if road.homography is None or off_fraction > c.max_off_road_fraction:
+            # the road's own motion is not explained: a failed fit, not a wall of obstacles
+            log.debug("%s t=%.2f: road motion fit failed; no motion cues this frame", self.clip_id, ctx.time_s)
+            ctx.off_road = np.zeros_like(ctx.off_road)
+        if not self.cfg.context.looming:
+            return 0.0
+        box = self._cor_box
+        looming = ego_path_looming(flow.uv[box], ctx.off_road[box], self._corridor[box], self.fps, camera=self._cor_cam)
+        self._lap("looming", t)
+        return looming
+
+    def _finish(self, items: list[_Perceived], span_tracker: bool = False, span_depth: bool = False) -> None:
+        """Tracking and depth for perceived frames (in time order), then their object records."""
+        t = time.perf_counter()
+        frames = [p.frame for p in items]
+        if span_tracker:
+            dets = self.tracker.track(frames, [p.detections for p in items], [p.time_s for p in items])
+        else:
+            dets = [self.tracker.update(p.frame, p.detections, p.time_s) for p in items]
+        t = self._lap("track", t)
+        if span_depth:
+            depths = self.depth.depth_span(frames)
+        else:
+            depths = []
+            for i in range(0, len(items), self.batch_size):
+                sl = slice(i, i + self.batch_size)
+                depths += self.depth.depth(frames[sl], dets[sl], [p.ctx for p in items[sl]])
+        self._lap("depth", t)
+        for p, det, depth in zip(items, dets, depths, strict=True):
+            self._record(p, det, depth)
+
+    def _metric(self, depth: DepthMap, det: Detections) -> np.ndarray:
+        """Metres: metric depth as it is; relative depth aligned to the ground plane, or refused."""
+        if depth.is_metric:
+            self.depth_kinds.add("metric")
+            return depth.depth_m
+        if self.cfg.depth_alignment == "refuse":
+            raise ConfigError(f"perception.depth: {self.depth.name!r} gives relative depth and "
+                              "perception.depth_alignment is 'refuse'; use a metric depth model or depth_alignment: ground")
+        self.depth_kinds.add("ground-aligned")
+        objects = np.zeros(depth.depth_m.shape, bool)
+        if det.mask is not None and len(det):
+            objects = det.mask.any(axis=0)
+        return align_to_ground(depth.depth_m, self._cam, self._corridor & ~objects, self.clip_id)
+
+    def _record(self, p: _Perceived, det: Detections, depth: DepthMap) -> FrameResult:
+        """Per-object measurements of one tracked frame; appended to the clip's state."""
+        t = time.perf_counter()
         index = self.frames_processed
         y0 = self.origin_y
-        full_h = frame.shape[0]
-        frame = frame[y0:]  # a view: every stage below works on the perceived rows
-        ctx = FrameContext(index, time_s, self._cam, origin_y=y0)
-        looming = 0.0
-        t = time.perf_counter()
-        if self._prev is not None:
-            prev, prev_t = self._prev
-            k = max(1, round((time_s - prev_t) * self.fps))  # frames of the fps grid between the two
-            (flow,) = self.flow.flow([prev], [frame])
-            flow.uv /= k  # pixels per frame
-            t = self._lap("flow", t)
-            road = fit_road_motion(flow.uv, self._cam, stride=k)
-            t = self._lap("road motion", t)
-            c = self.cfg.classic
-            road_mag = magnitude(road.road_flow)
-            hrow = int(np.clip(self._cam.horizon_y, 0, road.road_flow.shape[0] - 1))
-            parallax = magnitude(road.road_flow - road.road_flow[hrow][None])
-            threshold = c.residual_threshold_px + c.residual_relative * parallax
-            residual = normal_residual(frame, flow.uv - road.road_flow)
-            t = self._lap("residual", t)
-            ctx.flow, ctx.road_flow, ctx.residual, ctx.parallax = flow, road.road_flow, residual, parallax
-            ctx.flow_valid = road_mag * k < c.max_road_flow_px
-            ctx.off_road = (residual > threshold) & ctx.flow_valid
-            road_px = self._corridor & ctx.flow_valid
-            off_fraction = float(ctx.off_road[road_px].mean()) if road_px.any() else 0.0
-            if road.homography is None or off_fraction > c.max_off_road_fraction:
-                # the road's own motion is not explained: a failed fit, not a wall of obstacles
-                log.debug("%s t=%.2f: road motion fit failed; no motion cues this frame", self.clip_id, time_s)
-                ctx.off_road = np.zeros_like(ctx.off_road)
-            box = self._cor_box
-            looming = ego_path_looming(flow.uv[box], ctx.off_road[box], self._corridor[box], self.fps, camera=self._cor_cam)
-            t = self._lap("looming", t)
-        self._prev = (frame, time_s)
-        (det,) = self.detector.detect([frame], [ctx])
-        t = self._lap("detect", t)
-        (det,) = self.segmenter.segment([frame], [det], [ctx])
-        t = self._lap("segment", t)
-        det = self.tracker.update(frame, det, time_s)
-        t = self._lap("track", t)
-        (depth,) = self.depth.depth([frame], [det], [ctx])
-        t = self._lap("depth", t)
+        depth_m = self._metric(depth, det)
+        flow = p.ctx.flow
         objects = []
         for i in range(len(det)):
             mask = det.mask[i] if det.mask is not None else None
@@ -181,12 +305,12 @@ class Perception:
             y1, y2 = y1 + y0, y2 + y0
             box_area = max((x2 - x1) * (y2 - y1), 1.0)
             area = float(mask.sum()) if mask is not None else box_area
-            z_vals = depth.depth_m[mask] if mask is not None and mask.any() else np.array([np.nan])
+            z_vals = depth_m[mask] if mask is not None and mask.any() else np.array([np.nan])
             z_vals = z_vals[np.isfinite(z_vals)]
             z = float(np.median(z_vals)) if len(z_vals) else float("nan")
-            if ctx.flow is not None and mask is not None:
-                mag, ang = mean_flow(ctx.flow.uv, mask)
-                expansion = expansion_rate(ctx.flow.uv, mask)
+            if flow is not None and mask is not None:
+                mag, ang = mean_flow(flow.uv, mask)
+                expansion = expansion_rate(flow.uv, mask)
             else:
                 mag, ang, expansion = 0.0, 0.0, None
             tid = int(det.tracker_id[i])
@@ -201,17 +325,17 @@ class Perception:
             log_.class_votes[rec["class_name"]] = log_.class_votes.get(rec["class_name"], 0.0) + rec["confidence"]
             log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"]))
             log_.last_index = index
-        kept = _to_full_frame(det, y0, full_h, keep_masks)
+        kept = _to_full_frame(det, y0, y0 + p.frame.shape[0], p.keep_masks)
         self._lap("objects", t)
-        self.times.append(time_s)
+        self.times.append(p.time_s)
         # causal median over the last LOOMING_MEDIAN frames: one noisy frame is not a threat
-        self._raw_looming.append(float(looming))
+        self._raw_looming.append(float(p.looming))
         self.looming.append(float(np.median(np.array(self._raw_looming))))
         self.detections.append(kept)
         self.frames_processed += 1
         if self.history_s is not None:
-            self._forget_before(time_s - self.history_s)
-        return FrameResult(index, time_s, kept, objects, looming)
+            self._forget_before(p.time_s - self.history_s)
+        return FrameResult(index, p.time_s, kept, objects, p.looming)
 
     def _forget_before(self, time_s: float) -> None:
         """Drop the frames older than `time_s`, their track rows, and the tracks left without rows
@@ -265,6 +389,7 @@ class Perception:
             clip_id=self.clip_id, times_s=np.array(self.times), frame_size=(self.camera.cx * 2, self.camera.cy * 2),
             camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=list(self.detections),
             backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
+            depth_kind="ground-aligned" if "ground-aligned" in self.depth_kinds else "metric",
         )
 
 
@@ -284,12 +409,13 @@ def processed_indices(n_frames: int, step: int) -> np.ndarray:
     return np.arange(n_frames - 1, -1, -step)[::-1]
 
 
-def perceive(frames: ClipFrames, cfg: PerceptionConfig, keep_times: list[float] | None = None) -> ClipPerception:
+def perceive(frames: ClipFrames, cfg: PerceptionConfig, backends: Backends, keep_times: list[float] | None = None,
+             batch_size: int = 1) -> ClipPerception:
     """Perceive every `frame_step`-th frame of `frames` (all of them when decoded with that step);
     masks are kept at the perceived frames nearest to `keep_times` (the keyframes, for overlays)."""
     w, h = frames.size
-    p = Perception(cfg, w, h, frames.fps, frames.clip_id)
-    step = cfg.classic.frame_step
+    p = Perception(backends, cfg, w, h, frames.fps, frames.clip_id, batch_size=batch_size)
+    step = cfg.frame_step
     if frames.step == step:  # decoded at the perception rate already
         idx = np.arange(len(frames.frames))
     elif frames.step == 1:
@@ -298,8 +424,7 @@ def perceive(frames: ClipFrames, cfg: PerceptionConfig, keep_times: list[float] 
         raise ValueError(f"{frames.clip_id}: frames kept every {frames.step} grid points cannot be perceived every {step}")
     times = frames.times_s[idx]
     keep = {int(np.argmin(np.abs(times - t))) for t in (keep_times or [])}
-    for j, i in enumerate(idx):
-        p.step(frames.frames[i], float(frames.times_s[i]), keep_masks=j in keep)
+    p.run_span([frames.frames[i] for i in idx], [float(frames.times_s[i]) for i in idx], [j in keep for j in range(len(idx))])
     result = p.result()
     result.source_index = idx
     return result

@@ -11,8 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
 from crashcast.perception.classic.detect import ground_depth_at_row
+from crashcast.perception.registry import register
+from crashcast.runtime.devices import BuildContext
 from crashcast.types import DepthMap, Detections
 
 
@@ -39,3 +42,8 @@ class GroundPlaneDepth:
                 depth[region] = z if np.isfinite(z) else np.nan
             out.append(DepthMap(depth, is_metric=True))
         return out
+
+
+@register("depth", "classic-ground", BackendConfig)
+def _build(cfg: BackendConfig, ctx: BuildContext) -> GroundPlaneDepth:
+    return GroundPlaneDepth()

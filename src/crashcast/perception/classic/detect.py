@@ -16,11 +16,24 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from crashcast.config import ClassicPerceptionConfig
+from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
 from crashcast.perception.egomotion import magnitude
+from crashcast.perception.registry import register
+from crashcast.runtime.devices import BuildContext
 from crashcast.types import CameraModel, Detections
+
+
+class MotionDetectorConfig(BackendConfig):
+    """The weight-free detector's settings (it also reads `perception.context.residual_threshold_px`)."""
+
+    name: str = "classic-motion"
+    min_parallax_px: float = Field(0.2, ge=0, description="road motion (pixels/frame) below which parallax tells nothing")
+    road_color_k: float = Field(4.0, gt=0, description="colour distance (in robust std) beyond which a pixel is not road")
+    parallax_ratio: float = Field(0.45, ge=0, description="residual / road motion above which a region stands off the road")
+    min_box_px: int = Field(8, ge=2)
 
 
 def ground_depth_at_row(y: np.ndarray | float, camera: CameraModel) -> np.ndarray:
@@ -58,9 +71,11 @@ class MotionDetector:
     """`Detector` finding off-road regions in the road-motion residual (needs `FrameContext.off_road`)."""
 
     name = "classic-motion"
+    uses_context = True  # the pipeline must run the road-motion context stage for it
 
-    def __init__(self, cfg: ClassicPerceptionConfig | None = None) -> None:
-        self.cfg = cfg or ClassicPerceptionConfig()
+    def __init__(self, cfg: MotionDetectorConfig | None = None, residual_threshold_px: float = 0.25) -> None:
+        self.cfg = cfg or MotionDetectorConfig()
+        self.residual_threshold_px = residual_threshold_px
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         self._open5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -167,7 +182,7 @@ class MotionDetector:
             if width_m < 0.45 or height_m < 0.4:  # narrower than any road user at that depth: paint, blemishes
                 continue
             strength = float(np.mean(ctx.residual[y : y + bh, x : x + bw][comp]))
-            thr = self.cfg.residual_threshold_px
+            thr = self.residual_threshold_px
             conf = float(np.clip(1.0 - np.exp(-strength / (2 * thr)), 0.05, 0.99)) * min(1.0, area / (bw * bh) + 0.3)
             full = np.zeros((h, w), bool)
             full[y : y + bh, x : x + bw] = comp
@@ -179,3 +194,8 @@ class MotionDetector:
             return Detections.empty()
         return Detections(np.array(boxes, np.float32), np.array(scores), np.array(names, object),
                           mask=np.array(masks), source=np.array([self.name] * len(boxes), object))
+
+
+@register("detector", "classic-motion", MotionDetectorConfig)
+def _build(cfg: MotionDetectorConfig, ctx: BuildContext) -> MotionDetector:
+    return MotionDetector(cfg, ctx.perception.context.residual_threshold_px)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from crashcast.config import BackendConfig
+from crashcast.perception.registry import register
+from crashcast.runtime.devices import BuildContext
 from crashcast.types import Flow
 
 _PRESETS = {
@@ -44,3 +49,15 @@ class DISFlow:
             uv = self._dis.calc(self._gray(a), self._gray(b), None)
             out.append(Flow(uv.astype(np.float32, copy=False)))
         return out
+
+
+class DISFlowConfig(BackendConfig):
+    name: str = "classic-flow"
+    preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    refine_iterations: int | None = Field(None, ge=0, le=50, description="DIS variational refinement iterations "
+                                          "(smooths the flow; most of DIS's time); null: the preset's")
+
+
+@register("flow", "classic-flow", DISFlowConfig)
+def _build(cfg: DISFlowConfig, ctx: BuildContext) -> DISFlow:
+    return DISFlow(cfg.preset, cfg.refine_iterations)

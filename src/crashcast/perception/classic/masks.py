@@ -6,7 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
+from crashcast.perception.registry import register
+from crashcast.runtime.devices import BuildContext
 from crashcast.types import Detections
 
 
@@ -25,3 +28,8 @@ class BoxSegmenter:
                     masks[i, int(max(0, y1)) : int(min(h, np.ceil(y2))), int(max(0, x1)) : int(min(w, np.ceil(x2)))] = True
             out.append(Detections(det.xyxy, det.confidence, det.class_name, masks, det.tracker_id, det.source))
         return out
+
+
+@register("segmenter", "classic-box", BackendConfig)
+def _build(cfg: BackendConfig, ctx: BuildContext) -> BoxSegmenter:
+    return BoxSegmenter()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
+from crashcast.config import BackendConfig
+from crashcast.perception.registry import register
+from crashcast.runtime.devices import BuildContext
 from crashcast.types import Detections
 
 
@@ -14,6 +18,7 @@ class ByteTrack:
 
     def __init__(self, lost_track_buffer: int = 15, frame_rate: float = 30.0, activation_threshold: float = 0.25,
                  minimum_consecutive_frames: int = 2) -> None:
+        self.lost_buffer_frames = lost_track_buffer  # updates a lost track survives (the pipeline keeps its class votes as long)
         self.params = dict(lost_track_buffer=lost_track_buffer, frame_rate=frame_rate,
                            track_activation_threshold=activation_threshold,
                            minimum_consecutive_frames=minimum_consecutive_frames,
@@ -39,3 +44,13 @@ class ByteTrack:
         if "source" in tracked.data:
             out.source = np.asarray(tracked.data["source"], dtype=object)
         return out
+
+
+class ByteTrackConfig(BackendConfig):
+    name: str = "bytetrack"
+    track_buffer_frames: int = Field(15, ge=1, description="perceived frames a lost track is kept for")
+
+
+@register("tracker", "bytetrack", ByteTrackConfig)
+def _build(cfg: ByteTrackConfig, ctx: BuildContext) -> ByteTrack:
+    return ByteTrack(lost_track_buffer=cfg.track_buffer_frames)

@@ -96,11 +96,11 @@ def test_created_backends_are_checked_against_their_protocol():
 def test_each_backend_validates_its_own_settings():
     cfg = load_config("classic", ["perception.detector.min_box_px=12"])
     assert isinstance(cfg.perception.detector, MotionDetectorConfig) and cfg.perception.detector.min_box_px == 12
-    with pytest.raises(ConfigError, match="no detector backend named 'nope'.*classic-motion"):
+    with pytest.raises(ConfigError, match=r"no detector backend named .nope.*classic-motion"):
         load_config("classic", ["perception.detector=nope"])
     with pytest.raises(ConfigError, match="min_box_px"):
         load_config("classic", ["perception.detector.min_box_px=1"])
-    with pytest.raises(ConfigError, match="perception.tracker.*unknown_field"):
+    with pytest.raises(ConfigError, match=r"perception\.tracker.*unknown_field"):
         load_config("classic", ["perception.tracker.unknown_field=3"])
     # a stage's full settings are saved with the run, and read back as the same class
     again = load_config("classic").model_validate(__import__("yaml").safe_load(cfg.to_yaml()))

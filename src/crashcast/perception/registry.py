@@ -33,6 +33,11 @@ BUILTIN_MODULES = (
     "crashcast.perception.classic.masks",
     "crashcast.perception.classic.track",
     "crashcast.perception.classic.depth",
+    "crashcast.perception.models.yolo",
+    "crashcast.perception.models.grounding_dino",
+    "crashcast.perception.models.fusion",
+    "crashcast.perception.models.sam2",
+    "crashcast.perception.models.sam2_video",
 )
 
 Factory = Callable[[Any, BuildContext], Any]

@@ -1,0 +1,361 @@
+"""YOLO detection through ultralytics: YOLOv8x (the paper's detector), any ultralytics checkpoint, and
+YOLO-World with a text vocabulary.
+
+One `predict` call per batch: B frames in, B `Detections` out, boxes in the input frame's pixels
+(ultralytics letterboxes and maps boxes back). ultralytics reads numpy images as OpenCV BGR, and
+crashcast frames are RGB, so the channels are flipped before the call. Labels become crashcast's
+coarse classes through `labels.coarse_class`; by default only the checkpoint's classes that map onto
+road users are kept, filtered inside YOLO's own NMS.
+
+`weights: random:<arch>` builds an architecture with random weights and COCO names, offline:
+`random:tiny` (the YOLOv8n layout at half its width: 1.2 M parameters, for tests), `random:tiny-world`
+(the same for YOLOv8-World v2), or any ultralytics model YAML stem (`random:yolov8x`,
+`random:yolo11n`, `random:yolov8s-worldv2`: full size, for speed benchmarks). ultralytics' own
+initialisation leaves an untrained network whose activations fade layer by layer, so every image
+gives the same boxes; here the BatchNorm statistics are then set from one pass over fixed noise, so
+the random model's output depends on its input (the class-score prior of the head is kept: most
+scores stay small, as for a trained model on an empty scene).
+
+YOLO-World (`text_classes`, e.g. the authors' [car, vehicle, truck, bus]) encodes the words with
+CLIP ViT-B/32 once, at build time: that needs the `clip` package (ultralytics' fork) and its
+weights (a download); offline this fails with a ConfigError saying so. A random world model gets
+random text embeddings instead (its image weights are random too), which needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from crashcast.config import BackendConfig
+from crashcast.errors import ConfigError
+from crashcast.perception.base import FrameContext
+from crashcast.perception.models.labels import ROAD_USERS, coarse_class
+from crashcast.perception.registry import register
+from crashcast.runtime.devices import BuildContext
+from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.types import Detections
+
+log = logging.getLogger(__name__)
+
+SOURCE = "yolo"
+#: ultralytics downloads its checkpoints from this release of github.com/ultralytics/assets (8.4.x)
+ASSETS_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
+#: known checkpoints: name -> approximate size in MB (AGPL-3.0, from ultralytics' asset releases).
+#: yolov8x.pt is the paper's detector; yolov8n.pt / yolo11n.pt are the small ones for the `fast` preset;
+#: the -worldv2 ones are YOLO-World (open vocabulary, `text_classes`).
+CHECKPOINTS_MB: dict[str, float] = {
+    "yolov8x.pt": 131.0,
+    "yolov8l.pt": 83.7,
+    "yolov8m.pt": 49.7,
+    "yolov8s.pt": 21.5,
+    "yolov8n.pt": 6.2,
+    "yolo11x.pt": 109.3,
+    "yolo11n.pt": 5.4,
+    "yolov8x-worldv2.pt": 146.0,
+    "yolov8l-worldv2.pt": 94.0,
+    "yolov8m-worldv2.pt": 57.0,
+    "yolov8s-worldv2.pt": 25.6,
+}
+#: CLIP ViT-B/32, which ultralytics' YOLO-World uses to encode `text_classes` (MIT licence)
+CLIP_WEIGHTS = WeightFile(
+    "ViT-B-32.pt",
+    "url",
+    "MIT",
+    338.0,
+    "https://openaipublic.azureedge.net/clip/models/"
+    "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+)
+#: `random:` architectures that are not an ultralytics YAML as such: (YAML, [depth, width, max channels])
+TINY_ARCHS: dict[str, tuple[str, list[float]]] = {
+    "tiny": ("yolov8n.yaml", [0.33, 0.125, 1024]),
+    "tiny-world": ("yolov8n-worldv2.yaml", [0.33, 0.125, 1024]),
+}
+RANDOM_SEED = 0
+
+
+class YoloConfig(BackendConfig):
+    """The YOLO detector's settings (ultralytics `predict` arguments, plus the class filter)."""
+
+    name: str = "yolo"
+    weights: str = Field(
+        "yolov8x.pt",
+        description="an ultralytics checkpoint name (yolov8x.pt, yolo11n.pt, "
+        "yolov8x-worldv2.pt), a .pt path, or random:<arch> (random:tiny, random:yolov8x)",
+    )
+    conf: float = Field(0.25, ge=0, le=1, description="confidence threshold (ultralytics' default)")
+    iou: float = Field(0.7, gt=0, le=1, description="IoU threshold of YOLO's own NMS (ultralytics' default)")
+    imgsz: int = Field(640, ge=32, description="inference size of the long side (a multiple of 32)")
+    max_det: int = Field(300, ge=1, description="most boxes per frame")
+    classes: Literal["road_users", "all"] | list[str] = Field(
+        "road_users",
+        description="which of the checkpoint's classes to keep: road_users (those labels.py maps onto "
+        "vehicle/person/cyclist), all (the others become 'object'), or a list of the checkpoint's "
+        "class names",
+    )
+    text_classes: list[str] | None = Field(
+        None, description="YOLO-World vocabulary (a -world checkpoint), e.g. [car, vehicle, truck, bus]"
+    )
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"imgsz must be a multiple of 32 (YOLO's largest stride), got {v}")
+        return v
+
+    @field_validator("classes", "text_classes")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not [c for c in v if str(c).strip()]:
+            raise ValueError("give at least one class name")
+        return v
+
+
+class YoloDetector:
+    """`Detector` running an ultralytics YOLO model on batches of RGB frames."""
+
+    name = "yolo"
+
+    def __init__(self, cfg: YoloConfig, ctx: BuildContext) -> None:
+        import torch
+
+        self.cfg = cfg
+        self.device = ctx.device
+        self.precision = _precision(ctx.dtype == torch.float16 and not self.device.startswith("cpu"))
+        self.model = _load(cfg, ctx)
+        names = _names(self.model)
+        self.class_ids = _class_filter(names, cfg.classes, cfg.weights)
+        self.coarse = {i: coarse_class(n) for i, n in names.items()}
+
+    def detect(
+        self, frames: Sequence[np.ndarray], contexts: Sequence[FrameContext] | None = None
+    ) -> list[Detections]:
+        """Boxes per frame (one ultralytics call for the whole batch)."""
+        if len(frames) == 0:
+            return []
+        for f in frames:
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {f.shape} {f.dtype}")
+        bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]  # ultralytics expects OpenCV BGR
+        results = self.model.predict(
+            bgr,
+            conf=self.cfg.conf,
+            iou=self.cfg.iou,
+            imgsz=self.cfg.imgsz,
+            max_det=self.cfg.max_det,
+            classes=self.class_ids,
+            device=self.device,
+            verbose=False,
+            **self.precision,
+        )
+        return [self._detections(r, f.shape) for r, f in zip(results, frames, strict=True)]
+
+    def _detections(self, result: Any, shape: tuple[int, ...]) -> Detections:
+        boxes = result.boxes
+        if boxes is None or len(boxes) == 0:
+            return Detections(
+                np.zeros((0, 4), np.float32),
+                np.zeros(0, np.float32),
+                np.zeros(0, object),
+                source=np.zeros(0, object),
+            )
+        h, w = shape[:2]
+        xyxy = boxes.xyxy.float().cpu().numpy()
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+        cls = boxes.cls.cpu().numpy().astype(int)
+        names = np.array([self.coarse.get(int(c), "object") for c in cls], dtype=object)
+        return Detections(
+            xyxy,
+            boxes.conf.float().cpu().numpy().clip(0, 1),
+            names,
+            source=np.full(len(cls), SOURCE, dtype=object),
+        )
+
+
+def _precision(half: bool) -> dict[str, Any]:
+    """ultralytics' half-precision argument: `quantize=16` from 8.4 on, `half=True` before."""
+    if not half:
+        return {}
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+
+
+def _names(model: Any) -> dict[int, str]:
+    names = model.model.names
+    return (
+        dict(enumerate(names))
+        if isinstance(names, (list, tuple))
+        else {int(k): str(v) for k, v in names.items()}
+    )
+
+
+def _class_filter(names: dict[int, str], classes: str | list[str], weights: str) -> list[int] | None:
+    """The class ids YOLO keeps (None: all of them)."""
+    if classes == "all":
+        return None
+    if classes == "road_users":
+        ids = [i for i, n in names.items() if coarse_class(n) in ROAD_USERS]
+        if not ids:
+            raise ConfigError(
+                f"perception.detector.classes: none of {weights}'s classes ({', '.join(names.values())}) "
+                f"is a road user ({', '.join(ROAD_USERS)}); use classes: all or name them"
+            )
+        return ids
+    by_name = {n.lower(): i for i, n in names.items()}
+    unknown = [c for c in classes if c.lower() not in by_name]
+    if unknown:
+        raise ConfigError(
+            f"perception.detector.classes: {', '.join(unknown)} not among {weights}'s classes "
+            f"({', '.join(names.values())})"
+        )
+    return sorted({by_name[c.lower()] for c in classes})
+
+
+def _load(cfg: YoloConfig, ctx: BuildContext) -> Any:
+    """The ultralytics model: random, or loaded from the checkpoint; with the YOLO-World vocabulary set."""
+    from ultralytics import YOLO
+
+    if is_random(cfg.weights):
+        model = _random_model(cfg.weights[len(RANDOM_PREFIX) :])
+    else:
+        path = ctx.weights(cfg.weights)
+        try:
+            model = YOLO(path)
+        except Exception as e:  # ultralytics raises many kinds (download, unpickling, missing file)
+            raise ConfigError(
+                f"perception.detector.weights: cannot load {cfg.weights!r} ({type(e).__name__}: {e}). "
+                "Offline, put the file in the weights folder (`crashcast weights list`) or give its "
+                "path"
+            ) from e
+        if model.task not in ("detect", "segment"):
+            raise ConfigError(
+                f"perception.detector.weights: {cfg.weights} is a {model.task!r} model; the detector "
+                "needs a detection (or segmentation) checkpoint"
+            )
+    if cfg.text_classes:
+        _set_vocabulary(model, cfg)
+    return model
+
+
+def _random_model(arch: str) -> Any:
+    """An ultralytics model of `arch` with random weights, COCO class names and calibrated BatchNorm."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import yaml_model_load
+    from ultralytics.utils import ROOT, YAML
+
+    yaml_name, scale = TINY_ARCHS.get(arch, (f"{arch}.yaml", None))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        try:
+            model = YOLO(yaml_name)
+        except FileNotFoundError as e:
+            raise ConfigError(
+                f"perception.detector.weights: random:{arch}: ultralytics has no architecture {yaml_name} "
+                f"(use random:tiny, random:tiny-world, or a model YAML stem such as yolov8x, yolo11n, "
+                "yolov8s-worldv2)"
+            ) from e
+        if scale is not None:  # the same layout, narrower
+            spec = yaml_model_load(yaml_name)
+            spec["scales"] = {spec["scale"]: scale}
+            net = type(model.model)(spec, nc=spec["nc"], verbose=False)
+            net.args, net.task = model.model.args, model.model.task
+            model.model = net
+        model.model.names = YAML.load(ROOT / "cfg/datasets/coco.yaml")["names"]
+        _calibrate_batchnorm(model.model)
+    return model
+
+
+def _calibrate_batchnorm(net: Any, size: int = 256) -> None:
+    """Set every BatchNorm's statistics from one forward pass over fixed noise (see the module docstring)."""
+    import torch
+
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: after one batch, exactly its statistics
+    noise = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(RANDOM_SEED))
+    net.train()
+    with torch.no_grad():
+        net(noise)
+    net.eval()
+
+
+def _set_vocabulary(model: Any, cfg: YoloConfig) -> None:
+    """YOLO-World: detect `cfg.text_classes` (CLIP text embeddings; random ones for a random model)."""
+    import torch
+    from ultralytics.nn.tasks import WorldModel
+
+    classes = [c.strip() for c in cfg.text_classes or [] if c.strip()]
+    if not isinstance(model.model, WorldModel):
+        raise ConfigError(
+            f"perception.detector.text_classes needs a YOLO-World checkpoint (e.g. yolov8x-worldv2.pt, "
+            f"random:tiny-world); {cfg.weights} is not one"
+        )
+    if is_random(cfg.weights):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            feats = torch.nn.functional.normalize(
+                torch.randn(1, len(classes), model.model.txt_feats.shape[-1]), dim=-1
+            )
+        model.model.txt_feats = feats
+        model.model.model[-1].nc = len(classes)
+        model.model.names = classes
+        model.predictor = None
+        return
+    # ultralytics' text model imports the `clip` package and, when it is missing, tries to pip-install it
+    if importlib.util.find_spec("clip") is None:
+        raise ConfigError(
+            "perception.detector.text_classes: YOLO-World encodes its vocabulary with CLIP, which is not "
+            "installed: pip install git+https://github.com/ultralytics/CLIP.git (its ViT-B/32 weights, "
+            "~338 MB, download on first use into ~/.cache/clip); or use a checkpoint saved with its "
+            "classes already set, without text_classes"
+        )
+    try:
+        model.set_classes(classes)
+    except Exception as e:  # the CLIP weights download fails offline
+        raise ConfigError(
+            f"perception.detector.text_classes: could not encode {classes} with CLIP ViT-B/32 "
+            f"({type(e).__name__}: {e}); offline, put ViT-B-32.pt into ~/.cache/clip "
+            f"(from {CLIP_WEIGHTS.url})"
+        ) from e
+
+
+def yolo_weights(cfg: YoloConfig) -> list[WeightFile]:
+    """The files a config needs: the checkpoint (and CLIP ViT-B/32 for a YOLO-World vocabulary)."""
+    clip = [CLIP_WEIGHTS] if cfg.text_classes else []
+    if is_random(cfg.weights):
+        return []
+    if cfg.weights in CHECKPOINTS_MB:
+        return [
+            WeightFile(
+                cfg.weights, "ultralytics", "AGPL-3.0", CHECKPOINTS_MB[cfg.weights], ASSETS_URL + cfg.weights
+            ),
+            *clip,
+        ]
+    if Path(cfg.weights).expanduser().exists():  # a checkpoint of one's own, already here
+        return clip
+    if (
+        "/" not in cfg.weights and "\\" not in cfg.weights
+    ):  # another name ultralytics may download (yolo26n.pt)
+        return [WeightFile(cfg.weights, "ultralytics", "AGPL-3.0"), *clip]
+    return [
+        WeightFile(cfg.weights, "local", "unknown"),
+        *clip,
+    ]  # a path that is not there: nobody can fetch it
+
+
+@register(
+    "detector", "yolo", YoloConfig, requires=("torch", "torchvision", "ultralytics"), weights=yolo_weights
+)
+def _build(cfg: YoloConfig, ctx: BuildContext) -> YoloDetector:
+    return YoloDetector(cfg, ctx)

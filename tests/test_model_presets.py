@@ -72,3 +72,19 @@ def test_predict_with_the_tiny_backend(synth_small, tmp_path, capsys, offline):
     doc = json.loads(capsys.readouterr().out)
     assert doc["timeline"] and all(0.0 <= r["risk"] <= 1.0 for r in doc["timeline"])
     assert (tmp_path / "pred" / video.stem / "timeline.csv").exists()
+
+
+def test_backend_auto_picks_a_preset_that_can_run_and_says_why(synth_small, tmp_path, capsys, offline, monkeypatch):
+    """No model weights on disk here: `auto` must fall back to the classic preset, in one log line
+    that names what was passed over, why, and how to get it - and start no download."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hugging Face cache
+    monkeypatch.chdir(tmp_path)
+    ann = tmp_path / "one.csv"
+    pd.read_csv(synth_small / "annotations.csv").head(1).to_csv(ann, index=False)
+    _run(["extract", "--annotations", ann, "--videos", synth_small, "--out", tmp_path / "run",
+          "--weights-dir", tmp_path / "weights"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "--backend auto" in line]
+    assert len(lines) == 1 and "chose classic" in lines[0]
+    assert "paper is not ready" in lines[0] and "crashcast weights download paper" in lines[0]
+    meta = read_window_meta(next((tmp_path / "run").glob("clips/*/max/window_meta.json")))
+    assert meta.backends["detector"] == "classic-motion"

@@ -1,20 +1,25 @@
 """Test setup only: CPU kernels for torchvision's `nms` when the installed torchvision lacks them.
 
-The only torchvision built for torch 2.13.0 (0.28.0) is linked against CUDA; with the CPU-only
-torch its compiled operators fail to load, and `import torchvision` (so ultralytics and
-transformers' image processors) raises `RuntimeError: operator torchvision::nms does not exist`.
-The test session (conftest.py) calls `install()` before anything imports torchvision: it defines
+The torchvision on PyPI for Linux is a CUDA build; next to a CPU-only torch (torch 2.13.0+cpu and
+torchvision 0.28.0 here, the CI machine) its compiled operators fail to load (libcudart is missing),
+and `import torchvision` (so ultralytics and transformers' image processors) raises
+`RuntimeError: operator torchvision::nms does not exist`. The test session (tests/conftest.py's
+pytest_configure) calls `install()` before anything imports torchvision. `install()` first loads
+torchvision's own compiled extension the way torchvision does; only when that fails it defines
 `torchvision::nms` and `torchvision::qnms` with `torch.library`, registers a CPU implementation
 (greedy IoU suppression, the same result as torchvision's kernel) and lets torchvision's
-`_assert_has_ops` pass. It does nothing when torch is missing or torchvision's own kernels load.
+`_assert_has_ops` pass. With a matching torchvision (pytorch.org's CPU wheels, any CUDA machine) it
+changes nothing; without torch or torchvision it does nothing.
 
-Product code never does this: `crashcast doctor` explains the mismatch and how to install a
-matching torchvision (docs/INSTALL.md).
+Product code never does this: `crashcast doctor` detects the mismatch and says how to install a
+matching torchvision (docs/INSTALL.md, "The torchvision trap").
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
+from pathlib import Path
 
 _installed = False
 
@@ -54,7 +59,7 @@ def install() -> bool:
 
     import torch
 
-    if "torchvision" not in sys.modules and not _subprocess_free_check():
+    if "torchvision" not in sys.modules and not own_ops_load():
         lib = torch.library.Library("torchvision", "DEF")
         lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
@@ -71,13 +76,33 @@ def install() -> bool:
     return True
 
 
-def _subprocess_free_check() -> bool:
-    """Whether torchvision's own compiled operators are registered (without importing torchvision,
-    which would fail half-way): its extension library registers `torchvision::nms`."""
+def extension_path() -> Path | None:
+    """torchvision's compiled extension (`_C.so`), found without importing torchvision."""
+    spec = importlib.util.find_spec("torchvision")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if (Path(folder) / f"_C{suffix}").is_file():
+                return Path(folder) / f"_C{suffix}"
+    return None
+
+
+def own_ops_load() -> bool:
+    """Whether torchvision's own compiled operators load here. Loading its extension is what
+    `import torchvision` does first; when it loads, torchvision registers `torchvision::nms` itself
+    (defining it here as well would clash), and when it does not (a CUDA build without CUDA
+    libraries) nothing was registered, so the CPU kernels can be."""
     import torch
 
     try:
-        torch.ops.torchvision.nms  # noqa: B018
+        torch.ops.torchvision.nms  # noqa: B018  (already registered)
         return True
     except (AttributeError, RuntimeError):
+        pass
+    path = extension_path()
+    if path is None:
         return False
+    try:
+        torch.ops.load_library(str(path))
+    except (OSError, ImportError, RuntimeError):
+        return False
+    return True

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from crashcast.doctor import doctor_command, weights_app
 from crashcast.errors import CrashcastError
 
 app = typer.Typer(
@@ -194,13 +195,37 @@ def windows(
 
 # ----------------------------------------------------------------------------- extract
 
+BACKEND_HELP = ("perception preset: auto (the best of paper, fast, classic whose packages are installed and whose "
+                "weights are on disk; never downloads), paper, fast, classic, tiny (random tiny models, for trying the wiring)")
+WEIGHTS_DIR_HELP = "load every model from this folder, offline (also CRASHCAST_WEIGHTS_DIR; see `crashcast weights list`)"
+
+
+def _config_for(backend: str, config: str | None, overrides: list[str], weights_dir: Path | None):
+    """The config of `--config` (a preset or YAML), else of the `--backend` preset; `auto` picks the
+    best preset that can run here now and says, in one log line, which, why, and how to get a better one."""
+    from crashcast.config import load_config
+
+    if weights_dir is not None:
+        overrides = [*overrides, f"runtime.weights_dir={json.dumps(str(weights_dir))}"]
+    if config is not None:
+        return load_config(config, overrides)
+    if backend == "auto":
+        from crashcast.runtime.weights import choose_backend
+
+        preset, reason, hint = choose_backend(weights_dir=weights_dir)
+        log.info("--backend auto chose %s%s", reason, f"; {hint}" if hint else "")
+        backend = preset
+    return load_config(backend, overrides)
+
+
 
 @app.command()
 def extract(
     annotations: Annotated[Path, typer.Option(help=ANNOTATIONS_HELP)],
     out: Annotated[Path, typer.Option(help="run folder")],
     videos: Annotated[Path | None, typer.Option(help="folder with <id>.mp4 (default: the annotation file's folder)")] = None,
-    backend: Annotated[str, typer.Option(help="perception preset: classic")] = "classic",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    weights_dir: Annotated[Path | None, typer.Option(help=WEIGHTS_DIR_HELP)] = None,
     horizons: Annotated[str | None, typer.Option(help="e.g. 0,0.5,1,1.5 (default: the config's)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="parallel processes")] = 1,
     missing_event: Annotated[MissingEvent, typer.Option(help=MISSING_EVENT_HELP)] = MissingEvent.skip,
@@ -211,14 +236,13 @@ def extract(
                                                "features, metrics, models, predictions, report) first")] = False,
 ) -> None:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
-    from crashcast.config import load_config
     from crashcast.extract import extract_run
     from crashcast.runtime.layout import record_error
 
     overrides = list(set_ or [])
     if horizons:
         overrides.append(_horizons_override(horizons))
-    cfg = load_config(config or backend, overrides)
+    cfg = _config_for(backend, config, overrides, weights_dir)
     clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
     summary = extract_run(clips, writable_dir(out), cfg, workers=workers, new=new_run)
     for e in errors:
@@ -285,7 +309,8 @@ def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.jso
 def predict(
     videos: Annotated[list[Path], typer.Argument(help="video files or folders of videos")],
     model: Annotated[str | None, typer.Option(help="a saved model folder (run/models/<name>), or physics | ttc")] = None,
-    backend: Annotated[str, typer.Option(help="perception preset: classic")] = "classic",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    weights_dir: Annotated[Path | None, typer.Option(help=WEIGHTS_DIR_HELP)] = None,
     stride: Annotated[float, typer.Option(min=0.05, help="seconds between risk estimates")] = 0.5,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="alert when the risk reaches this")] = 0.5,
     out: Annotated[Path, typer.Option(help="output folder (one subfolder per video)")] = Path("crashcast-predictions"),
@@ -296,12 +321,11 @@ def predict(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field, e.g. perception.geometry.horizon=0.55")] = None,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
-    from crashcast.config import load_config
     from crashcast.prediction import predict as run_predict
     from crashcast.prediction import resolve_model, videos_in, write_outputs
     from crashcast.runtime.layout import record_error
 
-    cfg = load_config(config or backend, list(set_ or []))
+    cfg = _config_for(backend, config, list(set_ or []), weights_dir)
     paths = videos_in(videos)
     if not paths:
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
@@ -406,6 +430,12 @@ def demo(
     console.print(f"  run (window_meta.json, overlays, features.parquet, models, predictions): {run}")
     console.print(f"  metrics: {run / 'metrics.md'}")
     console.print(f"  report:  {report_path}")
+
+
+# ----------------------------------------------------------------------------- doctor / weights
+
+app.command("doctor")(doctor_command)
+app.add_typer(weights_app, name="weights")
 
 
 def main(argv: list[str] | None = None) -> None:

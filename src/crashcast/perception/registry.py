@@ -121,8 +121,10 @@ def create(stage: str, cfg: BackendConfig, ctx: BuildContext) -> Any:
         cfg = s.config.model_validate(cfg.model_dump())
     missing = s.missing_packages()
     if missing:
-        raise ConfigError(f"perception.{stage}: the {cfg.name!r} backend needs {', '.join(missing)} "
-                          f"(pip install -e \".[vision]\" after installing torch; see `crashcast doctor`)")
+        from crashcast.runtime.weights import install_hint
+
+        raise ConfigError(f"perception.{stage}: the {cfg.name!r} backend needs {', '.join(missing)}: "
+                          f"{install_hint(missing)}")
     obj = s.factory(cfg, ctx)
     protocol = STAGE_PROTOCOLS[stage]
     if not isinstance(obj, protocol):

@@ -37,6 +37,28 @@ def frame_index_from_level(img: np.ndarray, step: int = 8) -> int:
     return round((float(img.mean()) - 10) / step)
 
 
+@pytest.fixture
+def offline_caches(tmp_path, monkeypatch) -> Path:
+    """Every model cache and settings folder inside tmp_path (Hugging Face, ultralytics, torch), no
+    weights folder, and no network: a socket that tries to connect fails the code under test."""
+    import socket
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "CRASHCAST_WEIGHTS_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
     if not (SHARED_REAL / "annotations.csv").exists():

@@ -8,7 +8,6 @@ the network (HF_HUB_OFFLINE=1; sockets raise).
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,23 +47,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "CRASHCAST_WEIGHTS_DIR", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+def isolated(offline_caches, monkeypatch):
     # the subprocess check is tested on its own (test_doctor_in_a_fresh_process); here torchvision imports
     monkeypatch.setattr(W, "torchvision_problem", lambda: None)
-    return tmp_path
+    return offline_caches
 
 
 def seg_preset(tmp_path: Path) -> Path:

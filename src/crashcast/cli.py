@@ -18,6 +18,7 @@ from rich.table import Table
 
 from crashcast.doctor import doctor_command, weights_app
 from crashcast.errors import CrashcastError
+from crashcast.runtime.layout import RunLayout
 
 app = typer.Typer(
     help="crashcast: how likely is a collision in the next seconds of this dashcam video, and why.",
@@ -200,22 +201,50 @@ BACKEND_HELP = ("perception preset: auto (the best of paper, fast, classic whose
 WEIGHTS_DIR_HELP = "load every model from this folder, offline (also CRASHCAST_WEIGHTS_DIR; see `crashcast weights list`)"
 
 
-def _config_for(backend: str, config: str | None, overrides: list[str], weights_dir: Path | None):
-    """The config of `--config` (a preset or YAML), else of the `--backend` preset; `auto` picks the
-    best preset that can run here now and says, in one log line, which, why, and how to get a better one."""
+def _config_for(backend: str, config: str | None, overrides: list[str], weights_dir: Path | None,
+                run: Path | None = None):
+    """The config of `--config` (a preset or YAML), else of the `--backend` preset. `auto` keeps the
+    config of `run` when that is a crashcast run folder (resuming it, or predicting with a model
+    trained on its features, must use the same perception); otherwise it picks the best preset that
+    can run here now and says, in one log line, which, why, and how to get a better one."""
     from crashcast.config import load_config
+    from crashcast.extract import is_run
 
     if weights_dir is not None:
         overrides = [*overrides, f"runtime.weights_dir={json.dumps(str(weights_dir))}"]
     if config is not None:
         return load_config(config, overrides)
+    if backend == "auto" and run is not None and is_run(run):
+        log.info("--backend auto: using the config of the run %s (%s)", run, RunLayout(run).config)
+        return load_config(RunLayout(run).config, overrides)
     if backend == "auto":
         from crashcast.runtime.weights import choose_backend
 
-        preset, reason, hint = choose_backend(weights_dir=weights_dir)
+        preset, reason, hint = choose_backend(weights_dir=weights_dir, overrides=overrides)
         log.info("--backend auto chose %s%s", reason, f"; {hint}" if hint else "")
         backend = preset
     return load_config(backend, overrides)
+
+
+def _check_model_features(model: str | None, cfg) -> None:
+    """Warn when a saved model was trained on features of another perception config."""
+    card = Path(model) / "model.json" if model is not None and Path(model).is_dir() else None
+    try:
+        trained = json.loads(card.read_text(encoding="utf-8")).get("extraction_hash") if card else None
+    except (OSError, ValueError):
+        return  # resolve_model has read it already; an unreadable card was reported there
+    if trained and trained != cfg.extraction_hash():
+        log.warning("%s was trained on features of another perception config (extraction hash %s, here %s: %s); "
+                    "its scores may not mean what they say - predict with --config <its run>/config.yaml",
+                    model, trained, cfg.extraction_hash(), cfg.name)
+
+
+def _model_run(model: str | None) -> Path | None:
+    """The run folder a saved model (run/models/<name>) was trained in, if it is one."""
+    if model is None or not Path(model).is_dir():
+        return None
+    run = Path(model).resolve().parent.parent
+    return run if Path(model).resolve().parent.name == "models" else None
 
 
 
@@ -242,7 +271,7 @@ def extract(
     overrides = list(set_ or [])
     if horizons:
         overrides.append(_horizons_override(horizons))
-    cfg = _config_for(backend, config, overrides, weights_dir)
+    cfg = _config_for(backend, config, overrides, weights_dir, run=out)
     clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
     summary = extract_run(clips, writable_dir(out), cfg, workers=workers, new=new_run)
     for e in errors:
@@ -325,11 +354,12 @@ def predict(
     from crashcast.prediction import resolve_model, videos_in, write_outputs
     from crashcast.runtime.layout import record_error
 
-    cfg = _config_for(backend, config, list(set_ or []), weights_dir)
+    cfg = _config_for(backend, config, list(set_ or []), weights_dir, run=_model_run(model))
     paths = videos_in(videos)
     if not paths:
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
     risk_model = resolve_model(model, cfg)  # a bad --model fails here, before any video is read
+    _check_model_features(model, cfg)
     writable_dir(out)
     from crashcast.perception.bundle import Backends
 

@@ -74,8 +74,14 @@ class BackendConfig(_Strict):
     name: str
 
 
+#: each stage's backend when a config names none (the weight-free ones)
+DEFAULT_BACKENDS = {"flow": "classic-flow", "detector": "classic-motion", "segmenter": "classic-box",
+                    "tracker": "bytetrack", "depth": "classic-ground"}
+
+
 def _checker(stage: str) -> Any:
-    """Validate a stage's config with the class registered for its backend name."""
+    """Validate a stage's config with the class registered for its backend name (a mapping without a
+    name sets fields of the default backend, e.g. `--set perception.tracker.track_buffer_frames=20`)."""
 
     def check(value: Any) -> Any:
         from crashcast.perception import registry
@@ -86,6 +92,8 @@ def _checker(stage: str) -> Any:
             if type(value) is not BackendConfig:
                 return value  # already the backend's own class
             value = value.model_dump()
+        if isinstance(value, dict) and "name" not in value:
+            value = {"name": DEFAULT_BACKENDS[stage], **value}
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             raise ValueError(f"a {stage} is a backend name or a mapping with a 'name' (got {value!r})")
         cls = registry.config_class(stage, value["name"])  # ValueError listing the names when unknown
@@ -100,8 +108,8 @@ def _checker(stage: str) -> Any:
     return check
 
 
-def _default(stage: str, name: str) -> Any:
-    return Field(default_factory=lambda: _checker(stage)(name))
+def _default(stage: str) -> Any:
+    return Field(default_factory=lambda: _checker(stage)(DEFAULT_BACKENDS[stage]))
 
 
 FlowStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("flow"))]
@@ -188,11 +196,11 @@ class PerceptionConfig(_Strict):
     frame_step: int = Field(3, ge=1, le=10, description="perceive every Nth frame of the 30 fps grid (flow between them: more signal, less work)")
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
-    flow: FlowStage = _default("flow", "classic-flow")
-    detector: DetectorStage = _default("detector", "classic-motion")
-    segmenter: SegmenterStage = _default("segmenter", "classic-box")
-    tracker: TrackerStage = _default("tracker", "bytetrack")
-    depth: DepthStage = _default("depth", "classic-ground")
+    flow: FlowStage = _default("flow")
+    detector: DetectorStage = _default("detector")
+    segmenter: SegmenterStage = _default("segmenter")
+    tracker: TrackerStage = _default("tracker")
+    depth: DepthStage = _default("depth")
     depth_alignment: Literal["ground", "refuse"] = Field(
         "ground", description="relative (non-metric) depth: 'ground' fits its scale and shift to the ground-plane "
         "depth of the road pixels ahead; 'refuse' stops (never used as metres either way)")
@@ -202,7 +210,8 @@ class RuntimeConfig(_Strict):
     """How perception runs, not what it computes: outside the extraction hash, so a run moved from a
     GPU to a CPU (or to another batch size) resumes."""
 
-    device: str = Field("auto", description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on CUDA, float32 elsewhere")
     batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages")
     weights_dir: str | None = Field(None, description="load every model from this folder, offline "

@@ -210,6 +210,7 @@ def collect(weights_dir: str | Path | None = None) -> DoctorReport:
     from crashcast.config import preset_names
 
     t = torch_info()
+    traps = find_traps(t)  # first: its torchvision check is cached, and each preset below then reports it
     presets = []
     for name in preset_names():
         try:
@@ -222,7 +223,7 @@ def collect(weights_dir: str | Path | None = None) -> DoctorReport:
         torch=t,
         extras=extras_report(),
         presets=presets,
-        traps=find_traps(t),
+        traps=traps,
         weights_dir=W.weights_dir_for(None, weights_dir),
     )
 

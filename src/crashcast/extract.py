@@ -162,7 +162,7 @@ def _write_overlays(wdir: Path, names: list, w: Window, perc: ClipPerception, fr
 RUN_MARK = "# config hash: "  # the first line of a run's config.yaml
 
 
-def _is_run(run_dir: Path) -> bool:
+def is_run(run_dir: Path) -> bool:
     """Whether `run_dir` holds a crashcast run (its config.yaml starts with RUN_MARK)."""
     try:
         with RunLayout(run_dir).config.open(encoding="utf-8") as f:
@@ -181,7 +181,7 @@ def prepare_run(run_dir: Path, cfg: CrashcastConfig, new: bool = False) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = RunLayout(run_dir).config
     text = f"{RUN_MARK}{cfg.hash()}\n" + cfg.to_yaml()
-    if cfg_path.exists() and not _is_run(run_dir):  # never overwrite or clear a folder crashcast did not make
+    if cfg_path.exists() and not is_run(run_dir):  # never overwrite or clear a folder crashcast did not make
         raise ConfigError(f"{cfg_path}: not a config.yaml crashcast wrote (not a run folder); use another --out folder")
     if new and cfg_path.exists():
         _clear_run(run_dir)

@@ -27,8 +27,6 @@ from crashcast.runtime.devices import BuildContext
 from crashcast.runtime.executor import WorkerSetupError
 from crashcast.types import CameraModel, DepthMap
 
-COUNT_FILE = os.environ.setdefault("CRASHCAST_TEST_COUNT_FILE", "")
-
 
 class CountingConfig(MotionDetectorConfig):
     name: str = "test-counting-motion"
@@ -234,3 +232,32 @@ def test_relative_depth_backend_goes_through_the_road_alignment(synth_small, tmp
     out = extract_run(clips, tmp_path / "refused", refuse, progress=False)
     assert out.failed == 1
     assert "relative depth" in Path(tmp_path / "refused" / "errors.jsonl").read_text()
+
+
+def test_stage_fields_can_be_set_where_a_config_names_no_backend():
+    cfg = load_config("nexar", ["perception.tracker.track_buffer_frames=20", "perception.flow.preset=medium"])
+    assert (cfg.perception.tracker.name, cfg.perception.tracker.track_buffer_frames) == ("bytetrack", 20)
+    assert (cfg.perception.flow.name, cfg.perception.flow.preset) == ("classic-flow", "medium")
+
+
+def test_auto_keeps_the_perception_of_an_existing_run_and_of_a_models_run(tmp_path, monkeypatch):
+    """Resuming a run, or predicting with a model trained on a run's features, must not switch to
+    another preset because weights appeared since: `--backend auto` reads the run's config."""
+    from crashcast import cli
+    from crashcast.extract import prepare_run
+
+    run = tmp_path / "run"
+    trained = load_config("classic", ["perception.flow.preset=medium"])
+    prepare_run(run, trained)
+    model = run / "models" / "lightgbm"
+    model.mkdir(parents=True)
+    (model / "model.json").write_text(json.dumps({"extraction_hash": trained.extraction_hash()}))
+    for where in (run, cli._model_run(str(model))):
+        cfg = cli._config_for("auto", None, [], None, run=where)
+        assert cfg.extraction_hash() == trained.extraction_hash()
+    warnings = []
+    monkeypatch.setattr(cli.log, "warning", lambda *a: warnings.append(a[0] % a[1:]))
+    cli._check_model_features(str(model), trained)
+    assert warnings == []
+    cli._check_model_features(str(model), load_config("classic"))
+    assert len(warnings) == 1 and "trained on features of another perception config" in warnings[0]

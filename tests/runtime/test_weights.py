@@ -10,7 +10,6 @@ socket connection or name lookup raises.
 from __future__ import annotations
 
 import hashlib
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,26 +67,13 @@ _register("detector", "cc-wtest-nopkg", NoPkgCfg, requires=("crashcast_test_no_s
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Every cache and settings folder inside tmp_path, offline, and no socket can connect."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "CRASHCAST_WEIGHTS_DIR", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cwd = tmp_path / "cwd"
+def isolated(offline_caches, monkeypatch):
+    """Offline, with every cache inside tmp_path (conftest), run from an empty folder."""
+    cwd = offline_caches / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-
-    def no_network(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     W.torchvision_problem.cache_clear()
-    return tmp_path
+    return offline_caches
 
 
 def preset(tmp_path: Path, name: str, **stages: object) -> Path:
@@ -207,6 +193,71 @@ def test_locate_ultralytics_and_url_files(isolated):
     assert W.locate(url) == W.target(url)
 
 
+def test_clip_is_located_where_ultralytics_reads_it(isolated):
+    """YOLO-World's CLIP checkpoint: `<ultralytics weights_dir>/clip/` without a weights folder (where
+    ultralytics' text model loads and downloads it), `<weights folder>/ViT-B-32.pt` with one (where the
+    YOLO backend loads it from); torch's hub cache, where a plain `url` file goes, never counts."""
+    from crashcast.perception.models.yolo import CLIP_WEIGHTS as clip
+
+    assert clip.source == W.ULTRALYTICS_CLIP and clip.name == "ViT-B-32.pt"
+    # no ultralytics settings yet: its default folder, `weights/` in the working directory
+    assert W.target(clip) == isolated / "cwd" / "weights" / "clip" / "ViT-B-32.pt"
+    settings = isolated / "yolo-config" / "Ultralytics" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"weights_dir": "%s"}' % (isolated / "ul-weights"))
+    where = isolated / "ul-weights" / "clip" / "ViT-B-32.pt"
+    assert W.target(clip) == where and W.locate(clip) is None
+    hub = W.torch_hub_checkpoints() / "ViT-B-32.pt"
+    hub.parent.mkdir(parents=True)
+    hub.write_bytes(b"c")
+    (isolated / "ul-weights").mkdir()
+    (isolated / "ul-weights" / "ViT-B-32.pt").write_bytes(b"c")  # not in clip/: ultralytics does not read it
+    assert W.locate(clip) is None
+    where.parent.mkdir()
+    where.write_bytes(b"c")
+    assert W.locate(clip) == where
+
+    d = isolated / "weights"
+    assert W.target(clip, d) == d / "ViT-B-32.pt"
+    assert W.locate(clip, d) is None  # with a weights folder only the folder counts
+    d.mkdir()
+    (d / "ViT-B-32.pt").write_bytes(b"c")
+    assert W.locate(clip, d) == d / "ViT-B-32.pt"
+    assert resolve(clip.name, d) == str(d / "ViT-B-32.pt")  # what the backend loads: the same file
+
+    # a preset naming a YOLO-World vocabulary lists it, missing from an empty weights folder
+    cfg = load_config("classic", ["perception.detector.name=yolo", "perception.detector.weights=yolov8s-worldv2.pt",
+                                  "perception.detector.text_classes=[car, bus]"])
+    (yolo_st, clip_st) = W.weight_status(cfg, isolated / "empty")
+    assert yolo_st.file.name == "yolov8s-worldv2.pt" and clip_st.file == clip and not clip_st.present
+    assert clip_st.target == isolated / "empty" / "ViT-B-32.pt"
+    with pytest.raises(W.WeightsUnavailable) as e:
+        W.download([clip], isolated / "empty")
+    assert f"put it at {isolated / 'empty' / 'ViT-B-32.pt'}" in str(e.value) and clip.url in str(e.value)
+
+
+def test_clip_download_checks_the_sha256_its_url_names(tmp_path):
+    """The `clip` package checks a file's SHA-256 against its URL (and re-downloads on a mismatch);
+    `download` checks it too. file:// URLs: no network."""
+    data = b"not really CLIP, but bytes with a known digest"
+    sha = hashlib.sha256(data).hexdigest()
+    src = tmp_path / "server" / sha / "ViT-B-32.pt"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(data)
+    good = WeightFile("ViT-B-32.pt", W.ULTRALYTICS_CLIP, "MIT", url=src.as_uri())
+    d = tmp_path / "weights"
+    assert W.download([good], d, offline_only=False) == [d / "ViT-B-32.pt"]
+    assert (d / "ViT-B-32.pt").read_bytes() == data
+
+    wrong = tmp_path / "server" / ("0" * 64) / "ViT-B-32.pt"
+    wrong.parent.mkdir()
+    wrong.write_bytes(data)
+    bad = WeightFile("ViT-B-32.pt", W.ULTRALYTICS_CLIP, "MIT", url=wrong.as_uri())
+    with pytest.raises(W.WeightsUnavailable, match="SHA-256"):
+        W.download([bad], tmp_path / "other", offline_only=False)
+    assert not any((tmp_path / "other").iterdir())  # no partial file left
+
+
 # ----------------------------------------------------------------------------- readiness
 
 
@@ -275,6 +326,53 @@ def test_choose_backend_takes_the_best_ready_preset_and_never_downloads(tmp_path
         W.choose_backend(["cc-wtest-no-such-preset"])
     with pytest.raises(ConfigError, match="no preset can run here"):
         W.choose_backend([nopkg])
+
+
+def test_choose_backend_applies_the_overrides_to_every_candidate(tmp_path):
+    """`--set` overrides reach the readiness check: a weights folder or other weights given with --set."""
+    d = tmp_path / "weights"
+    (d / HUB_ID).mkdir(parents=True)
+    for f in HUB_FILES:
+        (d / HUB_ID / f).write_text("x")
+    hub = preset(tmp_path, "hub", detector="cc-wtest-hub")
+    assert W.choose_backend([hub, "classic"])[0] == "classic"  # the Hugging Face cache is empty
+    name, reason, hint = W.choose_backend([hub, "classic"], overrides=[f"runtime.weights_dir={d}"])
+    assert name == str(hub) and hint is None and "on disk" in reason
+    name, _, _ = W.choose_backend([hub, "classic"], overrides=["perception.detector.weights=random:tiny"])
+    assert name == str(hub)  # random weights need no file
+    # an override a candidate cannot take makes it not ready (the run would fail on it)
+    with pytest.raises(ConfigError, match="no preset can run here"):
+        W.choose_backend([hub, "classic"], overrides=["perception.detector.no_such_field=1"])
+
+
+def test_torchvision_is_checked_only_for_presets_that_could_run(tmp_path, monkeypatch):
+    """The `import torchvision` check spawns a Python process: skipped for a preset whose weights are
+    missing anyway; its answer is cached, and once known it is reported for every preset."""
+    from functools import lru_cache
+
+    calls = []
+
+    @lru_cache(maxsize=1)
+    def problem() -> str:
+        calls.append(1)
+        return "RuntimeError: operator torchvision::nms does not exist"
+
+    monkeypatch.setattr(W, "_TORCHVISION_USERS", frozenset({"json"}))  # the test backend "uses" torchvision
+    monkeypatch.setattr(W, "torchvision_problem", problem)
+    d = tmp_path / "weights"
+    hub = preset(tmp_path, "hub", detector="cc-wtest-hub")
+    name, reason, _ = W.choose_backend([hub, "classic"], d)
+    assert name == "classic" and HUB_ID in reason and "torchvision::nms" not in reason
+    assert calls == []  # the weights are missing: no subprocess
+    (d / HUB_ID).mkdir(parents=True)
+    for f in HUB_FILES:
+        (d / HUB_ID / f).write_text("x")
+    name, reason, _ = W.choose_backend([hub, "classic"], d)
+    assert name == "classic" and "torchvision::nms" in reason and calls == [1]
+    W.choose_backend([hub, "classic"], d)
+    assert calls == [1]  # cached
+    st = W.preset_status(hub, tmp_path / "empty")  # weights missing, but the answer is known: reported
+    assert "torchvision::nms" in st.why() and HUB_ID in st.why() and calls == [1]
 
 
 # ----------------------------------------------------------------------------- download

@@ -252,7 +252,8 @@ def _final_model(name: str, df: pd.DataFrame, scored: Scored, cfg: CrashcastConf
 
 def _save_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], scored: Scored, point: dict,
                 protocol: dict, cfg: CrashcastConfig, calibration: str) -> RiskModel:
-    common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash()}
+    common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(),
+              "perception_preset": cfg.name}
     if protocol["kind"] == "split":
         model = scored.last_model
         meta = {**common, "trained_on_clips": int(df.clip_id.iloc[parts[0].train].nunique()),

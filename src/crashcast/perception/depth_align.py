@@ -44,6 +44,11 @@ def fit_disparity(relative: np.ndarray, metric: np.ndarray, trim: float = 2.5, r
 def align_to_ground(relative: np.ndarray, camera: CameraModel, road: np.ndarray, where: str = "") -> np.ndarray:
     """Metric depth (H, W) from a relative disparity map, fitted on `road` pixels (bool (H, W)) to
     the ground plane of `camera`. NaN where the aligned disparity is not positive."""
+    return apply_fit(relative, *fit_to_ground(relative, camera, road, where))
+
+
+def fit_to_ground(relative: np.ndarray, camera: CameraModel, road: np.ndarray, where: str = "") -> tuple[float, float]:
+    """(s, t) with relative = s / Z + t on the road pixels; PerceptionError when it cannot be trusted."""
     h, w = relative.shape
     rows = ground_depth_at_row(np.arange(h) + 0.5, camera)
     ground = np.broadcast_to(rows[:, None], (h, w))
@@ -55,6 +60,11 @@ def align_to_ground(relative: np.ndarray, camera: CameraModel, road: np.ndarray,
     s, t = fit_disparity(relative[sample], ground[sample])
     if not np.isfinite(s) or s <= 0:
         raise PerceptionError(f"{where}: relative depth does not fit the road ahead (scale {s:.3g}); use a metric depth model")
+    return s, t
+
+
+def apply_fit(relative: np.ndarray, s: float, t: float) -> np.ndarray:
+    """Metres from a relative disparity and its fitted (s, t); NaN where the disparity is not positive."""
     disparity = (relative.astype(np.float64) - t) / s  # = 1 / Z
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(disparity > 1e-6, 1.0 / disparity, np.nan)

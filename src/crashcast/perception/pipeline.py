@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 
 from crashcast.config import PerceptionConfig
-from crashcast.errors import ConfigError
+from crashcast.errors import ConfigError, PerceptionError
 from crashcast.perception.base import FrameContext, MaskMerger, SpanDepthEstimator, SpanTracker
 from crashcast.perception.bundle import Backends
-from crashcast.perception.depth_align import align_to_ground
+from crashcast.perception.depth_align import apply_fit, fit_to_ground
 from crashcast.perception.egomotion import fit_road_motion, magnitude
 from crashcast.perception.motion_stats import corridor_mask, ego_path_looming, expansion_rate, mean_flow
 from crashcast.types import CameraModel, ClipFrames, ClipPerception, DepthMap, Detections, ObjectTrack
@@ -151,6 +151,7 @@ class Perception:
         self.detections: list[Detections] = []
         self.frames_processed = 0
         self.depth_kinds: set[str] = set()  # "metric" and/or "ground-aligned"
+        self._depth_fit: tuple[float, float] | None = None  # the last good road fit of relative depth
         self.seconds: dict[str, float] = {}  # wall time per stage, summed over frames (see benchmarks/)
 
     @property
@@ -263,6 +264,8 @@ class Perception:
         frames = [p.frame for p in items]
         if span_tracker:
             dets = self.tracker.track(frames, [p.detections for p in items], [p.time_s for p in items])
+            for p in items:  # the tracker's output replaces them: free the span's segmenter masks now
+                p.detections = Detections.empty()
         else:
             dets = [self.tracker.update(p.frame, p.detections, p.time_s) for p in items]
         t = self._lap("track", t)
@@ -289,7 +292,14 @@ class Perception:
         objects = np.zeros(depth.depth_m.shape, bool)
         if det.mask is not None and len(det):
             objects = det.mask.any(axis=0)
-        return align_to_ground(depth.depth_m, self._cam, self._corridor & ~objects, self.clip_id)
+        try:
+            self._depth_fit = fit_to_ground(depth.depth_m, self._cam, self._corridor & ~objects, self.clip_id)
+        except PerceptionError:
+            if self._depth_fit is None:
+                raise  # no frame of this clip showed enough road: nothing to fall back on
+            # a lead vehicle can fill the road ahead just before a crash: keep the last good fit
+            log.debug("%s: relative depth keeps the previous road fit this frame", self.clip_id)
+        return apply_fit(depth.depth_m, *self._depth_fit)
 
     def _record(self, p: _Perceived, det: Detections, depth: DepthMap) -> FrameResult:
         """Per-object measurements of one tracked frame; appended to the clip's state."""
@@ -305,10 +315,16 @@ class Perception:
             y1, y2 = y1 + y0, y2 + y0
             box_area = max((x2 - x1) * (y2 - y1), 1.0)
             area = float(mask.sum()) if mask is not None else box_area
-            z_vals = depth_m[mask] if mask is not None and mask.any() else np.array([np.nan])
+            # statistics over the mask's own bounding region (plus a margin wider than the erosion of
+            # `expansion_rate`): the same values as over the whole frame, at the cost of the object's size
+            region = _mask_region(mask) if mask is not None else None
+            z_vals = depth_m[region][mask[region]] if region is not None else np.array([np.nan])
             z_vals = z_vals[np.isfinite(z_vals)]
             z = float(np.median(z_vals)) if len(z_vals) else float("nan")
-            if flow is not None and mask is not None:
+            if flow is not None and region is not None:
+                mag, ang = mean_flow(flow.uv[region], mask[region])
+                expansion = expansion_rate(flow.uv[region], mask[region])
+            elif flow is not None and mask is not None:  # an empty mask
                 mag, ang = mean_flow(flow.uv, mask)
                 expansion = expansion_rate(flow.uv, mask)
             else:
@@ -391,6 +407,15 @@ class Perception:
             backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
             depth_kind="ground-aligned" if "ground-aligned" in self.depth_kinds else "metric",
         )
+
+
+def _mask_region(mask: np.ndarray, margin: int = 4) -> tuple[slice, slice] | None:
+    """The rows and columns around a mask's pixels, `margin` wider on each side; None when empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return (slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + margin + 1),
+            slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + margin + 1))
 
 
 def _to_full_frame(det: Detections, y0: int, height: int, keep_masks: bool) -> Detections:

@@ -66,13 +66,14 @@ class Lazy:
         self._value: Any = _NO_SETUP
 
     def get(self) -> Any:
+        if isinstance(self._value, WorkerSetupError):
+            raise self._value  # failed once: never retry a multi-GB build for the next clip
         if self._value is _NO_SETUP:
             try:
                 self._value = self._build()
-            except WorkerSetupError:
-                raise
             except Exception as e:
-                raise WorkerSetupError(str(e) or repr(e)) from e
+                self._value = e if isinstance(e, WorkerSetupError) else WorkerSetupError(str(e) or repr(e))
+                raise self._value from e
         return self._value
 
 
@@ -127,13 +128,16 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="crashcast-parent-watchdog", daemon=True).start()
 
 
-def _init_worker(parent_pid: int, setup: Callable[[], Any] | None = None) -> None:
+def _init_worker(parent_pid: int, setup: Callable[[], Any] | None = None, threads: int | None = None) -> None:
     """Worker initializer: exit with the parent, use one OpenCV thread, and remember the per-worker
     `setup` (run before the first job). A forked worker inherits the OpenCV setting from `run_jobs`
     (reconfiguring OpenCV's thread pool inside a forked child whose parent had used it deadlocks); a
     spawned one sets it here."""
     _die_with_parent(parent_pid)
     _use_setup(setup)
+    if threads and "torch" not in sys.modules:  # torch reads these when it starts its thread pools
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))  # N workers x all cores each would oversubscribe
     import cv2
 
     if cv2.getNumThreads() != 1:
@@ -178,7 +182,7 @@ def run_jobs(
             gc.freeze()
             try:
                 with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                         initargs=(os.getpid(), setup)) as pool:
+                                         initargs=(os.getpid(), setup, max(1, (os.cpu_count() or 1) // workers))) as pool:
                     futures = {pool.submit(_call, fn, key, args): key for key, args in jobs}
                     for fut in as_completed(futures):
                         key = futures[fut]
@@ -187,8 +191,7 @@ def run_jobs(
                         except Exception as e:  # the worker process itself died (e.g. killed for memory)
                             results[key] = r = JobResult(key, False, error=f"worker died: {e}", error_type=type(e).__name__)
                         if r.setup_failed:
-                            for f in futures:
-                                f.cancel()
+                            pool.shutdown(wait=True, cancel_futures=True)
                             raise WorkerSetupError(r.error or "worker setup failed")
                         bar.advance(task)
             finally:

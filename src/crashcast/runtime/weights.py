@@ -9,14 +9,16 @@ The rest answers "can this preset run here, now, without downloading anything?" 
 doctor`, `crashcast weights` and `--backend auto`: `required(cfg)` lists the weight files every stage
 of a config needs (each backend's registered `weights` function), `locate` finds one on disk (the
 weights folder when one is set, since that is the only place `resolve` then loads from; else the
-Hugging Face cache, ultralytics' weights folder, torch's hub cache or the working directory) without
-a network call, `preset_status` adds the missing Python packages, and `choose_backend` picks the best
-preset that is ready. `download` is the only function here that touches the network, and with none
-(or HF_HUB_OFFLINE=1) it says what to fetch, from where, its size and licence, and where to put it.
+Hugging Face cache, ultralytics' weights folder (CLIP: its `clip/` subfolder), torch's hub cache or
+the working directory) without a network call, `preset_status` adds the missing Python packages, and
+`choose_backend` picks the best preset that is ready. `download` is the only function here that
+touches the network, and with none (or HF_HUB_OFFLINE=1) it says what to fetch, from where, its size
+and licence, and where to put it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -48,6 +50,13 @@ _TORCHVISION_USERS = frozenset({"torchvision", "ultralytics", "transformers"})
 #: where a weights folder is suggested in messages when none is set
 SUGGESTED_DIR = Path("~/crashcast-weights")
 
+#: the source of CLIP checkpoints as ultralytics reads them (`ultralytics.nn.text_model.CLIP` loads
+#: `clip.load(size, download_root=WEIGHTS_DIR / "clip")`)
+ULTRALYTICS_CLIP = "ultralytics-clip"
+#: ultralytics' default `weights_dir` before its settings file exists (a pip install, not a git checkout):
+#: relative, so inside the working directory
+ULTRALYTICS_DEFAULT_WEIGHTS = Path("weights")
+
 
 def is_random(name: str) -> bool:
     return name.startswith(RANDOM_PREFIX)
@@ -59,8 +68,11 @@ class WeightFile:
 
     name: what the config names (a hub id like `facebook/sam2.1-hiera-large`, or a file name like
     `yolov8x.pt`); source: `huggingface` (a hub repository: `files` lists the files needed, empty for
-    the whole snapshot), `ultralytics` (an asset ultralytics downloads by name) or `url`; size_mb:
-    approximate download size; licence: the weights' licence (SPDX id); url: where to fetch it by hand."""
+    the whole snapshot), `ultralytics` (an asset ultralytics downloads by name), `ultralytics-clip`
+    (a CLIP checkpoint fetched from `url`, which ultralytics' text model reads from
+    `<ultralytics weights folder>/clip/`), `url` (a file fetched from `url` into torch's hub cache) or
+    `local` (a path nobody can fetch); size_mb: approximate download size; licence: the weights'
+    licence (SPDX id); url: where to fetch it by hand."""
 
     name: str
     source: str
@@ -136,6 +148,14 @@ def ultralytics_weights_dir() -> Path | None:
     return Path(d).expanduser() if isinstance(d, str) and d else None
 
 
+def ultralytics_clip_dir() -> Path:
+    """Where ultralytics' YOLO-World text model reads (and downloads) CLIP checkpoints:
+    `<weights_dir>/clip` (ultralytics/nn/text_model.py), with ultralytics' default weights folder
+    when its settings file does not exist yet."""
+    d = ultralytics_weights_dir() or ULTRALYTICS_DEFAULT_WEIGHTS
+    return (d if d.is_absolute() else Path.cwd() / d) / "clip"
+
+
 def torch_hub_checkpoints() -> Path:
     """torch.hub's checkpoint cache (where torchvision's weights land): $TORCH_HOME/hub/checkpoints."""
     home = os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "torch"
@@ -201,6 +221,9 @@ def locate(wf: WeightFile, weights_dir: Path | None = None) -> Path | None:
     if wf.source == "ultralytics":
         d = ultralytics_weights_dir()
         return d / wf.name if d is not None and (d / wf.name).is_file() else None
+    if wf.source == ULTRALYTICS_CLIP:
+        f = ultralytics_clip_dir() / wf.name
+        return f if f.is_file() else None
     f = torch_hub_checkpoints() / _url_file_name(wf)
     return f if f.is_file() else None
 
@@ -214,6 +237,8 @@ def target(wf: WeightFile, weights_dir: Path | None = None) -> Path:
         return hf_cache_dir() / ("models--" + wf.name.replace("/", "--"))
     if wf.source == "ultralytics":
         return (ultralytics_weights_dir() or Path.cwd()) / wf.name
+    if wf.source == ULTRALYTICS_CLIP:
+        return ultralytics_clip_dir() / wf.name
     return torch_hub_checkpoints() / _url_file_name(wf)
 
 
@@ -391,21 +416,31 @@ def extras_map() -> dict[str, list[str]]:
     return {e: expand(e, frozenset({e})) for e in raw}
 
 
-def _load(preset: str | Path) -> Any:
+def _load(preset: str | Path, overrides: list[str] | None = None) -> Any:
     from crashcast.config import load_config
 
-    return load_config(preset)
+    return load_config(preset, overrides)
 
 
-def preset_status(name: str | Path, weights_dir: str | Path | None = None, *, check_imports: bool = True) -> PresetStatus:
-    """Whether the preset `name` (or a config YAML) can run here: its backends' packages installed,
-    its weights on disk (see `locate`), and (check_imports) torchvision importable when a backend
-    needs it. Never downloads or touches the network."""
+def _torchvision_checked() -> bool:
+    """Whether `torchvision_problem` has run in this process already (its answer is cached)."""
+    info = getattr(torchvision_problem, "cache_info", None)
+    return bool(info is not None and info().currsize)
+
+
+def preset_status(name: str | Path, weights_dir: str | Path | None = None, *, check_imports: bool = True,
+                  overrides: list[str] | None = None) -> PresetStatus:
+    """Whether the preset `name` (or a config YAML), with the config `overrides` (`--set a.b=v`)
+    applied, can run here: its backends' packages installed, its weights on disk (see `locate`), and
+    (check_imports) torchvision importable when a backend needs it. The torchvision check spawns a
+    Python process (seconds), so it runs only for a preset nothing else stops (packages installed,
+    weights on disk), or when its cached answer is already known. Never downloads or touches the
+    network."""
     from crashcast.perception import registry
 
     status = PresetStatus(str(name), weights_dir=Path(weights_dir).expanduser() if weights_dir else None)
     try:
-        cfg = _load(name)
+        cfg = _load(name, overrides)
     except ConfigError as e:
         status.problems.append(str(e))
         return status
@@ -419,7 +454,9 @@ def preset_status(name: str | Path, weights_dir: str | Path | None = None, *, ch
         status.weights = weight_status(cfg, weights_dir)
     except Exception as e:  # a backend's weights function failed: the preset cannot be judged ready
         status.problems.append(f"listing its weights failed: {type(e).__name__}: {e}")
-    if check_imports and _TORCHVISION_USERS & set(requires) and not status.missing_packages:
+    blocked = bool(status.missing_packages or status.missing_weights or status.problems)
+    if check_imports and _TORCHVISION_USERS & set(requires) and not status.missing_packages \
+            and (not blocked or _torchvision_checked()):
         problem = torchvision_problem()
         if problem:
             status.problems.append(f"torchvision does not import: {problem}")
@@ -433,16 +470,19 @@ def _exists(preset: str) -> bool:
 
 
 def choose_backend(candidates: Iterable[str | Path] = AUTO_CANDIDATES, weights_dir: str | Path | None = None,
-                   ) -> tuple[str, str, str | None]:
+                   overrides: list[str] | None = None) -> tuple[str, str, str | None]:
     """(preset, reason, hint): the first candidate whose packages are installed and whose weights are
-    already on disk (candidates that do not exist are skipped; nothing is downloaded). `reason` says
-    why it was chosen, `hint` how to make the better ones that were passed over usable (None when
-    the first one was taken)."""
+    already on disk (candidates that do not exist are skipped; nothing is downloaded). `overrides`
+    are the run's `--set` overrides, applied to every candidate as the run will apply them to the
+    one chosen (`--set runtime.weights_dir=...`, another checkpoint); a candidate they do not fit
+    is not ready. `reason` says why it was chosen, `hint` how to make the better ones that were
+    passed over usable (None when the first one was taken)."""
+    candidates = list(candidates)
     passed: list[PresetStatus] = []
     for c in candidates:
         if not _exists(str(c)):
             continue
-        st = preset_status(c, weights_dir)
+        st = preset_status(c, weights_dir, overrides=overrides)
         if st.ready:
             if not passed:
                 return st.name, f"{st.name}: its packages are installed and its weights are on disk", None
@@ -525,8 +565,22 @@ def download(files: Iterable[WeightFile], dir: str | Path | None = None, *, offl
     return paths
 
 
+def _expected_sha256(wf: WeightFile) -> str | None:
+    """The SHA-256 a CLIP checkpoint's URL names (its parent folder), which the `clip` package checks
+    before using a file in its download folder; None for other files."""
+    if wf.source != ULTRALYTICS_CLIP or not wf.url:
+        return None
+    parts = wf.url.split("?", 1)[0].rstrip("/").split("/")
+    return parts[-2].lower() if len(parts) >= 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[-2]) else None
+
+
 def _fetch(wf: WeightFile, d: Path | None) -> Path:
     """Download one file through its library; the place it lands is checked with `locate`."""
+    if wf.source == ULTRALYTICS_CLIP and d is None and importlib.util.find_spec("ultralytics") is not None:
+        try:  # ultralytics writes its settings file on import: the weights folder it will read CLIP from
+            import ultralytics.utils  # noqa: F401
+        except Exception:  # a broken install: its default folder, as `target` says
+            log.debug("importing ultralytics failed", exc_info=True)
     dest = target(wf, d)
     if wf.source == "huggingface":
         from huggingface_hub import snapshot_download
@@ -546,9 +600,16 @@ def _fetch(wf: WeightFile, d: Path | None) -> Path:
             raise ModelError(f"{wf.name}: no url to download it from")
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
+        digest = hashlib.sha256()
         with urllib.request.urlopen(wf.url, timeout=60) as r, part.open("wb") as f:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
+                digest.update(chunk)
+        expected = _expected_sha256(wf)
+        if expected is not None and digest.hexdigest() != expected:
+            part.unlink(missing_ok=True)
+            raise ModelError(f"{wf.name}: the downloaded file's SHA-256 is {digest.hexdigest()[:16]}..., not the "
+                             f"{expected[:16]}... its URL names (a corrupt or different file)")
         part.replace(dest)
     found = locate(wf, d)
     if found is None:

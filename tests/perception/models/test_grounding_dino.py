@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from scenes import scene
 
 from crashcast.config import RuntimeConfig
 from crashcast.errors import ConfigError
@@ -108,16 +109,6 @@ def build(**kw):
     return registry.create(
         "detector", GroundingDinoConfig(**{"weights": "random:tiny", **kw}), BuildContext(runtime=CPU)
     )
-
-
-def scene(seed: int, size: tuple[int, int] = (360, 640)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    h, w = size
-    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    for _ in range(4):
-        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
-        img[y0 : y0 + rng.integers(20, h // 2), x0 : x0 + rng.integers(20, w // 2)] = rng.integers(0, 256, 3)
-    return img
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from scenes import scene
 
 from crashcast.config import RuntimeConfig
 from crashcast.errors import ConfigError
@@ -34,6 +35,8 @@ def test_config_and_weights():
     assert w.url == "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8x.pt"
     assert {"yolov8n.pt", "yolo11n.pt", "yolov8x-worldv2.pt"} <= set(CHECKPOINTS_MB)
     assert yolo_weights(YoloConfig(weights="yolov8x-worldv2.pt", text_classes=["car"]))[1] == CLIP_WEIGHTS
+    assert CLIP_WEIGHTS.source == "ultralytics-clip"  # located in ultralytics' weights_dir/clip (runtime/weights.py)
+    assert yolo_weights(YoloConfig(weights="random:tiny-world", text_classes=["car"])) == []  # random text embeddings
     assert (
         yolo_weights(YoloConfig(weights="yolo26n.pt"))[0].source == "ultralytics"
     )  # a name ultralytics may know
@@ -58,17 +61,6 @@ def build(**kw):
     return registry.create(
         "detector", YoloConfig(**{"weights": "random:tiny", **kw}), BuildContext(runtime=CPU)
     )
-
-
-def scene(seed: int, size: tuple[int, int] = (360, 640)) -> np.ndarray:
-    """A noisy RGB frame with a few solid rectangles (something for the random network to respond to)."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    for _ in range(4):
-        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
-        img[y0 : y0 + rng.integers(20, h // 2), x0 : x0 + rng.integers(20, w // 2)] = rng.integers(0, 256, 3)
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +193,82 @@ def test_yolo_world_checkpoint_without_clip_is_a_clear_error(tmp_path):
     assert len(reloaded.detect([scene(1)], [])) == 1
     with pytest.raises(ConfigError, match="CLIP"):
         build(weights=str(path), text_classes=["car"])
+
+
+@pytest.fixture(scope="module")
+def world_checkpoint(tmp_path_factory):
+    """A YOLO-World checkpoint file (random weights, saved the way ultralytics saves checkpoints)."""
+    path = tmp_path_factory.mktemp("world") / "tiny-worldv2.pt"
+    build(weights="random:tiny-world").model.save(path)
+    return path
+
+
+def in_weights_folder(folder, **kw):
+    from crashcast.perception import registry
+    from crashcast.runtime.devices import BuildContext
+
+    ctx = BuildContext(runtime=RuntimeConfig(device="cpu", weights_dir=str(folder)))
+    return registry.create("detector", YoloConfig(**kw), ctx)
+
+
+def test_yolo_world_with_a_weights_folder_never_downloads_clip(world_checkpoint, tmp_path, monkeypatch):
+    """With a weights folder, CLIP comes from it like every model: a folder without ViT-B-32.pt is a
+    ConfigError naming the file and the folder, before ultralytics could download anything."""
+    import socket
+
+    from ultralytics.utils import WEIGHTS_DIR
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.delenv("CRASHCAST_WEIGHTS_DIR", raising=False)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    before = (WEIGHTS_DIR / "clip" / "ViT-B-32.pt").exists()
+    with pytest.raises(ConfigError, match=r"CLIP ViT-B/32.*ViT-B-32\.pt: not in the weights folder") as e:
+        in_weights_folder(folder, weights=str(world_checkpoint), text_classes=["car", "bus"])
+    assert str(folder) in str(e.value) and CLIP_WEIGHTS.url in str(e.value)
+    assert (WEIGHTS_DIR / "clip" / "ViT-B-32.pt").exists() == before
+    assert not any(folder.iterdir())
+    # without text_classes the same folder is enough (CLIP is not needed)
+    assert len(in_weights_folder(folder, weights=str(world_checkpoint)).detect([scene(2)], [])) == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("clip") is None, reason="the clip package (ultralytics' fork) is not installed")
+def test_yolo_world_loads_clip_from_the_weights_folder(world_checkpoint, tmp_path, monkeypatch):
+    """The vocabulary is encoded by the CLIP checkpoint in the weights folder (a small random CLIP with
+    ViT-B/32's text interface, saved as ViT-B-32.pt the way OpenAI ships it: a TorchScript archive):
+    the embeddings equal that model's own encoding."""
+    import socket
+
+    import clip
+    import torch
+
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    monkeypatch.delenv("CRASHCAST_WEIGHTS_DIR", raising=False)
+    torch.manual_seed(0)
+    # embed_dim 512 (YOLO-World's text width), the real vocabulary and context; one narrow layer each
+    small = clip.model.CLIP(512, 32, 1, 64, 16, 77, 49408, 64, 1, 1)
+    # clip.load rebuilds the model in fp16 (then float on the CPU): make the weights exactly representable
+    small.load_state_dict({k: v.half().float() for k, v in small.state_dict().items()})
+    small.eval()
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    torch.jit.trace(small, (torch.rand(1, 3, 32, 32), clip.tokenize(["car"]))).save(str(folder / "ViT-B-32.pt"))
+    classes = ["car", "vehicle", "truck", "bus"]
+    det = in_weights_folder(folder, weights=str(world_checkpoint), text_classes=classes, conf=0.01)
+    with torch.no_grad():
+        ref = small.encode_text(clip.tokenize(classes))
+    ref = ref / ref.norm(dim=-1, keepdim=True)
+    feats = det.model.model.txt_feats
+    assert feats.shape == (1, 4, 512)
+    torch.testing.assert_close(feats[0].float(), ref, atol=1e-5, rtol=1e-4)
+    assert list(det.model.model.names) == classes and det.model.model.clip_model is None
+    assert det.class_ids == [0, 1, 2, 3]
+    frames = [scene(i) for i in range(2)]
+    for d, f in zip(det.detect(frames, []), frames, strict=True):
+        check(d, f, 0.01, ("vehicle",))
 
 
 def test_bad_checkpoints_are_config_errors(tmp_path):

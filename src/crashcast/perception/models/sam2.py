@@ -209,7 +209,9 @@ def load_image_model(weights: str, ctx: BuildContext) -> tuple[Any, Any]:
     return Sam2Model.from_pretrained(path), Sam2Processor.from_pretrained(path)
 
 
-@register("segmenter", "sam2", Sam2SegmenterConfig, requires=("torch", "transformers"), weights=sam2_weights)
+# torchvision: transformers' SAM2 image processor imports torchvision.ops (batched_nms)
+@register("segmenter", "sam2", Sam2SegmenterConfig, requires=("torch", "torchvision", "transformers"),
+          weights=sam2_weights)
 def _build(cfg: Sam2SegmenterConfig, ctx: BuildContext) -> Sam2Segmenter:
     model, processor = load_image_model(cfg.weights, ctx)
     return Sam2Segmenter(model, processor, ctx.device, ctx.dtype, cfg.mask_threshold, cfg.box_fallback)

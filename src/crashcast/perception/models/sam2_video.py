@@ -257,7 +257,9 @@ class Sam2VideoTracker:
         return out
 
 
-@register("tracker", "sam2-video", Sam2VideoTrackerConfig, requires=("torch", "transformers"), weights=sam2_weights)
+# torchvision: transformers' SAM2 image processor imports torchvision.ops (batched_nms)
+@register("tracker", "sam2-video", Sam2VideoTrackerConfig, requires=("torch", "torchvision", "transformers"),
+          weights=sam2_weights)
 def _build(cfg: Sam2VideoTrackerConfig, ctx: BuildContext) -> Sam2VideoTracker:
     model, processor = load_video_model(cfg.weights, ctx)
     settings = DictionarySettings(cfg.match_iou, cfg.new_object_confidence, cfg.max_objects, cfg.lost_buffer_frames,

@@ -18,8 +18,16 @@ scores stay small, as for a trained model on an empty scene).
 
 YOLO-World (`text_classes`, e.g. the authors' [car, vehicle, truck, bus]) encodes the words with
 CLIP ViT-B/32 once, at build time: that needs the `clip` package (ultralytics' fork) and its
-weights (a download); offline this fails with a ConfigError saying so. A random world model gets
-random text embeddings instead (its image weights are random too), which needs neither.
+checkpoint `ViT-B-32.pt`. With a weights folder set (`runtime.weights_dir`, `--weights-dir`,
+$CRASHCAST_WEIGHTS_DIR) the checkpoint is loaded from `<folder>/ViT-B-32.pt`, like every other
+model, and a folder without it is a ConfigError: nothing is downloaded. ultralytics' own text model
+always loads `ViT-B/32` by name from `<ultralytics weights_dir>/clip/` (downloading it there when it
+is missing), so the file is handed to it the way ultralytics supports: a `CLIP` text model built
+from the checkpoint's path (`clip.load` takes a path in place of a model name and then never
+downloads), set as the world model's `clip_model` and used through
+`WorldModel.set_classes(..., cache_clip_model=True)`. Without a weights folder ultralytics loads
+(or downloads) it from its own folder. A random world model gets random text embeddings instead (its
+image weights are random too), which needs neither.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from crashcast.perception.base import FrameContext
 from crashcast.perception.models.labels import ROAD_USERS, coarse_class
 from crashcast.perception.registry import register
 from crashcast.runtime.devices import BuildContext
-from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.runtime.weights import RANDOM_PREFIX, ULTRALYTICS_CLIP, WeightFile, is_random
 from crashcast.types import Detections
 
 log = logging.getLogger(__name__)
@@ -63,10 +71,12 @@ CHECKPOINTS_MB: dict[str, float] = {
     "yolov8m-worldv2.pt": 57.0,
     "yolov8s-worldv2.pt": 25.6,
 }
-#: CLIP ViT-B/32, which ultralytics' YOLO-World uses to encode `text_classes` (MIT licence)
+#: CLIP ViT-B/32, which ultralytics' YOLO-World uses to encode `text_classes` (MIT licence); the URL is
+#: the `clip` package's own (its folder name is the file's SHA-256); ultralytics reads it from
+#: `<weights_dir>/clip/ViT-B-32.pt`
 CLIP_WEIGHTS = WeightFile(
     "ViT-B-32.pt",
-    "url",
+    ULTRALYTICS_CLIP,
     "MIT",
     338.0,
     "https://openaipublic.azureedge.net/clip/models/"
@@ -242,7 +252,7 @@ def _load(cfg: YoloConfig, ctx: BuildContext) -> Any:
                 "needs a detection (or segmentation) checkpoint"
             )
     if cfg.text_classes:
-        _set_vocabulary(model, cfg)
+        _set_vocabulary(model, cfg, ctx)
     return model
 
 
@@ -290,7 +300,7 @@ def _calibrate_batchnorm(net: Any, size: int = 256) -> None:
     net.eval()
 
 
-def _set_vocabulary(model: Any, cfg: YoloConfig) -> None:
+def _set_vocabulary(model: Any, cfg: YoloConfig, ctx: BuildContext) -> None:
     """YOLO-World: detect `cfg.text_classes` (CLIP text embeddings; random ones for a random model)."""
     import torch
     from ultralytics.nn.tasks import WorldModel
@@ -312,22 +322,67 @@ def _set_vocabulary(model: Any, cfg: YoloConfig) -> None:
         model.model.names = classes
         model.predictor = None
         return
+    checkpoint = _clip_checkpoint(ctx)  # before the package check: a missing file is the first thing to fix
     # ultralytics' text model imports the `clip` package and, when it is missing, tries to pip-install it
     if importlib.util.find_spec("clip") is None:
         raise ConfigError(
             "perception.detector.text_classes: YOLO-World encodes its vocabulary with CLIP, which is not "
-            "installed: pip install git+https://github.com/ultralytics/CLIP.git (its ViT-B/32 weights, "
-            "~338 MB, download on first use into ~/.cache/clip); or use a checkpoint saved with its "
+            "installed: pip install git+https://github.com/ultralytics/CLIP.git (its ViT-B/32 checkpoint, "
+            f"{CLIP_WEIGHTS.name}, ~338 MB: {_clip_place(checkpoint)}); or use a checkpoint saved with its "
             "classes already set, without text_classes"
         )
     try:
-        model.set_classes(classes)
-    except Exception as e:  # the CLIP weights download fails offline
+        if checkpoint is None:
+            model.set_classes(classes)  # ultralytics loads ViT-B/32 from its weights folder (downloads it there)
+        else:
+            _set_classes_from(model, classes, checkpoint)
+    except Exception as e:  # the CLIP download fails offline; an unreadable checkpoint
         raise ConfigError(
             f"perception.detector.text_classes: could not encode {classes} with CLIP ViT-B/32 "
-            f"({type(e).__name__}: {e}); offline, put ViT-B-32.pt into ~/.cache/clip "
-            f"(from {CLIP_WEIGHTS.url})"
+            f"({type(e).__name__}: {e}); {_clip_place(checkpoint)}"
         ) from e
+
+
+def _clip_checkpoint(ctx: BuildContext) -> Path | None:
+    """The CLIP checkpoint file to load: from the weights folder when one is set (a ConfigError naming
+    the file and the folder when it is not there), an existing `ViT-B-32.pt` in the working directory;
+    None: ultralytics' own folder (`<weights_dir>/clip/`)."""
+    try:
+        found = Path(ctx.weights(CLIP_WEIGHTS.name))
+    except ConfigError as e:
+        raise ConfigError(
+            f"perception.detector.text_classes: YOLO-World needs CLIP ViT-B/32 to encode its vocabulary: {e} "
+            f"(fetch it from {CLIP_WEIGHTS.url})"
+        ) from e
+    return found if found.is_file() else None
+
+
+def _clip_place(checkpoint: Path | None) -> str:
+    """Where the CLIP checkpoint is read from, for messages."""
+    if checkpoint is not None:
+        return f"read from {checkpoint}"
+    from ultralytics.utils import WEIGHTS_DIR
+
+    return (
+        f"ultralytics reads it from {Path(WEIGHTS_DIR) / 'clip' / CLIP_WEIGHTS.name} and downloads it there "
+        f"when it is missing; offline, fetch {CLIP_WEIGHTS.url} and put it into a weights folder "
+        "(--weights-dir, runtime.weights_dir; `crashcast weights list`) or that folder"
+    )
+
+
+def _set_classes_from(model: Any, classes: list[str], checkpoint: Path) -> None:
+    """Encode `classes` with the CLIP checkpoint file `checkpoint` (what `YOLOWorld.set_classes` does,
+    with ultralytics' text model built from the file instead of from the name `ViT-B/32`)."""
+    from ultralytics.nn.text_model import CLIP
+
+    net = model.model
+    net.clip_model = CLIP(str(checkpoint), next(net.parameters()).device)  # `clip.load` of a path
+    try:
+        net.set_classes(classes, cache_clip_model=True)  # uses `net.clip_model`, builds no other
+    finally:
+        net.clip_model = None  # ~150 M parameters, needed only here
+    net.names = list(classes)
+    model.predictor = None
 
 
 def yolo_weights(cfg: YoloConfig) -> list[WeightFile]:

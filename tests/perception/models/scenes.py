@@ -1,0 +1,16 @@
+"""Test frames for the detector backends (imported by their tests: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def scene(seed: int, size: tuple[int, int] = (360, 640)) -> np.ndarray:
+    """A noisy RGB frame with a few solid rectangles (something for a random network to respond to)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
+        img[y0 : y0 + rng.integers(20, h // 2), x0 : x0 + rng.integers(20, w // 2)] = rng.integers(0, 256, 3)
+    return img

@@ -320,6 +320,41 @@ def evaluate(
 
 
 @app.command()
+def prompts(
+    run: Annotated[Path, typer.Argument(help="run folder made by `crashcast extract`")],
+    split: Annotated[str, typer.Option(help="comma-separated: train, val, test (the video-grouped split `evaluate` uses)")] = "train,val,test",
+    rationale: Annotated[bool | None, typer.Option("--rationale/--no-rationale", help="answers get a second line with the "
+                                                   "kinematic reason (default: the config's vlm.rationale)")] = None,
+    config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the run's config.yaml)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. evaluation.seed=1")] = None,
+) -> None:
+    """Write each window as a VLM prompt (three keyframes + the closest objects' table + Task + Note) into run/prompts/:
+    ShareGPT JSONL + dataset_info.json (LLaMA-Factory), ms-swift JSONL, chat messages (TRL, transformers)."""
+    from crashcast.config import load_config
+    from crashcast.prompts.dataset import write_prompts
+
+    if not run.is_dir():
+        raise CrashcastError(f"{run}: no such run folder; make one with `crashcast extract --out {run}`")
+    cfg = load_config(config or (RunLayout(run).config if RunLayout(run).config.exists() else "classic"), list(set_ or []))
+    splits = tuple(s.strip() for s in split.split(",") if s.strip())
+    try:
+        files, written, skipped = write_prompts(writable_dir(run, "run"), cfg, splits, rationale)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--split") from None
+    table = Table(title=escape(f"prompts in {RunLayout(run).prompts}"))
+    for col in ("split", "prompts", "positive", "ShareGPT (LLaMA-Factory)", "ms-swift", "chat (TRL)"):
+        table.add_column(col)
+    for name, f in files.items():
+        ps = written[name]
+        table.add_row(name, str(len(ps)), str(sum(p.label for p in ps)), f.sharegpt.name, f.swift.name, f.chat.name)
+    console.print(table)
+    if skipped:
+        err_console.print(f"{len(skipped)} window(s) left out (unreadable window_meta or keyframes): "
+                          + "; ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""), style="yellow", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
 def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.json (after `crashcast evaluate`)")]) -> None:
     """Write a self-contained HTML report (run/report/index.html)."""
     from crashcast.evaluation.report import write_report

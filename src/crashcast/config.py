@@ -245,6 +245,40 @@ class EvaluationConfig(_Strict):
     bootstrap: int = 500
 
 
+class LoraSettings(_Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
+                                      description="module names of the language model to adapt (the vision tower's are fused qkv)")
+
+
+class VlmConfig(_Strict):
+    """The vision-language risk model (PAPER.md §5): Qwen2.5-VL zero-shot, or fine-tuned with 4-bit NF4
+    QLoRA (baseline: cross-entropy on the answer; enhanced: + mse_weight x MSE of the expected-digit
+    probability, positives weighted, negatives down-sampled). Presets: paper-zero-shot,
+    paper-baseline, paper-enhanced."""
+
+    mode: Literal["zero-shot", "baseline", "enhanced"] = "baseline"
+    base_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="hub id or local folder (random:tiny: a tiny random model)")
+    quantization: Literal["nf4", "none"] = Field("nf4", description="4-bit NF4 (bitsandbytes) under the LoRA adapters")
+    compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    learning_rate: float = Field(2e-5, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation: int = Field(16, ge=1)
+    scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    mse_weight: float = Field(0.0, ge=0, description="enhanced: loss = CE + mse_weight x weighted MSE")
+    positive_weight: float = Field(3.0, gt=0, description="weight of positive windows in the MSE term")
+    negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
+    rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
+    max_new_tokens: int = Field(24, ge=4)
+    max_pixels: int | None = Field(None, ge=28 * 28, description="cap on image pixels the processor keeps (None: its default)")
+    seed: int = 0
+
+
 class CrashcastConfig(_Strict):
     name: str = "classic"
     video: VideoConfig = Field(default_factory=VideoConfig)
@@ -254,6 +288,7 @@ class CrashcastConfig(_Strict):
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    vlm: VlmConfig = Field(default_factory=VlmConfig)
 
     def hash(self, *sections: str) -> str:
         """Short stable hash of the whole config, or of the named sections only."""

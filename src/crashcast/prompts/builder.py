@@ -1,0 +1,310 @@
+"""One window's conversational prompt (W. Zhu, PAPER.md section 4): the keyframe overlays as images,
+a table of the K closest objects, Task and Note; the answer `Collision Probability: 0.xyz` from the
+window's soft target. All wording and number formats come from a versioned template file
+(`templates/<name>.yaml`), so a trained model can be traced to the exact prompt it learnt.
+
+Decisions (the paper leaves them open):
+- id: the window id, `<clip>_<phase>` at horizon 0 (the paper's `<video>_<phase>`) and
+  `<clip>_<phase>_h<horizon>` otherwise, so prompts of several horizons stay unique.
+- Keyframe times are given relative to the window's end (-3.00, -1.50, 0.00 s): the clip time of an
+  event differs between positives and negatives, and printing it would let a model learn that.
+- Ranking: ascending mean of the depths measured at the keyframes. Objects no keyframe measured go
+  after every measured one (among themselves by the track's own depth, `mean_depth_m`, then id);
+  objects with no depth at all go last by id. None is dropped before the top-K cut.
+- Columns whose name is plural (Depths, OptFlowMags, OptFlowAngs) list one value per keyframe;
+  singular ones hold one current value: ΔDepth = the causal depth rate at the window's end (else the
+  slope between the first and last keyframes with a depth), Speed and Accel = the last estimates,
+  Occl = the occlusion at the last keyframe the object was seen. A missing value is `-` (one short
+  token, unlike `nan`, and never mistaken for a number).
+- Images: the three overlays, resolved inside `window_dir` (absolute paths). A window without
+  images (no `window_dir`, or `frame_paths` not all set) gives a text-only prompt with no `<image>`
+  token; a named image that does not exist is an error. The `<image>` count always equals the
+  number of images (checked when a Prompt is made).
+- Rationale (optional second answer line): about object A (the closest), its distance at the last
+  keyframe that measured it, closing speed and TTC from the window's kinematics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from crashcast.errors import ConfigError, SchemaError
+from crashcast.features.window_meta import Instance, ObjectSummary, WindowMeta
+from crashcast.runtime.store import inside
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "risk_v1"
+IMAGE_TOKEN = "<image>"  # the placeholder LLaMA-Factory and ms-swift replace with the model's image tokens
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_TEXT_KEYS = ("user", "role", "keyframes_images", "keyframes_text", "valid_note", "table_intro",
+              "table_header", "no_objects", "task", "task_rationale", "note", "answer", "reason",
+              "reason_none", "distance", "distance_unknown", "closing", "not_closing", "closing_unknown",
+              "ttc", "ttc_none")
+_TABLE_KEYS = ("column_sep", "list_sep", "missing", "bool_true", "bool_false")
+_FORMAT_KEYS = ("time", "depth", "depth_rate", "flow_mag", "flow_ang", "speed", "accel", "occlusion")
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A template file's content: `text` (the wording, format strings), `table` (separators and the
+    missing-value mark) and `formats` (one format per kind of number)."""
+
+    version: str
+    text: Mapping[str, str]
+    table: Mapping[str, str]
+    formats: Mapping[str, str]
+
+
+def load_template(template: str | Path = DEFAULT_TEMPLATE) -> PromptTemplate:
+    """A template by name (a file shipped in `crashcast/prompts/templates/`) or by path to a YAML file."""
+    path = Path(template)
+    if path.suffix in (".yaml", ".yml"):
+        return _parse_template(path.read_text(encoding="utf-8"), str(path))
+    return _packaged_template(str(template))
+
+
+@lru_cache(maxsize=8)
+def _packaged_template(name: str) -> PromptTemplate:
+    res = resources.files("crashcast.prompts") / "templates" / f"{name}.yaml"
+    if not res.is_file():
+        known = sorted(
+            p.name.removesuffix(".yaml")
+            for p in (resources.files("crashcast.prompts") / "templates").iterdir()
+            if p.name.endswith(".yaml")
+        )
+        raise ConfigError(
+            f"prompt template {name!r}: not found (known: {', '.join(known)}; or give a YAML path)"
+        )
+    return _parse_template(res.read_text(encoding="utf-8"), name)
+
+
+def _parse_template(source: str, where: str) -> PromptTemplate:
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"prompt template {where}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"prompt template {where}: expected a mapping")
+    table = data.get("table") or {}
+    formats = table.get("formats") or {}
+    missing = [k for k in ("version", *_TEXT_KEYS) if not isinstance(data.get(k), str)]
+    missing += [f"table.{k}" for k in _TABLE_KEYS if not isinstance(table.get(k), str)]
+    missing += [f"table.formats.{k}" for k in _FORMAT_KEYS if not isinstance(formats.get(k), str)]
+    if missing:
+        raise ConfigError(f"prompt template {where}: missing or not text: {', '.join(missing)}")
+    return PromptTemplate(
+        version=data["version"],
+        text={k: data[k] for k in _TEXT_KEYS},
+        table={k: table[k] for k in _TABLE_KEYS},
+        formats={k: formats[k] for k in _FORMAT_KEYS},
+    )
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One window's conversation. `text` is the user turn without image tokens (the chat-message form
+    puts image entries before it); `user` is the ShareGPT form: one `<image>` per image, then a
+    newline and `text`. `assistant` is the target answer. The other fields say where it came from
+    (for splits grouped by clip, and for losses that need the label or the soft target)."""
+
+    id: str
+    images: tuple[Path, ...]
+    text: str
+    assistant: str
+    template: str
+    clip_id: str
+    phase: str
+    horizon_s: float
+    label: int
+    soft_target: float
+
+    def __post_init__(self) -> None:
+        if IMAGE_TOKEN in self.text or IMAGE_TOKEN in self.assistant:
+            raise ValueError(f"prompt {self.id}: {IMAGE_TOKEN} inside the text; images go in `images`")
+
+    @property
+    def user(self) -> str:
+        if not self.images:
+            return self.text
+        return IMAGE_TOKEN * len(self.images) + "\n" + self.text
+
+
+def build_prompt(
+    meta: WindowMeta,
+    window_dir: Path | None,
+    top_k: int = 3,
+    template: str | Path = DEFAULT_TEMPLATE,
+    rationale: bool = False,
+) -> Prompt:
+    """The prompt of one window. `window_dir` is the folder of its window_meta.json (its keyframe
+    overlays are named relative to it); None builds a text-only prompt. `rationale` adds a second
+    answer line explaining the number from the closest object's kinematics."""
+    if not 1 <= top_k <= len(LETTERS):
+        raise ValueError(f"top_k must be 1..{len(LETTERS)}, got {top_k}")
+    tpl = load_template(template)
+    t = tpl.text
+    images = _images(meta, window_dir)
+    times = [_num(tpl, "time", ft - meta.frame_times[-1]) for ft in meta.frame_times]
+    keyframes = t["keyframes_images" if images else "keyframes_text"].format(
+        t0=times[0], t1=times[1], t2=times[2]
+    )
+    ranked = rank_objects(meta)[:top_k]
+    rows = [_row(tpl, meta, o, LETTERS[i]) for i, o in enumerate(ranked)] or [t["no_objects"]]
+    table = "\n".join([t["table_header"], *rows])
+    text = t["user"].format(
+        role=t["role"],
+        keyframes=keyframes,
+        valid_note=t["valid_note"],
+        table_intro=t["table_intro"],
+        table=table,
+        task=t["task_rationale" if rationale else "task"],
+        note=t["note"],
+    )
+    answer = t["answer"].format(probability=meta.soft_target)
+    if rationale:
+        answer += "\n" + reason_line(tpl, meta, ranked[0] if ranked else None)
+    return Prompt(
+        id=meta.window_id,
+        images=images,
+        text=text,
+        assistant=answer,
+        template=tpl.version,
+        clip_id=meta.clip_id,
+        phase=meta.phase,
+        horizon_s=meta.horizon_s,
+        label=meta.label,
+        soft_target=meta.soft_target,
+    )
+
+
+def _images(meta: WindowMeta, window_dir: Path | None) -> tuple[Path, ...]:
+    if window_dir is None or all(p is None for p in meta.frame_paths):
+        return ()
+    if any(p is None for p in meta.frame_paths):
+        log.warning(
+            "window %s: only some keyframe images were written; building a text-only prompt", meta.window_id
+        )
+        return ()
+    out = []
+    for rel in meta.frame_paths:
+        try:
+            path = inside(window_dir, rel)
+        except ValueError:
+            raise SchemaError(
+                f"{Path(window_dir) / 'window_meta.json'}: keyframe image {rel!r} lies outside the "
+                "window folder"
+            ) from None
+        if not path.is_file():
+            raise SchemaError(f"{path}: keyframe image named by window {meta.window_id} does not exist")
+        out.append(path)
+    return tuple(out)
+
+
+def keyframe_mean_depth(o: ObjectSummary) -> float | None:
+    """Mean of the depths measured at the keyframes (the paper's ranking key); None if none was."""
+    ds = [d for d in o.depth_m if _finite(d)]
+    return sum(ds) / len(ds) if ds else None
+
+
+def rank_objects(meta: WindowMeta) -> list[ObjectSummary]:
+    """The window's objects, closest first (see the module docstring for objects without depth)."""
+
+    def key(o: ObjectSummary) -> tuple:
+        kf = keyframe_mean_depth(o)
+        if kf is not None:
+            return (0, kf, o.object_id)
+        if _finite(o.mean_depth_m):
+            return (1, o.mean_depth_m, o.object_id)
+        return (2, 0.0, o.object_id)
+
+    return sorted(meta.objects, key=key)
+
+
+def _row(tpl: PromptTemplate, meta: WindowMeta, o: ObjectSummary, letter: str) -> str:
+    inst: dict[int, Instance] = {i.frame_idx: i for i in meta.instances if i.object_id == o.object_id}
+    per_kf = [inst.get(k) for k in range(3)]
+    seen = [i for i in per_kf if i is not None]
+    cells = [
+        letter,
+        _clean(o.class_name, tpl),
+        _list(tpl, "depth", o.depth_m),
+        _num(tpl, "depth_rate", _depth_rate(meta, o)),
+        _list(tpl, "flow_mag", [i.optical_flow.avg_mag if i else None for i in per_kf]),
+        _list(tpl, "flow_ang", [i.optical_flow.avg_ang if i else None for i in per_kf]),
+        _bool(tpl, o.speed_valid),
+        _num(tpl, "speed", o.speed_mps),
+        _bool(tpl, o.acc_valid),
+        _num(tpl, "accel", o.accel_mps2),
+        _num(tpl, "occlusion", seen[-1].occlusion if seen else None),
+    ]
+    return tpl.table["column_sep"].join(cells)
+
+
+def _depth_rate(meta: WindowMeta, o: ObjectSummary) -> float | None:
+    """d(depth)/dt in m/s (negative: approaching): the causal fit at the window's end, else the slope
+    between the first and the last keyframe that measured a depth."""
+    if _finite(o.depth_rate_mps):
+        return o.depth_rate_mps
+    known = [(meta.frame_times[k], d) for k, d in enumerate(o.depth_m) if _finite(d)]
+    if len(known) >= 2 and known[-1][0] > known[0][0]:
+        return (known[-1][1] - known[0][1]) / (known[-1][0] - known[0][0])
+    return None
+
+
+def reason_line(tpl: PromptTemplate, meta: WindowMeta, closest: ObjectSummary | None) -> str:
+    """The rationale: the closest object (A), its distance now, closing speed and TTC; deterministic."""
+    t = tpl.text
+    if closest is None:
+        return t["reason_none"]
+    last_depth = next((d for d in reversed(closest.depth_m) if _finite(d)), None)
+    if last_depth is None and _finite(closest.mean_depth_m):
+        last_depth = closest.mean_depth_m  # seen only between keyframes: the track's own depth
+    v, ttc = closest.closing_speed_mps, closest.ttc_s
+    if not _finite(v):
+        closing = t["closing_unknown"]
+    else:
+        closing = t["closing"].format(value=v) if v > 0 else t["not_closing"]
+    return t["reason"].format(
+        class_name=_clean(closest.class_name, tpl),
+        letter=LETTERS[0],
+        distance=t["distance"].format(value=last_depth) if last_depth is not None else t["distance_unknown"],
+        closing=closing,
+        ttc=t["ttc"].format(value=ttc) if _finite(ttc) else t["ttc_none"],
+    )
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+_NEG_ZERO = re.compile(r"^-(0(\.0*)?)$")
+
+
+def _num(tpl: PromptTemplate, kind: str, v: float | None) -> str:
+    if not _finite(v):
+        return tpl.table["missing"]
+    s = tpl.formats[kind].format(v)
+    return _NEG_ZERO.sub(r"\1", s)  # -0.00 reads as a direction the data does not have
+
+
+def _list(tpl: PromptTemplate, kind: str, values: list[float | None]) -> str:
+    return tpl.table["list_sep"].join(_num(tpl, kind, v) for v in values)
+
+
+def _bool(tpl: PromptTemplate, v: bool) -> str:
+    return tpl.table["bool_true" if v else "bool_false"]
+
+
+def _clean(s: str, tpl: PromptTemplate) -> str:
+    """A name from the data (a class) as one cell: no image token, line break or column separator."""
+    return " ".join(s.replace(IMAGE_TOKEN, "").split()).replace(tpl.table["column_sep"], "/")

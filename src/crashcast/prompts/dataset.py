@@ -1,0 +1,58 @@
+"""A run's windows as prompts, split by video exactly as `crashcast evaluate` splits them (so a VLM
+fine-tuned on `train` is tested on the clips the other models are tested on), and exported for
+LLaMA-Factory, ms-swift and TRL (`prompts.exports`) into the run's `prompts/` folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from crashcast.config import CrashcastConfig
+from crashcast.errors import SchemaError
+from crashcast.evaluation.experiments import load_features
+from crashcast.evaluation.splits import train_val_test
+from crashcast.features.window_meta import read_window_meta
+from crashcast.prompts.builder import Prompt, build_prompt
+from crashcast.prompts.exports import SplitExport, export_prompts
+from crashcast.runtime.layout import RunLayout
+from crashcast.runtime.store import inside
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def split_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] = SPLITS,
+                  rationale: bool | None = None) -> tuple[dict[str, list[Prompt]], list[str]]:
+    """Each requested split's prompts (windows in the feature table's order), and the windows left
+    out because their window_meta or images could not be read (each named, with the problem)."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
+    run_dir = Path(run_dir)
+    df = load_features(run_dir)
+    ev = cfg.evaluation
+    part = train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)  # the split `evaluate` uses
+    rows = {"train": part.train, "val": part.val, "test": part.test}
+    use_rationale = cfg.vlm.rationale if rationale is None else rationale
+    out: dict[str, list[Prompt]] = {}
+    skipped: list[str] = []
+    for split in splits:
+        prompts = []
+        for r in df.iloc[rows[split]].itertuples(index=False):
+            try:
+                meta_path = inside(run_dir, RunLayout.rel_window_dir(r.clip_id, r.phase, r.horizon_s) / "window_meta.json")
+                meta = read_window_meta(meta_path)
+                prompts.append(build_prompt(meta, meta_path.parent, cfg.features.top_k, rationale=use_rationale))
+            except (SchemaError, ValueError, OSError) as e:
+                log.warning("prompts: window %s left out: %s (rerun `crashcast extract` on this run)", r.window_id, e)
+                skipped.append(f"{r.window_id}: {e}")
+        out[split] = prompts
+    return out, skipped
+
+
+def write_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] = SPLITS,
+                  rationale: bool | None = None) -> tuple[dict[str, SplitExport], dict[str, list[Prompt]], list[str]]:
+    """Build and export the prompts into `run/prompts/`; (files per split, prompts per split, skipped)."""
+    prompts, skipped = split_prompts(run_dir, cfg, splits, rationale)
+    return export_prompts(prompts, RunLayout(run_dir).prompts), prompts, skipped

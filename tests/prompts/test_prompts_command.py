@@ -1,0 +1,65 @@
+"""`crashcast prompts RUN`: every window of a run becomes a prompt, in the split `evaluate` uses."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from crashcast.cli import main
+from crashcast.config import load_config
+from crashcast.data.annotations import read_csv
+from crashcast.evaluation.splits import train_val_test
+from crashcast.extract import extract_run
+
+
+@pytest.fixture(scope="module")
+def run(synth_small, tmp_path_factory):
+    run = tmp_path_factory.mktemp("prompt_run")
+    clips = read_csv(synth_small / "annotations.csv")[:6]
+    assert extract_run(clips, run, load_config("classic"), workers=2, progress=False).ok == 6
+    return run
+
+
+def _cli(argv) -> int:
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_prompts_follow_the_evaluation_split_and_name_their_images(run):
+    assert _cli(["prompts", run]) == 0
+    df = pd.read_parquet(run / "features.parquet")
+    part = train_val_test(df, 0.3, 0.2, 0)  # the classic config's evaluation split
+    folder = run / "prompts"
+    seen = {}
+    for name, rows in (("train", part.train), ("val", part.val), ("test", part.test)):
+        records = _records(folder / f"{name}.jsonl")
+        assert [r["id"] for r in records] == list(df.window_id.iloc[rows])
+        seen[name] = {r["meta"]["clip_id"] for r in records}
+        for r in records:
+            user = r["conversations"][0]["value"]
+            assert user.count("<image>") == len(r["images"]) == 3
+            assert all((folder / p).resolve().is_file() for p in r["images"])  # relative to prompts/
+            assert r["conversations"][1]["value"].startswith("Collision Probability: ")
+        for suffix in (".swift.jsonl", ".chat.jsonl"):
+            assert len(_records(folder / f"{name}{suffix}")) == len(records)
+    assert not (seen["train"] & seen["test"]) and not (seen["val"] & (seen["train"] | seen["test"]))
+    assert sum(len(_records(folder / f"{n}.jsonl")) for n in ("train", "val", "test")) == len(df)
+    info = json.loads((folder / "dataset_info.json").read_text())
+    assert {"crashcast_train", "crashcast_val", "crashcast_test"} <= set(info)
+
+
+def test_one_split_with_rationale_and_a_bad_split_name(run, capsys):
+    assert _cli(["prompts", run, "--split", "test", "--rationale"]) == 0
+    records = _records(run / "prompts" / "test.jsonl")
+    assert records and all("\nReason: " in r["conversations"][1]["value"] for r in records)
+    assert _cli(["prompts", run, "--split", "tset"]) == 2
+    assert "tset" in capsys.readouterr().err

@@ -354,6 +354,48 @@ def prompts(
         raise typer.Exit(1)
 
 
+train_app = typer.Typer(help="Train a risk model on a run's windows (the VLM: `crashcast train vlm`).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("vlm")
+def train_vlm_command(
+    run: Annotated[Path, typer.Option(help="run folder made by `crashcast extract`")],
+    config: Annotated[str, typer.Option(help="the VLM preset or YAML: paper-baseline or paper-enhanced (its vlm section)")] = "paper-baseline",
+    base_model: Annotated[str | None, typer.Option(help="hub id or local folder of Qwen2.5-VL (default: the preset's; "
+                                                        "random:tiny for a tiny random model)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. vlm.epochs=1")] = None,
+) -> None:
+    """Fine-tune Qwen2.5-VL on the run's training windows (evaluate's video split; validation each epoch) with
+    4-bit NF4 QLoRA; write the adapter and its model card to run/models/vlm-<mode>/."""
+    from crashcast.config import load_config
+    from crashcast.prompts.dataset import split_prompts
+    from crashcast.risk.finetune import train_vlm
+
+    layout = RunLayout(run)
+    if not layout.config.exists():
+        raise CrashcastError(f"{run}: not a run folder (no config.yaml); make one with `crashcast extract --out {run}`")
+    overrides = list(set_ or [])
+    cfg = load_config(layout.config, overrides)  # the run's split and features
+    vlm = load_config(config, [o for o in overrides if o.startswith("vlm.")]).vlm
+    if base_model is not None:
+        vlm = vlm.model_copy(update={"base_model": base_model})
+    if vlm.mode == "zero-shot":
+        raise typer.BadParameter(f"{config} is zero-shot: nothing to train (evaluate scores it as it is)", param_hint="--config")
+    cfg = cfg.model_copy(update={"vlm": vlm})
+    splits, skipped = split_prompts(run, cfg, ("train", "val"))
+    if skipped:
+        err_console.print(f"{len(skipped)} window(s) left out (unreadable window_meta or keyframes)", style="yellow", markup=False)
+    out = writable_dir(layout.model_dir(f"vlm-{vlm.mode}"), "--run")
+    weights_dir = Path(cfg.runtime.weights_dir) if cfg.runtime.weights_dir else None
+    result = train_vlm(splits["train"], splits["val"], vlm, out, device=device, weights_dir=weights_dir)
+    best = f"{result.best_eval_loss:.4f}" if result.best_eval_loss is not None else "n/a (no validation windows)"
+    console.print(f"trained {vlm.mode} on {result.n_train} windows ({result.n_val} for validation): training loss "
+                  f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}, best validation loss {best}", markup=False)
+    console.print(f"  adapter and model card: {out}", markup=False)
+
+
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.json (after `crashcast evaluate`)")]) -> None:
     """Write a self-contained HTML report (run/report/index.html)."""

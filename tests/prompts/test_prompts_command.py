@@ -63,3 +63,23 @@ def test_one_split_with_rationale_and_a_bad_split_name(run, capsys):
     assert records and all("\nReason: " in r["conversations"][1]["value"] for r in records)
     assert _cli(["prompts", run, "--split", "tset"]) == 2
     assert "tset" in capsys.readouterr().err
+
+
+def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsys):
+    for module in ("torch", "transformers", "peft", "bitsandbytes"):
+        pytest.importorskip(module)
+    argv = ["train", "vlm", "--run", run, "--config", "paper-baseline", "--base-model", "random:tiny",
+            "--device", "cpu", "--set", "vlm.epochs=1", "--set", "vlm.gradient_accumulation=1"]
+    assert _cli(argv) == 0
+    folder = run / "models" / "vlm-baseline"
+    assert (folder / "adapter_model.safetensors").is_file()
+    card = json.loads((folder / "crashcast_model.json").read_text())
+    from crashcast.prompts.dataset import split_prompts
+    from crashcast.risk.finetune import prompts_hash
+
+    splits, _ = split_prompts(run, load_config("classic"), ("train", "val"))
+    # trained on evaluate's training windows (all of them: the baseline keeps every negative)
+    assert card["data"]["n_train"] == len(splits["train"]) > 0 and card["data"]["n_val"] == len(splits["val"])
+    assert card["data"]["train_hash"] == prompts_hash(splits["train"])
+    assert "trained baseline on" in capsys.readouterr().out
+    assert _cli(["train", "vlm", "--run", run, "--config", "paper-zero-shot"]) == 2

@@ -60,6 +60,16 @@ def offline_caches(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """CRASHCAST_CACHE_DIR for the session, so the `random:tiny` VLM is built once, in a temporary folder."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("crashcast-cache")
+    mp.setenv("CRASHCAST_CACHE_DIR", str(root))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
 def real_dir() -> Path:
     if not (SHARED_REAL / "annotations.csv").exists():
         pytest.skip(f"real clips not found at {SHARED_REAL} (../shared/data/real is absent in this checkout)")

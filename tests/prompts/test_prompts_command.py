@@ -65,7 +65,7 @@ def test_one_split_with_rationale_and_a_bad_split_name(run, capsys):
     assert "tset" in capsys.readouterr().err
 
 
-def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsys):
+def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsys, tiny_cache):
     for module in ("torch", "transformers", "peft", "bitsandbytes"):
         pytest.importorskip(module)
     argv = ["train", "vlm", "--run", run, "--config", "paper-baseline", "--base-model", "random:tiny",

@@ -56,15 +56,6 @@ def toy_windows(tmp_path_factory) -> dict[str, list[Prompt]]:
     }
 
 
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory) -> Path:
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("crashcast-cache")
-    mp.setenv("CRASHCAST_CACHE_DIR", str(root))
-    yield root
-    mp.undo()
-
-
 def _cfg(preset: str, *overrides: str):
     return load_config(preset, ["vlm.base_model=random:tiny", *overrides]).vlm
 

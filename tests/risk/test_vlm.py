@@ -22,16 +22,6 @@ pytest.importorskip("transformers")
 GOLDEN = Path(__file__).parents[1] / "prompts" / "golden"
 
 
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    """CRASHCAST_CACHE_DIR for the session, so `random:tiny` is built once, in a temporary folder."""
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("crashcast-cache")
-    mp.setenv("CRASHCAST_CACHE_DIR", str(root))
-    yield root
-    mp.undo()
-
-
 def _png(path: Path, rgb: tuple[int, int, int], size: int = 56) -> Path:
     from PIL import Image
 

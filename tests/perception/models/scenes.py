@@ -14,3 +14,13 @@ def scene(seed: int, size: tuple[int, int] = (360, 640)) -> np.ndarray:
         x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
         img[y0 : y0 + rng.integers(20, h // 2), x0 : x0 + rng.integers(20, w // 2)] = rng.integers(0, 256, 3)
     return img
+
+
+def build_detector(config_cls, **settings):
+    """A detector backend built through the registry on the CPU, `random:tiny` unless told otherwise."""
+    from crashcast.config import RuntimeConfig
+    from crashcast.perception import registry
+    from crashcast.runtime.devices import BuildContext
+
+    cfg = config_cls(**{"weights": "random:tiny", **settings})
+    return registry.create("detector", cfg, BuildContext(runtime=RuntimeConfig(device="cpu")))

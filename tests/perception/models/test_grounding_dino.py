@@ -9,9 +9,8 @@ import sys
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from scenes import scene
+from scenes import build_detector, scene
 
-from crashcast.config import RuntimeConfig
 from crashcast.errors import ConfigError
 from crashcast.perception.models.grounding_dino import (
     CHECKPOINTS_MB,
@@ -99,26 +98,13 @@ def test_ground_rule():
 
 pytest.importorskip("transformers")
 
-CPU = RuntimeConfig(device="cpu")
-
-
 def build(**kw):
-    from crashcast.perception import registry
-    from crashcast.runtime.devices import BuildContext
-
-    return registry.create(
-        "detector", GroundingDinoConfig(**{"weights": "random:tiny", **kw}), BuildContext(runtime=CPU)
-    )
+    return build_detector(GroundingDinoConfig, **kw)
 
 
 @pytest.fixture(scope="module")
 def detector():
     return build()
-
-
-@pytest.fixture(scope="module")
-def frames():
-    return [scene(i) for i in range(3)]
 
 
 def check(det: Detections, frame: np.ndarray, box_threshold: float, classes: set[str]) -> None:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from scenes import scene
+from scenes import build_detector, scene
 
 from crashcast.config import RuntimeConfig
 from crashcast.errors import ConfigError
@@ -51,26 +51,13 @@ def test_weights_of_an_existing_checkpoint(tmp_path):
 
 pytest.importorskip("ultralytics")
 
-CPU = RuntimeConfig(device="cpu")
-
-
 def build(**kw):
-    from crashcast.perception import registry
-    from crashcast.runtime.devices import BuildContext
-
-    return registry.create(
-        "detector", YoloConfig(**{"weights": "random:tiny", **kw}), BuildContext(runtime=CPU)
-    )
+    return build_detector(YoloConfig, **kw)
 
 
 @pytest.fixture(scope="module")
 def detector():
     return build()
-
-
-@pytest.fixture(scope="module")
-def frames():
-    return [scene(i) for i in range(3)]
 
 
 def check(det: Detections, frame: np.ndarray, conf: float, classes=CLASS_NAMES) -> None:

@@ -351,7 +351,7 @@ weights_app = typer.Typer(help="Model weights each preset needs: list them (what
 def _preset_weights(preset: str, weights_dir: Path | None) -> list[W.WeightStatus]:
     from crashcast.config import load_config
 
-    return W.weight_status(load_config(preset), weights_dir)
+    return W.weight_status(load_config(preset), weights_dir, vlm=W.defines_vlm(preset))
 
 
 @weights_app.command("list")
@@ -387,7 +387,8 @@ def weights_download(
 
     cfg = load_config(preset)
     d = W.weights_dir_for(cfg, dir)
-    statuses = W.weight_status(cfg, d)
+    vlm = W.defines_vlm(preset)
+    statuses = W.weight_status(cfg, d, vlm=vlm)
     if not statuses:
         err_console.print(f"preset {preset} needs no model weights", markup=False)
         return
@@ -396,5 +397,5 @@ def weights_download(
         err_console.print(f"downloading {len(missing)} weight file(s) for {preset}"
                           + (f" into {d}" if d else " into the libraries' caches"), markup=False)
     W.download(missing, d)
-    for s in W.weight_status(cfg, d):
+    for s in W.weight_status(cfg, d, vlm=vlm):
         console.print(f"{s.file.name}: {s.path}", markup=False)

@@ -443,3 +443,18 @@ def test_glob_patterns_count_as_present_when_a_file_matches(isolated, tmp_path):
         W.download([wf], tmp_path / "elsewhere")
     assert (f'hf download {wf.name} --include "*.json" --include "model.safetensors" '
             f"--local-dir {tmp_path / 'elsewhere' / wf.name}") in str(e.value)
+
+
+def test_vlm_weights_belong_to_the_vlm_presets_only():
+    """`crashcast weights` lists Qwen2.5-VL for the presets with a vlm section (with its non-Apache
+    licence), never for the perception presets, whose readiness (`--backend auto`) it must not touch."""
+    from crashcast.config import load_config
+
+    assert W.defines_vlm("paper-enhanced") and not W.defines_vlm("paper") and not W.defines_vlm("classic")
+    qwen = [s for s in W.weight_status(load_config("paper-enhanced"), vlm=True) if s.stage == "vlm"]
+    assert [s.file.name for s in qwen] == ["Qwen/Qwen2.5-VL-3B-Instruct"] and not qwen[0].present
+    assert "Qwen-Research" in qwen[0].file.licence and qwen[0].file.size_mb > 7000
+    assert not [s for s in W.weight_status(load_config("classic"), vlm=False) if s.stage == "vlm"]
+    tiny = load_config("paper-enhanced", ["vlm.base_model=random:tiny"])
+    assert not [s for s in W.weight_status(tiny, vlm=True) if s.stage == "vlm"]
+    assert W.preset_status("classic").ready  # the VLM's missing weights do not block perception presets

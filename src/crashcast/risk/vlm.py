@@ -35,6 +35,8 @@ from crashcast.risk.vlm_output import ANSWER_PREFIX, DigitTokens, find_answer, p
 if TYPE_CHECKING:
     import torch
 
+    from crashcast.runtime.weights import WeightFile
+
 log = logging.getLogger(__name__)
 
 MODEL_CARD_JSON = "crashcast_model.json"
@@ -49,6 +51,28 @@ lead digit, and the decimals are read conditioned on them (see vlm_output)."""
 # --------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------
+
+
+#: Qwen2.5-VL checkpoints: (download size in MB of the safetensors, licence of the weights as the hub
+#: card states it: the 3B and 72B weights are not Apache-2.0, unlike the code)
+QWEN_VL_WEIGHTS = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": (7510, "Qwen-Research (non-commercial)"),
+    "Qwen/Qwen2.5-VL-7B-Instruct": (16580, "Apache-2.0"),
+    "Qwen/Qwen2.5-VL-32B-Instruct": (66700, "Apache-2.0"),
+    "Qwen/Qwen2.5-VL-72B-Instruct": (146800, "Qwen (see the model card)"),
+}
+
+
+def vlm_weights(cfg: VlmConfig) -> list[WeightFile]:
+    """The weights `cfg.base_model` needs (`crashcast weights`): none for `random:` models and local folders."""
+    from crashcast.runtime.weights import WeightFile, is_random
+
+    name = cfg.base_model
+    if is_random(name) or Path(name).expanduser().exists():
+        return []
+    size, licence = QWEN_VL_WEIGHTS.get(name, (None, "see the model card"))
+    return [WeightFile(name, "huggingface", licence, size, f"https://huggingface.co/{name}",
+                       ("*.json", "*.safetensors", "merges.txt", "vocab.json"))]
 
 
 def resolve_base_model(base_model: str, weights_dir: Path | None = None) -> str:

@@ -272,8 +272,9 @@ class WeightStatus:
         return self.path is not None
 
 
-def required(cfg: Any) -> list[tuple[str, str, WeightFile]]:
-    """(stage, backend name, weight file) for every weight file the config's stages need."""
+def required(cfg: Any, vlm: bool = False) -> list[tuple[str, str, WeightFile]]:
+    """(stage, backend name, weight file) for every weight file the config's stages need; with `vlm`,
+    also the vision-language model's (`cfg.vlm.base_model`; perception readiness never needs it)."""
     from crashcast.perception import registry
 
     out = []
@@ -282,13 +283,36 @@ def required(cfg: Any) -> list[tuple[str, str, WeightFile]]:
         s = registry.spec(stage, stage_cfg.name)
         if s.weights is not None:
             out += [(stage, stage_cfg.name, wf) for wf in s.weights(stage_cfg) or []]
+    if vlm:
+        from crashcast.risk.vlm import vlm_weights
+
+        out += [("vlm", "qwen2.5-vl", wf) for wf in vlm_weights(cfg.vlm)]
     return out
 
 
-def weight_status(cfg: Any, weights_dir: str | Path | None = None) -> list[WeightStatus]:
-    """Every weight file the config needs, located on disk (no network call)."""
+def weight_status(cfg: Any, weights_dir: str | Path | None = None, vlm: bool = False) -> list[WeightStatus]:
+    """Every weight file the config needs (with `vlm`, the VLM's too), located on disk (no network call)."""
     d = weights_dir_for(cfg, weights_dir)
-    return [WeightStatus(stage, name, wf, locate(wf, d), target(wf, d)) for stage, name, wf in required(cfg)]
+    return [WeightStatus(stage, name, wf, locate(wf, d), target(wf, d)) for stage, name, wf in required(cfg, vlm)]
+
+
+def defines_vlm(preset: str | Path) -> bool:
+    """Whether a preset (or YAML file) has its own `vlm` section (the paper-zero-shot/baseline/enhanced
+    presets): only then do its VLM weights belong to it."""
+    import yaml
+
+    from crashcast.config import preset_names
+
+    path = Path(preset)
+    if not path.is_file() and str(preset) in preset_names():
+        from importlib import resources
+
+        path = Path(str(resources.files("crashcast.configs") / f"{preset}.yaml"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "vlm" in data
 
 
 # ----------------------------------------------------------------------------- readiness

@@ -24,3 +24,17 @@ def build_detector(config_cls, **settings):
 
     cfg = config_cls(**{"weights": "random:tiny", **settings})
     return registry.create("detector", cfg, BuildContext(runtime=RuntimeConfig(device="cpu")))
+
+
+def assert_batch_equals_one_by_one(detector, frames) -> None:
+    """A batch of frames gives each frame the detections it gets alone (float sums differ a little
+    with batch size and threads); the frames must give different boxes, so a batch that mixed frames
+    up would fail."""
+    batch = detector.detect(frames, [])
+    single = [detector.detect([f], [])[0] for f in frames]
+    for b, s in zip(batch, single, strict=True):
+        assert len(b) == len(s)
+        np.testing.assert_allclose(b.xyxy, s.xyxy, rtol=1e-4, atol=1e-2)
+        np.testing.assert_allclose(b.confidence, s.confidence, atol=1e-4)
+        assert list(b.class_name) == list(s.class_name)
+    assert len({tuple(np.round(d.xyxy, 1).ravel()) for d in batch}) == len(frames)

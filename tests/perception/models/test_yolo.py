@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from scenes import build_detector, scene
+from scenes import assert_batch_equals_one_by_one, build_detector, scene
 
 from crashcast.config import RuntimeConfig
 from crashcast.errors import ConfigError
@@ -86,15 +86,7 @@ def test_protocol_and_outputs(detector, frames):
 
 
 def test_batch_of_three_equals_one_by_one(detector, frames):
-    batch = detector.detect(frames, [])
-    single = [detector.detect([f], [])[0] for f in frames]
-    for b, s in zip(batch, single, strict=True):
-        assert len(b) == len(s)
-        np.testing.assert_allclose(b.xyxy, s.xyxy, rtol=1e-4, atol=1e-2)  # float sums differ with batch and threads
-        np.testing.assert_allclose(b.confidence, s.confidence, atol=1e-4)
-        assert list(b.class_name) == list(s.class_name)
-    # the frames give different boxes: a batch mixing frames up would fail the comparison
-    assert len({tuple(np.round(d.xyxy, 1).ravel()) for d in batch}) == len(frames)
+    assert_batch_equals_one_by_one(detector, frames)
 
 
 def test_one_predict_call_per_batch_and_rgb_reaches_the_network_as_rgb(detector):

@@ -299,22 +299,27 @@ def _print_extract(s, bad_rows: int = 0) -> None:
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run folder made by `crashcast extract`")],
-    models: Annotated[str, typer.Option(help="comma-separated: ttc, physics, lightgbm, xgboost, mlp")] = "ttc,lightgbm,xgboost,mlp",
+    models: Annotated[str, typer.Option(help="comma-separated: ttc, physics, lightgbm, xgboost, mlp, vlm-zero-shot, vlm-baseline, "
+                                             "vlm-enhanced (the VLMs: the paper-<mode> preset; change it with --set vlm.field=value, "
+                                             "e.g. vlm.base_model=random:tiny)")] = "ttc,lightgbm,xgboost,mlp",
     calibration: Annotated[Calibration, typer.Option(help="fitted on validation clips: the split's, or each fold's")] = Calibration.platt,
     folds: Annotated[int | None, typer.Option(min=2, help="k-fold cross-validation by video: every clip scored once by a "
                                                           "model that never saw it (default: one train/validation/test split)")] = None,
     config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the run's config.yaml)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. evaluation.seed=1")] = None,
 ) -> None:
-    """Train, calibrate and score by video (a split, or --folds cross-validation); write metrics.json / metrics.md / predictions."""
+    """Train, calibrate and score by video (a split, or --folds cross-validation); write metrics.json / metrics.md / predictions.
+    A fine-tuned VLM already in run/models/vlm-<mode>/ (`crashcast train vlm`) is used when it was trained on this split."""
     from crashcast.config import load_config
     from crashcast.evaluation.experiments import run_experiments
 
     if not run.is_dir():
         raise CrashcastError(f"{run}: no such run folder; make one with `crashcast extract --out {run}`")
-    cfg = load_config(config or (run / "config.yaml" if (run / "config.yaml").exists() else "classic"), list(set_ or []))
+    overrides = list(set_ or [])
+    cfg = load_config(config or (run / "config.yaml" if (run / "config.yaml").exists() else "classic"), overrides)
     writable_dir(run, "run")
-    run_experiments(run, [m.strip() for m in models.split(",") if m.strip()], cfg, calibration.value, folds=folds)
+    run_experiments(run, [m.strip() for m in models.split(",") if m.strip()], cfg, calibration.value, folds=folds,
+                    vlm_overrides=[o for o in overrides if o.strip().startswith("vlm.")])
     console.print((run / "metrics.md").read_text(), markup=False)
     console.print(f"wrote {run / 'metrics.json'}, {run / 'metrics.md'}, {run / 'predictions'}/, {run / 'models'}/", markup=False)
 
@@ -390,6 +395,12 @@ def train_vlm_command(
     out = writable_dir(layout.model_dir(f"vlm-{vlm.mode}"), "--run")
     weights_dir = Path(cfg.runtime.weights_dir) if cfg.runtime.weights_dir else None
     result = train_vlm(splits["train"], splits["val"], vlm, out, device=device, weights_dir=weights_dir)
+    from crashcast.risk.models import create_model
+
+    # model.json beside the adapter: `crashcast predict --model` and `evaluate` load the folder as it is
+    create_model(f"vlm-{vlm.mode}", vlm.model_dump(mode="json"), adapter=out, top_k=cfg.features.top_k).save(
+        out, {"config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(), "perception_preset": cfg.name,
+              "trained_on_clips": len({p.clip_id for p in splits["train"]})})
     best = f"{result.best_eval_loss:.4f}" if result.best_eval_loss is not None else "n/a (no validation windows)"
     console.print(f"trained {vlm.mode} on {result.n_train} windows ({result.n_val} for validation): training loss "
                   f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}, best validation loss {best}", markup=False)

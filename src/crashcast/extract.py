@@ -25,14 +25,14 @@ from crashcast.data.windows import clip_span, make_windows
 from crashcast.errors import ConfigError, SchemaError, VideoError
 from crashcast.features import overlays
 from crashcast.features.build import build_window_meta
-from crashcast.features.kinematics import ObjectKinematics, window_objects
+from crashcast.features.kinematics import window_objects
 from crashcast.features.table import feature_row
 from crashcast.features.window_meta import WindowMeta, read_window_meta, write_window_meta
 from crashcast.perception.bundle import Backends
 from crashcast.runtime.executor import Lazy
 from crashcast.runtime.layout import RunLayout, record_error, window_folder
 from crashcast.runtime.store import atomic_write_bytes, atomic_write_text, inside, remove_partial
-from crashcast.types import Clip, ClipPerception, Window
+from crashcast.types import Clip, Window
 
 log = logging.getLogger(__name__)
 
@@ -129,31 +129,16 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig, backends: Back
         remove_partial(wdir)  # what a killed run was writing here
         names: list[str | None] = [None] * 3  # no image written, none named
         if cfg.features.write_overlays:
-            names = [f"kf{k}.png" for k in range(3)]
-            _write_overlays(wdir, names, w, perc, frames, objects)
+            def frame_of(j: int) -> np.ndarray:
+                return frames.frames[int(perc.source_index[j]) if perc.source_index is not None else j]
+
+            names = overlays.write_keyframes(wdir, w, perc, frame_of, objects)
         meta = build_window_meta(w, perc, cfg, names, objects, chash)
         write_window_meta(wdir / "window_meta.json", meta)
         rows.append(feature_row(meta, cfg.features.top_k))
     seconds = {"decode": t_perceive - t_decode, **perc.stage_seconds, "outputs": time.time() - t_outputs}
     return ClipResult(clip.id, rows, frames_decoded=frames.span_frames, frames_processed=perc.frames_processed,
                       seconds=time.time() - t0, window_ids=[w.id for w in windows], stage_seconds=seconds)
-
-
-def _write_overlays(wdir: Path, names: list, w: Window, perc: ClipPerception, frames, objects: list[ObjectKinematics]) -> None:
-    by_id = {o.object_id: o for o in objects}
-    for k, (name, t) in enumerate(zip(names, w.keyframe_times_s, strict=True)):
-        j = int(np.argmin(np.abs(perc.times_s - t)))
-        det = perc.detections[j]
-        src = int(perc.source_index[j]) if perc.source_index is not None else j
-        labels = []
-        for i in range(len(det)):
-            tid = int(det.tracker_id[i]) if det.tracker_id is not None else i
-            o = by_id.get(tid)
-            depth = o.depth_m[k] if o is not None else None
-            ttc = o.ttc_s if (o is not None and k == 2) else None
-            labels.append(overlays.object_label(tid, str(det.class_name[i]), depth, ttc))
-        caption = f"{w.id}  t={t:.2f}s  keyframe {k + 1}/3"
-        overlays.write_png(wdir / name, overlays.draw(frames.frames[src], det, labels, caption))
 
 
 # ----------------------------------------------------------------------------- runs

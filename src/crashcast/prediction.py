@@ -5,7 +5,10 @@ geometry, horizon 0; clamped at the start of the video). Perception state carrie
 and tracks are computed once per perceived frame, not once per window, and perception keeps only
 the frames the window can reach (its span plus a margin), so the work per stride is the same at
 the first minute as at the hundredth. The default model is the training-free physics model; any
-saved model folder (`crashcast evaluate` writes them under run/models/) can be passed instead.
+saved model folder (`crashcast evaluate` and `crashcast train vlm` write them under run/models/) can
+be passed instead. A model that reads prompts (the VLMs) gets each window's three keyframe overlays,
+drawn from the perceived frames it keeps for the window span and written to a scratch folder, and
+gives its own rationale as the reason.
 A video shorter than one stride gets an empty timeline (no risk estimate, no alert).
 
     >>> p = crashcast.predict("drive.mp4")
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +31,13 @@ import pandas as pd
 from crashcast.config import CrashcastConfig, load_config
 from crashcast.data.video import VideoWriter, iter_resampled
 from crashcast.errors import CrashcastError
+from crashcast.features import overlays
 from crashcast.features.kinematics import lookback_s, window_objects
-from crashcast.features.table import feature_row
 from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import Perception
-from crashcast.risk.models import RiskModel, create_model, load_model
+from crashcast.risk.base import RiskModel
+from crashcast.risk.models import TRAINING_FREE, create_model, load_model
+from crashcast.risk.windows import WindowSet
 from crashcast.runtime.store import atomic_write_text
 from crashcast.types import Phase, Window
 
@@ -43,7 +49,8 @@ MODEL_PHASE: Phase = "max"  # the window the risk model sees: the most context
 @dataclass
 class Prediction:
     """A video's risk timeline (one row per stride: time_s, risk, risk_raw, reason, min_ttc_s,
-    looming_per_s, n_objects), the first time the risk reached `threshold` (None if never) and the reasons given
+    looming_per_s, n_objects; a VLM adds its answer as written: answer, written, parse_error,
+    score_source), the first time the risk reached `threshold` (None if never) and the reasons given
     at the alert and at the peak."""
 
     video: Path
@@ -77,12 +84,13 @@ class Prediction:
 
 
 def resolve_model(model: str | Path | RiskModel | None, cfg: CrashcastConfig) -> RiskModel:
-    """A risk model from a model, a saved model folder, or the name of a training-free one (physics, ttc)."""
+    """A risk model from a model, a saved model folder, or the name of a training-free one (physics, ttc).
+    A saved VLM runs on `cfg.runtime`'s device, weights folder and batch size."""
     if isinstance(model, RiskModel):
         return model
-    if model is None or str(model) in ("physics", "ttc"):
+    if model is None or str(model) in TRAINING_FREE:
         return create_model(str(model or "physics"), cfg.physics.model_dump())
-    return load_model(model)
+    return load_model(model, runtime=cfg.runtime)
 
 
 def history_s(cfg: CrashcastConfig) -> float:
@@ -138,6 +146,11 @@ def predict(
     next_t = stride_s
     chash = cfg.extraction_hash()
     t_stride = time.perf_counter()
+    # a model that reads prompts sees keyframe overlays: the perceived frames of the window span are
+    # kept (by frame index) and the overlays written to a scratch folder at each stride
+    scratch = tempfile.TemporaryDirectory(prefix="crashcast-predict-") if risk_model.reads_prompts else None
+    recent: dict[int, np.ndarray] = {}
+    keep_frames = round(history_s(cfg) * fps) + step
     try:
         # without an annotated video only the perceived frames are needed (the others are never converted)
         for t, frame in iter_resampled(path, fps, cfg.video.long_side, every=1 if annotate else step):
@@ -150,6 +163,10 @@ def predict(
                 if annotate:
                     writer = VideoWriter(annotate, fps, (w, h))
             if k % step == 0:
+                if scratch is not None:
+                    recent[k] = frame
+                    for old in [i for i in recent if i < k - keep_frames]:
+                        del recent[old]
                 result = perception.step(frame, t, keep_masks=False)
                 last_det = result.detections
                 last_depths = {o["track_id"]: o["depth_m"] for o in result.objects}
@@ -157,18 +174,25 @@ def predict(
                 perc = perception.result()
                 win = _window_at(t, cfg, path.stem)
                 objects = window_objects(perc, win, cfg.features, cfg.perception.geometry.ego_front_m, fps)
-                meta = build_window_meta(win, perc, cfg, [None] * 3, objects, chash)
-                main = pd.DataFrame([feature_row(meta, cfg.features.top_k)])
+                names: list[str | None] = [None] * 3
+                if scratch is not None:
+                    names = overlays.write_keyframes(Path(scratch.name), win, perc,
+                                                     lambda j, times=perc.times_s: recent[round(times[j] * fps)], objects)
+                meta = build_window_meta(win, perc, cfg, names, objects, chash)
+                windows = WindowSet.from_metas([meta], [Path(scratch.name) if scratch else None], cfg.features.top_k)
+                main = windows.table
                 last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
-                raw = float(risk_model.predict(main)[0])
+                scores = risk_model.score(windows)
+                raw = float(np.clip(risk_model.calibration(scores.raw), 0.0, 1.0)[0])
                 raw_history.append(raw)
                 # persistence, as forward-collision warnings do: the median of the last `smooth`
                 # strides, so one noisy window neither raises nor drops an alert
                 current_risk = float(np.median(raw_history[-smooth:]))
-                current_reason = risk_model.explain(main)[0]
+                current_reason = scores.rationale[0]
                 rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4), "reason": current_reason,
                              "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
-                             "n_objects": int(main.n_objects.iloc[0])})
+                             "n_objects": int(main.n_objects.iloc[0]),
+                             **{k: v[0] for k, v in scores.columns.items()}})  # a VLM's answer, as it wrote it
                 while next_t <= t + 1e-9:  # once, unless frames were missing (a gap in a damaged file)
                     next_t += stride_s
                 now = time.perf_counter()
@@ -180,11 +204,15 @@ def predict(
         if writer is not None:
             writer.close(keep=False)  # no half video under the final name
         raise
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     if writer is not None:
         writer.close()
     if perception is None:
         raise CrashcastError(f"{path}: no frames")
-    timeline = pd.DataFrame(rows, columns=["time_s", "risk", "risk_raw", "reason", "min_ttc_s", "looming_per_s", "n_objects"])
+    columns = ["time_s", "risk", "risk_raw", "reason", "min_ttc_s", "looming_per_s", "n_objects"]
+    timeline = pd.DataFrame(rows, columns=list(dict.fromkeys(columns + [k for r in rows[:1] for k in r])))
     alert_rows = timeline[timeline.risk >= threshold]
     first_alert = float(alert_rows.time_s.iloc[0]) if len(alert_rows) else None
     reasons = []

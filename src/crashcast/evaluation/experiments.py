@@ -27,8 +27,10 @@ from crashcast.config import CrashcastConfig
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
 from crashcast.evaluation.splits import Split, cv_folds, train_val_test
+from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
-from crashcast.risk.models import MODELS, RiskModel, create_model
+from crashcast.risk.models import MODELS, create_model
+from crashcast.risk.windows import META_COLUMNS, WindowSet, load_features
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import atomic_write_text
 
@@ -45,10 +47,7 @@ TABLE_METRICS = ("precision", "recall", "f1", "mae", "brier", "ece", "ap", "auc"
 CI_METRICS = ("precision", "recall", "f1", "brier", "ece", "ap", "auc")
 RANK_METRICS = ("ap", "auc")  # depend only on how the scores order the windows
 CALIBRATIONS = ("none", "platt", "isotonic")
-#: Columns every evaluation reads (identifiers, labels, the timeline of each clip).
-META_COLUMNS = ("window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target")
-#: Columns the training-free rules (`ttc`, `physics`) read; learned models read their `features`.
-RULE_COLUMNS = ("path_min_ttc_s", "scene_ttc_s", "path_max_closing_mps")
+__all__ = ["META_COLUMNS", "load_features", "run_experiments"]
 
 
 # ----------------------------------------------------------------------------- checks and input
@@ -68,6 +67,10 @@ def check_request(model_names: list[str], calibration: str, folds: int | None = 
         raise ConfigError(f"unknown calibration {calibration!r}; choose {', '.join(CALIBRATIONS)}")
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2):
         raise ConfigError(f"folds must be an integer of at least 2 (or none for the single split); got {folds!r}")
+    fine_tuned = [n for n in names if n.startswith("vlm-") and MODELS[n].trainable]
+    if folds is not None and fine_tuned:
+        raise ModelError(f"{', '.join(fine_tuned)} under {folds}-fold cross-validation would fine-tune the VLM {folds + 1} "
+                         "times; evaluate it on the split (drop --folds), or cross-validate the other models alone")
     return names
 
 
@@ -75,32 +78,8 @@ def _needed_columns(models: dict[str, RiskModel]) -> list[str]:
     """The feature-table columns an evaluation of these models reads."""
     cols = list(META_COLUMNS)
     for model in models.values():
-        cols += model.features if model.trainable else list(RULE_COLUMNS)
+        cols += model.columns()
     return list(dict.fromkeys(cols))
-
-
-def load_features(run_dir: Path, columns: list[str] | tuple[str, ...] = META_COLUMNS) -> pd.DataFrame:
-    """The run's feature table, checked: a readable Parquet file, the given columns present, 0/1 labels."""
-    path = RunLayout(run_dir).features
-    if not path.exists():
-        raise CrashcastError(f"{path}: not found; run `crashcast extract` first")
-    import pyarrow as pa
-
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid for random bytes or a cut file
-        raise CrashcastError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}); "
-                             "rerun `crashcast extract` to rebuild it") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise CrashcastError(f"{path}: missing column(s) {', '.join(missing)}; it was not written by this version of "
-                             "`crashcast extract` (rerun it)")
-    if df.empty:
-        raise CrashcastError(f"{path}: no windows (did every clip fail? see errors.jsonl)")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    if not labels.isin([0, 1]).all():
-        raise CrashcastError(f"{path}: column label must be 0 or 1 in every row")
-    return df.reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -194,7 +173,8 @@ def _check_classes(run_dir: Path, df: pd.DataFrame, parts: list[Split], trainabl
 
 @dataclass
 class Scored:
-    """One model's scores for the scored windows (rows of the feature table, in table order)."""
+    """One model's scores for the scored windows (rows of the feature table, in table order);
+    `columns`: the model's further per-window outputs (a VLM's answers), in the same order."""
 
     rows: np.ndarray
     fold: np.ndarray
@@ -203,55 +183,77 @@ class Scored:
     rationale: list[str]
     calibrations: list[Calibrator]
     last_model: RiskModel
+    columns: dict[str, list]
 
 
-def _new_model(name: str, cfg: CrashcastConfig) -> RiskModel:
-    """An untrained model; the training-free rules take the config's physics parameters."""
-    return create_model(name, cfg.physics.model_dump() if name in ("ttc", "physics") else None)
+def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] = (), workdir: Path | None = None) -> RiskModel:
+    """An untrained model: the training-free rules take the config's physics parameters. A VLM takes
+    the runtime's device, weights folder and batch size, the config's top_k, and its settings: the
+    `paper-<mode>` preset with `vlm_overrides`; without overrides, those of the adapter already in
+    `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was trained)."""
+    if name in ("ttc", "physics"):
+        return create_model(name, cfg.physics.model_dump())
+    if name.startswith("vlm-"):
+        from crashcast.risk.vlm_model import trained_config, vlm_config
+
+        mode = MODELS[name].mode  # type: ignore[attr-defined]
+        settings = trained_config(workdir) if workdir is not None and not vlm_overrides else None
+        if settings is None or settings.mode != mode:
+            settings = vlm_config(mode, vlm_overrides)
+        rt = cfg.runtime
+        return create_model(name, settings.model_dump(mode="json"), device=rt.device,
+                            weights_dir=Path(rt.weights_dir) if rt.weights_dir else None,
+                            top_k=cfg.features.top_k, batch_size=rt.batch_size)
+    return create_model(name)
 
 
-def _fit_part(name: str, df: pd.DataFrame, part: Split, cfg: CrashcastConfig, calibration: str) -> RiskModel:
-    """A model trained on the part's train rows and calibrated on its val rows (both classes needed)."""
-    model = _new_model(name, cfg)
+def _fit_part(model: RiskModel, ws: WindowSet, part: Split, calibration: str, workdir: Path) -> RiskModel:
+    """`model` trained on the part's train windows (validating on its val windows, where it does) and
+    calibrated on its val windows (both classes needed)."""
+    val = ws.subset(part.val)
     if model.trainable:
-        model.fit(df.iloc[part.train])
-    val = df.iloc[part.val]
-    if len(val) and val.label.nunique() == 2:
-        model.calibration = Calibrator.fit(calibration, model.raw_scores(val), val.label.to_numpy())
+        model.fit(ws.subset(part.train), val, workdir=workdir)
+    if len(val) and len(np.unique(val.labels)) == 2:
+        model.calibration = Calibrator.fit(calibration, model.raw_scores(val), val.labels)
     return model
 
 
-def _score_parts(name: str, df: pd.DataFrame, parts: list[Split], cfg: CrashcastConfig, calibration: str) -> Scored:
+def _score_parts(name: str, ws: WindowSet, parts: list[Split], cfg: CrashcastConfig, calibration: str,
+                 workdir: Path, vlm_overrides: tuple[str, ...] = ()) -> Scored:
     rows, fold, raw, score, reasons, cals = [], [], [], [], [], []
+    columns: dict[str, list] = {}
     model = None
     for i, part in enumerate(parts):
-        model = _fit_part(name, df, part, cfg, calibration)
-        test = df.iloc[part.test]
-        r = model.raw_scores(test)
+        model = _fit_part(_new_model(name, cfg, vlm_overrides, workdir), ws, part, calibration, workdir)
+        scores = model.score(ws.subset(part.test))
         rows.append(part.test)
         fold.append(np.full(len(part.test), i))
-        raw.append(r)
-        score.append(np.clip(model.calibration(r), 0, 1))
-        reasons += model.explain(test)
+        raw.append(scores.raw)
+        score.append(np.clip(model.calibration(scores.raw), 0, 1))
+        reasons += scores.rationale
+        for k, v in scores.columns.items():
+            columns.setdefault(k, []).extend(v)
         cals.append(model.calibration)
     order = np.argsort(np.concatenate(rows), kind="stable")
     cat = [np.concatenate(a)[order] for a in (rows, fold, raw, score)]
-    return Scored(*cat, [reasons[j] for j in order], cals, model)
+    return Scored(*cat, [reasons[j] for j in order], cals, model, {k: [v[j] for j in order] for k, v in columns.items()})
 
 
-def _final_model(name: str, df: pd.DataFrame, scored: Scored, cfg: CrashcastConfig, calibration: str) -> RiskModel:
+def _final_model(name: str, ws: WindowSet, scored: Scored, cfg: CrashcastConfig, calibration: str,
+                 workdir: Path, vlm_overrides: tuple[str, ...] = ()) -> RiskModel:
     """Under CV: the model refit on all clips, calibrated on the pooled out-of-fold raw scores (the
     raw scores of models that had not seen those clips, as scikit-learn's CalibratedClassifierCV
     with ensemble=False)."""
-    model = _new_model(name, cfg)
+    model = _new_model(name, cfg, vlm_overrides, workdir)
     if model.trainable:
-        model.fit(df)
-    model.calibration = Calibrator.fit(calibration, scored.raw, df.label.to_numpy(int)[scored.rows])
+        model.fit(ws, workdir=workdir)
+    model.calibration = Calibrator.fit(calibration, scored.raw, ws.labels[scored.rows])
     return model
 
 
-def _save_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], scored: Scored, point: dict,
-                protocol: dict, cfg: CrashcastConfig, calibration: str) -> RiskModel:
+def _save_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], scored: Scored, point: dict,
+                protocol: dict, cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = ()) -> RiskModel:
+    df = ws.table
     common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(),
               "perception_preset": cfg.name}
     if protocol["kind"] == "split":
@@ -259,7 +261,7 @@ def _save_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], 
         meta = {**common, "trained_on_clips": int(df.clip_id.iloc[parts[0].train].nunique()),
                 "calibrated_on_clips": int(df.clip_id.iloc[parts[0].val].nunique())}
     else:
-        model = _final_model(name, df, scored, cfg, calibration)
+        model = _final_model(name, ws, scored, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides)
         meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
                 "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
                 "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
@@ -271,7 +273,8 @@ def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: Score
     pred = df.iloc[scored.rows][["window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target"]]
     if cv:
         pred = pred.assign(fold=scored.fold)
-    pred = pred.assign(score=np.round(scored.score, 6), score_raw=np.round(scored.raw, 6), rationale=scored.rationale)
+    pred = pred.assign(score=np.round(scored.score, 6), score_raw=np.round(scored.raw, 6), rationale=scored.rationale,
+                       **scored.columns)
     atomic_write_text(RunLayout(run_dir).prediction(name), pred.to_csv(index=False))
 
 
@@ -289,11 +292,13 @@ def _val_share(cfg: CrashcastConfig) -> float:
     return ev.val_fraction / max(1e-9, 1 - ev.test_fraction)
 
 
-def _evaluate_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Split], protocol: dict,
-                    cfg: CrashcastConfig, calibration: str) -> dict:
-    """Score, measure, save and write the predictions of one model; its metrics.json entry."""
+def _evaluate_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], protocol: dict,
+                    cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = ()) -> dict:
+    """Train (when it learns), score, measure, save and write the predictions of one model; its
+    metrics.json entry."""
     cv = protocol["kind"] == "cv"
-    scored = _score_parts(name, df, parts, cfg, calibration)
+    df = ws.table
+    scored = _score_parts(name, ws, parts, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides)
     test = df.iloc[scored.rows]
     # Under CV each fold has its own calibration map: pooled, the maps' differences (not the model)
     # would decide how windows of different folds rank, so AP, AUC and the video-level metrics rank
@@ -302,9 +307,11 @@ def _evaluate_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Spli
     point, ci = _window_metrics(test, scored.score, cfg, rank_score=rank if cv else None)
     calibrated = any(c.method != "none" for c in scored.calibrations)
     before = _window_metrics(test, scored.raw, cfg, intervals=False)[0] if calibrated else point
-    saved = _save_model(run_dir, name, df, parts, scored, point, protocol, cfg, calibration)
+    saved = _save_model(run_dir, name, ws, parts, scored, point, protocol, cfg, calibration, vlm_overrides)
     entry = {"window": point, "ci95": ci, "before_calibration": {k: before[k] for k in ("brier", "ece", "ap", "auc")},
              "video": _video_metrics(test, rank), "calibration": saved.calibration.to_dict()}
+    if "parse_error" in scored.columns:  # a VLM: how many answers held no readable number
+        entry["parse_failures"] = sum(bool(e) for e in scored.columns["parse_error"])
     if cv:
         pooled = _window_metrics(test, scored.score, cfg, intervals=False)[0]
         entry.update(fold_calibrations=[c.to_dict() for c in scored.calibrations],
@@ -315,15 +322,18 @@ def _evaluate_model(run_dir: Path, name: str, df: pd.DataFrame, parts: list[Spli
 
 
 def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig, calibration: str = "platt",
-                    folds: int | None = None) -> dict:
-    """Evaluate each model on the run's feature table and write metrics.json, metrics.md,
-    predictions/ and models/. `folds` (default: `cfg.evaluation.folds` where the config has it,
-    else none) switches from the single split to k-fold cross-validation by video."""
+                    folds: int | None = None, vlm_overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Evaluate each model on the run's windows and write metrics.json, metrics.md, predictions/ and
+    models/. `folds` (default: `cfg.evaluation.folds` where the config has it, else none) switches
+    from the single split to k-fold cross-validation by video. `vlm_overrides` (`vlm.field=value`)
+    change the `paper-<mode>` settings of the vlm-* models."""
     run_dir = Path(run_dir)
     folds = folds if folds is not None else cfg.evaluation.folds
     names = check_request(model_names, calibration, folds)
-    models = {n: _new_model(n, cfg) for n in names}
+    vlm_overrides = tuple(vlm_overrides)
+    models = {n: _new_model(n, cfg, vlm_overrides) for n in names}
     df = load_features(run_dir, _needed_columns(models))
+    ws = WindowSet(df, root=run_dir)
     parts = _parts(df, cfg, folds)
     _check_classes(run_dir, df, parts, any(m.trainable for m in models.values()))
     protocol = {**_protocol(df, parts, folds, cfg.evaluation.seed),
@@ -335,7 +345,7 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
                          "val_share_of_training_clips": _val_share(cfg)}
     RunLayout(run_dir).predictions.mkdir(exist_ok=True)
     for name in names:
-        results["models"][name] = _evaluate_model(run_dir, name, df, parts, protocol, cfg, calibration)
+        results["models"][name] = _evaluate_model(run_dir, name, ws, parts, protocol, cfg, calibration, vlm_overrides)
     atomic_write_text(RunLayout(run_dir).metrics_json, json.dumps(results, indent=2, default=_json_default))
     atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results

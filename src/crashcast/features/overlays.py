@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from crashcast.runtime.store import atomic_write_bytes
-from crashcast.types import Detections
+from crashcast.types import ClipPerception, Detections, Window
+
+if TYPE_CHECKING:
+    from crashcast.features.kinematics import ObjectKinematics
+
+KEYFRAME_NAMES = ("kf0.png", "kf1.png", "kf2.png")
 
 
 def object_label(track_id: int, class_name: str, depth_m: float | None, ttc_s: float | None) -> str:
@@ -48,3 +55,24 @@ def write_png(path: str | Path, frame_rgb: np.ndarray) -> Path:
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
     return atomic_write_bytes(path, buf.tobytes())
+
+
+def write_keyframes(folder: Path, w: Window, perc: ClipPerception, frame_of: Callable[[int], np.ndarray],
+                    objects: Sequence[ObjectKinematics], names: Sequence[str] = KEYFRAME_NAMES) -> list[str]:
+    """Write window `w`'s three keyframe overlays into `folder` (the perceived frame nearest each
+    keyframe time, `frame_of(j)` giving the RGB image of perceived frame j): boxes, masks, ids,
+    class, depth at that keyframe, and the TTC on the last. Returns the names written."""
+    by_id = {o.object_id: o for o in objects}
+    for k, (name, t) in enumerate(zip(names, w.keyframe_times_s, strict=True)):
+        j = int(np.argmin(np.abs(perc.times_s - t)))
+        det = perc.detections[j]
+        labels = []
+        for i in range(len(det)):
+            tid = int(det.tracker_id[i]) if det.tracker_id is not None else i
+            o = by_id.get(tid)
+            depth = o.depth_m[k] if o is not None else None
+            ttc = o.ttc_s if (o is not None and k == 2) else None
+            labels.append(object_label(tid, str(det.class_name[i]), depth, ttc))
+        caption = f"{w.id}  t={t:.2f}s  keyframe {k + 1}/3"
+        write_png(folder / name, draw(frame_of(j), det, labels, caption))
+    return list(names)

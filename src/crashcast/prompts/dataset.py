@@ -9,11 +9,11 @@ from pathlib import Path
 
 from crashcast.config import CrashcastConfig
 from crashcast.errors import SchemaError
-from crashcast.evaluation.experiments import load_features
 from crashcast.evaluation.splits import train_val_test
 from crashcast.features.window_meta import read_window_meta
 from crashcast.prompts.builder import Prompt, build_prompt
 from crashcast.prompts.exports import SplitExport, export_prompts
+from crashcast.risk.windows import load_features
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import inside
 

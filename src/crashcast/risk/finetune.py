@@ -319,7 +319,7 @@ def make_trainer(model: Any, processor: Any, train: Sequence[Prompt], val: Seque
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    return _trainer_class()(
+    trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=_PromptDataset(train),
@@ -329,6 +329,29 @@ def make_trainer(model: Any, processor: Any, train: Sequence[Prompt], val: Seque
         mse_weight=cfg.mse_weight,
         positive_weight=cfg.positive_weight,
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints every step's dict to stdout; logged here instead
+    trainer.add_callback(_log_callback())
+    return trainer
+
+
+def _log_callback() -> Any:
+    """A TrainerCallback that sends progress to crashcast's log: the loss about 20 times per run and
+    every validation."""
+    from transformers import TrainerCallback
+
+    class LogProgress(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            logs = logs or {}
+            every = max(1, state.max_steps // 20)
+            if "eval_loss" in logs:
+                log.info("epoch %.2f: validation loss %.4f", logs.get("epoch", state.epoch or 0), float(logs["eval_loss"]))
+            elif "loss" in logs and (state.global_step % every == 0 or state.global_step == state.max_steps):
+                log.info("step %d/%d (epoch %.2f): loss %.4f%s", state.global_step, state.max_steps, state.epoch or 0,
+                         float(logs["loss"]), "".join(f", {k} {float(logs[k]):.4f}" for k in ("ce", "mse") if k in logs))
+
+    return LogProgress()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The one interface every risk model has, whatever it reads (a feature table, or prompts with
+keyframe images):
+
+    model.fit(train, val, workdir)   # training as its own step; a VLM writes its adapter into workdir
+    model.score(windows)             # RiskScores: raw scores and a rationale per window, in one pass
+    model.predict(windows)           # calibrated probabilities
+    model.save(folder)               # model.json (+ the model's own files); models.load_model(folder)
+
+`windows` is a `crashcast.risk.windows.WindowSet` (a bare feature table is taken as one). The registry
+of kinds and `load_model` are in `crashcast.risk.models`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from crashcast.features.table import feature_columns
+from crashcast.risk.calibration import Calibrator
+from crashcast.risk.windows import WindowSet, as_windows
+from crashcast.runtime.store import atomic_write_text
+
+MODEL_JSON = "model.json"
+
+
+@dataclass
+class RiskScores:
+    """A model's reading of some windows (in their order): `raw` uncalibrated scores, `rationale` one
+    short reason each, `columns` any further per-window outputs the predictions file should keep
+    (a VLM's answer text and parse failures)."""
+
+    raw: np.ndarray
+    rationale: list[str]
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.raw = np.asarray(self.raw, float)
+        n = len(self.raw)
+        if len(self.rationale) != n or any(len(v) != n for v in self.columns.values()):
+            raise ValueError("RiskScores: every field needs one entry per window")
+
+
+def sigmoid(x: Any) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, float), -500.0, 500.0)))
+
+
+class RiskModel:
+    """Base of every risk model. Subclasses set `kind` (the registry name), `trainable`, and implement
+    `raw_scores` (tabular) or `score` (models whose one pass gives both scores and rationales)."""
+
+    kind: ClassVar[str] = ""
+    trainable: ClassVar[bool] = False
+    #: whether it reads prompts (window_meta + keyframe overlays), not only the feature table
+    reads_prompts: ClassVar[bool] = False
+
+    def __init__(self, features: list[str] | None = None, calibration: Calibrator | None = None,
+                 params: dict | None = None) -> None:
+        self.features = features if features is not None else feature_columns()
+        self.calibration = calibration or Calibrator()
+        self.params = params or {}
+
+    def columns(self) -> list[str]:
+        """The feature-table columns the model reads (checked before any work)."""
+        return list(self.features)
+
+    def fit(self, train: WindowSet | pd.DataFrame, val: WindowSet | pd.DataFrame | None = None,
+            workdir: Path | None = None) -> RiskModel:
+        """Train on `train` (validating on `val` where the model does); `workdir` is the folder a model
+        that trains out of memory writes into (its final model folder). Training-free models return
+        themselves."""
+        return self
+
+    def raw_scores(self, windows: WindowSet | pd.DataFrame) -> np.ndarray:
+        return self.score(windows).raw
+
+    def score(self, windows: WindowSet | pd.DataFrame) -> RiskScores:
+        ws = as_windows(windows)
+        if type(self).raw_scores is RiskModel.raw_scores:
+            raise NotImplementedError(f"{type(self).__name__} implements neither score nor raw_scores")
+        return RiskScores(self.raw_scores(ws), self.explain(ws))
+
+    def predict(self, windows: WindowSet | pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities in [0, 1]."""
+        return np.clip(self.calibration(self.raw_scores(windows)), 0.0, 1.0)
+
+    def contributions(self, windows: WindowSet) -> pd.DataFrame | None:
+        """Per-row, per-feature contributions to the score (None if the model has none)."""
+        return None
+
+    def explain(self, windows: WindowSet | pd.DataFrame) -> list[str]:
+        """One reason per window, from its feature-table row (`crashcast.risk.rationale`)."""
+        from crashcast.risk.rationale import rationales
+
+        ws = as_windows(windows)
+        return rationales(ws.table, self.contributions(ws))
+
+    # --- persistence
+
+    def _save_weights(self, folder: Path) -> None:
+        pass
+
+    def card(self) -> dict:
+        """What model.json records besides the caller's `extra`."""
+        return {"kind": self.kind, "features": self.features, "calibration": self.calibration.to_dict(),
+                "params": self.params}
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_weights(folder)
+        atomic_write_text(folder / MODEL_JSON, json.dumps({**self.card(), **(extra or {})}, indent=2, default=float))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, card: dict, **options: Any) -> RiskModel:
+        """The model saved in `folder` (its model.json already read into `card`)."""
+        return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"))

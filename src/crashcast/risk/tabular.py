@@ -1,0 +1,152 @@
+"""Learned models on the feature table: `lightgbm` (the default), `xgboost`, and a small `mlp`
+(scikit-learn), all class-weighted. Saved as text/JSON, never pickle: the booster's own text/JSON
+format, the MLP's weights as JSON."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from crashcast.risk.base import RiskModel, sigmoid
+from crashcast.risk.calibration import Calibrator
+from crashcast.risk.windows import WindowSet, as_windows
+from crashcast.runtime.store import atomic_write_text
+
+
+def _weights(y: np.ndarray) -> np.ndarray:
+    pos = max(1, int(y.sum()))
+    neg = max(1, len(y) - pos)
+    return np.where(y == 1, len(y) / (2 * pos), len(y) / (2 * neg))
+
+
+class _Tabular(RiskModel):
+    trainable = True
+
+    def _x(self, windows: WindowSet | pd.DataFrame) -> np.ndarray:
+        return as_windows(windows).table[self.features].to_numpy(float)
+
+
+class LightGBMModel(_Tabular):
+    kind = "lightgbm"
+    defaults: ClassVar[dict] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 5,
+                                "subsample": 0.9, "subsample_freq": 1, "colsample_bytree": 0.9, "random_state": 0, "verbose": -1,
+                                "n_jobs": 1}  # one thread: extraction workers use the cores; threads made it 1.6-52 s under load
+
+    def __init__(self, *a: Any, booster: Any = None, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.booster = booster
+
+    def fit(self, train, val=None, workdir=None) -> LightGBMModel:
+        import lightgbm as lgb
+
+        y = as_windows(train).labels
+        clf = lgb.LGBMClassifier(**{**self.defaults, **self.params}).fit(self._x(train), y, sample_weight=_weights(y))
+        self.booster = clf.booster_
+        return self
+
+    def raw_scores(self, windows) -> np.ndarray:
+        return self.booster.predict(self._x(windows))
+
+    def contributions(self, windows: WindowSet) -> pd.DataFrame:
+        c = self.booster.predict(self._x(windows), pred_contrib=True)
+        return pd.DataFrame(c[:, :-1], columns=self.features, index=windows.table.index)
+
+    def _save_weights(self, folder: Path) -> None:
+        atomic_write_text(folder / "booster.txt", self.booster.model_to_string())
+
+    @classmethod
+    def load(cls, folder: Path, card: dict, **options: Any) -> LightGBMModel:
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_str=(folder / "booster.txt").read_text())
+        return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), booster=booster)
+
+
+class XGBoostModel(_Tabular):
+    kind = "xgboost"
+    defaults: ClassVar[dict] = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.05, "subsample": 0.9,
+                                "colsample_bytree": 0.9, "random_state": 0, "n_jobs": 1}
+
+    def __init__(self, *a: Any, booster: Any = None, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.booster = booster
+
+    def fit(self, train, val=None, workdir=None) -> XGBoostModel:
+        import xgboost as xgb
+
+        y = as_windows(train).labels
+        clf = xgb.XGBClassifier(**{**self.defaults, **self.params}).fit(self._x(train), y, sample_weight=_weights(y))
+        self.booster = clf.get_booster()
+        return self
+
+    def raw_scores(self, windows) -> np.ndarray:
+        import xgboost as xgb
+
+        return self.booster.predict(xgb.DMatrix(self._x(windows)))
+
+    def _save_weights(self, folder: Path) -> None:
+        self.booster.save_model(str(folder / "booster.json"))
+
+    @classmethod
+    def load(cls, folder: Path, card: dict, **options: Any) -> XGBoostModel:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(folder / "booster.json"))
+        return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), booster=booster)
+
+
+class MLPModel(_Tabular):
+    """A small MLP (scikit-learn) on standardised features; NaNs imputed with training medians."""
+
+    kind = "mlp"
+    defaults: ClassVar[dict] = {"hidden_layer_sizes": [32, 16], "alpha": 1e-3, "max_iter": 600, "random_state": 0}
+
+    def __init__(self, *a: Any, weights: dict | None = None, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.weights = weights
+
+    def _prep(self, windows) -> np.ndarray:
+        x = self._x(windows)
+        w = self.weights
+        x = np.where(np.isnan(x), np.asarray(w["median"]), x)
+        return (x - np.asarray(w["mean"])) / np.asarray(w["scale"])
+
+    def fit(self, train, val=None, workdir=None) -> MLPModel:
+        from sklearn.neural_network import MLPClassifier
+
+        x = self._x(train)
+        with warnings.catch_warnings():  # a feature that is NaN everywhere (e.g. no third object) gets 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nan_to_num(np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0), nan=0.0)
+        x = np.where(np.isnan(x), med, x)
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+        y = as_windows(train).labels
+        params = {**self.defaults, **self.params}
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        clf = MLPClassifier(**params).fit((x - mean) / scale, y, sample_weight=_weights(y))
+        self.weights = {"median": med.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
+                        "coefs": [c.tolist() for c in clf.coefs_], "intercepts": [b.tolist() for b in clf.intercepts_]}
+        return self
+
+    def raw_scores(self, windows) -> np.ndarray:
+        h = self._prep(windows)
+        coefs, inter = self.weights["coefs"], self.weights["intercepts"]
+        for i, (w, b) in enumerate(zip(coefs, inter, strict=True)):
+            h = h @ np.asarray(w) + np.asarray(b)
+            if i < len(coefs) - 1:
+                h = np.maximum(h, 0.0)
+        return sigmoid(h[:, 0])
+
+    def _save_weights(self, folder: Path) -> None:
+        atomic_write_text(folder / "weights.json", json.dumps(self.weights))
+
+    @classmethod
+    def load(cls, folder: Path, card: dict, **options: Any) -> MLPModel:
+        weights = json.loads((folder / "weights.json").read_text())
+        return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), weights=weights)

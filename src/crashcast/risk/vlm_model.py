@@ -1,0 +1,219 @@
+"""Qwen2.5-VL behind the risk-model interface: `vlm-zero-shot`, `vlm-baseline`, `vlm-enhanced`.
+
+- Settings: the `paper-<mode>` preset's vlm section, then any `vlm.field=value` overrides
+  (`vlm_config`), so `crashcast evaluate --models vlm-baseline --set vlm.base_model=random:tiny`
+  runs the paper's baseline recipe on the tiny random model.
+- `fit(train, val, workdir)` fine-tunes (`risk.finetune.train_vlm`) into `workdir`, the model's
+  folder; an adapter already there (`crashcast train vlm`) is used as it is when it was trained with
+  the same settings on the same training and validation prompts (the model card's hashes), and
+  retrained otherwise, so no test window can have been trained on.
+- `score(windows)`: one generation per window gives the score (the expected-digit probability) and
+  the rationale (its `Reason:` line); the answer, the number it wrote and any parse failure are
+  kept as columns of the predictions file.
+- The folder holds model.json (kind, settings, calibration) beside the adapter and its card, so
+  `load_model(folder)` and `crashcast predict --model folder` load it.
+
+torch, transformers and peft are imported only when a model is loaded or trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from crashcast.config import VlmConfig, load_config
+from crashcast.errors import ConfigError
+from crashcast.risk.base import RiskModel, RiskScores
+from crashcast.risk.calibration import Calibrator
+from crashcast.risk.windows import WindowSet, as_windows
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["zero-shot", "baseline", "enhanced"]
+#: files of a trained folder that belong to the adapter (copied when the model is saved elsewhere)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "crashcast_model.json", "README.md")
+
+
+def vlm_config(mode: Mode, overrides: list[str] | tuple[str, ...] = ()) -> VlmConfig:
+    """The `paper-<mode>` preset's vlm settings with `vlm.field=value` overrides applied (others ignored)."""
+    cfg = load_config(f"paper-{mode}", [o for o in overrides if o.strip().startswith("vlm.")]).vlm
+    if cfg.mode != mode:
+        raise ConfigError(f"vlm.mode={cfg.mode} contradicts the model vlm-{mode}; drop the override")
+    return cfg
+
+
+class VlmRiskModel(RiskModel):
+    """A Qwen2.5-VL risk model (see the module docstring). `device` and `weights_dir` say where it
+    runs and where its base weights are; `adapter` is a folder with a trained LoRA adapter."""
+
+    mode: ClassVar[Mode] = "zero-shot"
+    reads_prompts = True
+
+    def __init__(self, features: list[str] | None = None, calibration: Calibrator | None = None,
+                 params: dict | None = None, *, device: str = "auto", weights_dir: Path | None = None,
+                 adapter: Path | None = None, top_k: int = 3, batch_size: int = 8) -> None:
+        config = VlmConfig.model_validate(params) if params else vlm_config(self.mode)
+        if config.mode != self.mode:
+            raise ConfigError(f"{self.kind}: the settings are for vlm mode {config.mode!r}")
+        super().__init__([], calibration, config.model_dump(mode="json"))
+        self.config = config
+        self.device = device
+        self.weights_dir = weights_dir
+        self.adapter = Path(adapter) if adapter is not None else None
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self._scorer: Any = None
+
+    def columns(self) -> list[str]:
+        return []  # it reads window_meta.json and the keyframes, not the feature table
+
+    # --- training
+
+    def _prompts(self, windows: WindowSet) -> list:
+        return windows.prompts(self.top_k, rationale=self.config.rationale)
+
+    def fit(self, train, val=None, workdir: Path | None = None) -> VlmRiskModel:
+        if not self.trainable:
+            return self
+        if workdir is None:
+            raise ConfigError(f"{self.kind}: training writes an adapter; give the model's folder as workdir")
+        from crashcast.risk.finetune import downsample, prompts_hash, train_vlm
+
+        workdir = Path(workdir)
+        train_p = self._prompts(as_windows(train))
+        val_p = self._prompts(as_windows(val)) if val is not None else []
+        want = {"config": self.config.model_dump(mode="json"),
+                "train_hash": prompts_hash(downsample(train_p, self.config.negative_fraction, self.config.seed)),
+                "val_hash": prompts_hash(val_p)}
+        have = _trained_with(workdir)
+        if have == want:
+            log.info("%s: using the adapter in %s (trained on these training and validation windows with these settings)",
+                     self.kind, workdir)
+        else:
+            why = "no adapter there yet" if have is None else _difference(have, want)
+            log.info("%s: fine-tuning %s into %s (%s)", self.kind, self.config.base_model, workdir, why)
+            train_vlm(train_p, val_p, self.config, workdir, device=self.device, weights_dir=self.weights_dir)
+        self.adapter = workdir
+        self._scorer = None
+        return self
+
+    # --- scoring
+
+    def scorer(self) -> Any:
+        """The loaded model (`risk.vlm.RiskVlm`), loaded at first use."""
+        if self._scorer is None:
+            from crashcast.risk.vlm import load_vlm
+
+            if self.trainable and self.adapter is None:
+                raise ConfigError(f"{self.kind} has no adapter: train it first (`crashcast train vlm`, or fit)")
+            self._scorer = load_vlm(self.config, adapter=self.adapter, device=self.device, weights_dir=self.weights_dir)
+        return self._scorer
+
+    def score(self, windows) -> RiskScores:
+        ws = as_windows(windows)
+        prompts = self._prompts(ws)
+        scored = self.scorer().score(prompts, batch_size=self.batch_size) if prompts else []
+        failures = sum(s.written is None for s in scored)
+        if failures:  # once per call: predict scores one window per stride and says so in its timeline
+            log.log(logging.WARNING if len(scored) > 1 else logging.DEBUG,
+                    "%s: %d of %d answers held no readable probability; those windows are scored by a teacher-forced "
+                    "reading (column parse_error says why)", self.kind, failures, len(scored))
+        reasons = [reason_of(s) for s in scored]
+        columns = {"answer": [s.text for s in scored], "written": [s.written for s in scored],
+                   "parse_error": [s.error or "" for s in scored], "score_source": [s.source for s in scored]}
+        return RiskScores(np.array([s.probability for s in scored], float), reasons, columns)
+
+    def explain(self, windows) -> list[str]:
+        return self.score(windows).rationale
+
+    # --- persistence
+
+    def card(self) -> dict:
+        return {**super().card(), "prompt_top_k": self.top_k, "adapter": self.adapter is not None}
+
+    def _save_weights(self, folder: Path) -> None:
+        if self.adapter is None or self.adapter.resolve() == folder.resolve():
+            return
+        for name in ADAPTER_FILES:
+            if (self.adapter / name).exists():
+                shutil.copy2(self.adapter / name, folder / name)
+
+    @classmethod
+    def load(cls, folder: Path, card: dict, **options: Any) -> VlmRiskModel:
+        runtime = options.get("runtime")
+        kw: dict[str, Any] = {}
+        if runtime is not None:
+            kw = {"device": runtime.device, "batch_size": runtime.batch_size,
+                  "weights_dir": Path(runtime.weights_dir) if runtime.weights_dir else None}
+        params = dict(card.get("params") or {})
+        if options.get("base_model"):
+            params["base_model"] = options["base_model"]
+        adapter = folder if card.get("adapter") else None
+        if adapter is not None and not (folder / "adapter_config.json").exists():
+            raise ConfigError(f"{folder}: model.json names an adapter but adapter_config.json is missing")
+        return cls(None, Calibrator.from_dict(card["calibration"]), params, adapter=adapter,
+                   top_k=int(card.get("prompt_top_k", 3)), **kw)
+
+
+def reason_of(scored: Any) -> str:
+    """The reason shown for one scored window (`risk.vlm.Scored`): the model's `Reason:` line; else
+    'no reason given' when it wrote a readable number only, or what was wrong with its answer."""
+    if scored.rationale:
+        return scored.rationale
+    return "no reason given" if scored.written is not None else f"unreadable answer: {scored.error}"
+
+
+def trained_config(folder: Path) -> VlmConfig | None:
+    """The settings the adapter in `folder` was trained with (None: no readable adapter there)."""
+    have = _trained_with(folder)
+    try:
+        return VlmConfig.model_validate(have["config"]) if have else None
+    except ValueError:
+        return None
+
+
+def _trained_with(folder: Path) -> dict | None:
+    """The settings and data hashes of the adapter in `folder` (None: no readable adapter there)."""
+    from crashcast.risk.vlm import MODEL_CARD_JSON
+
+    path = folder / MODEL_CARD_JSON
+    if not (folder / "adapter_config.json").exists() or not path.exists():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+        return {"config": card["config"], "train_hash": card["data"]["train_hash"], "val_hash": card["data"]["val_hash"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _difference(have: dict, want: dict) -> str:
+    if have["config"] != want["config"]:
+        fields = sorted(k for k in want["config"] if have["config"].get(k) != want["config"][k])
+        return f"the adapter there was trained with other settings ({', '.join(fields)})"
+    return "the adapter there was trained on other windows"
+
+
+class VlmZeroShot(VlmRiskModel):
+    kind = "vlm-zero-shot"
+    mode = "zero-shot"
+    trainable = False
+
+
+class VlmBaseline(VlmRiskModel):
+    kind = "vlm-baseline"
+    mode = "baseline"
+    trainable = True
+
+
+class VlmEnhanced(VlmRiskModel):
+    kind = "vlm-enhanced"
+    mode = "enhanced"
+    trainable = True
+
+
+VLM_MODELS: tuple[type[VlmRiskModel], ...] = (VlmZeroShot, VlmBaseline, VlmEnhanced)

@@ -307,6 +307,8 @@ def evaluate(
                                                           "model that never saw it (default: one train/validation/test split)")] = None,
     config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the run's config.yaml)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. evaluation.seed=1")] = None,
+    retrain_vlm: Annotated[bool, typer.Option(help="let vlm-baseline/vlm-enhanced replace an adapter in run/models/ that was "
+                                                   "trained with other settings or on other windows")] = False,
 ) -> None:
     """Train, calibrate and score by video (a split, or --folds cross-validation); write metrics.json / metrics.md / predictions.
     A fine-tuned VLM already in run/models/vlm-<mode>/ (`crashcast train vlm`) is used when it was trained on this split."""
@@ -319,7 +321,7 @@ def evaluate(
     cfg = load_config(config or (run / "config.yaml" if (run / "config.yaml").exists() else "classic"), overrides)
     writable_dir(run, "run")
     run_experiments(run, [m.strip() for m in models.split(",") if m.strip()], cfg, calibration.value, folds=folds,
-                    vlm_overrides=[o for o in overrides if o.strip().startswith("vlm.")])
+                    vlm_overrides=[o for o in overrides if o.strip().startswith("vlm.")], retrain_vlm=retrain_vlm)
     console.print((run / "metrics.md").read_text(), markup=False)
     console.print(f"wrote {run / 'metrics.json'}, {run / 'metrics.md'}, {run / 'predictions'}/, {run / 'models'}/", markup=False)
 

@@ -186,11 +186,13 @@ class Scored:
     columns: dict[str, list]
 
 
-def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] = (), workdir: Path | None = None) -> RiskModel:
+def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] = (), workdir: Path | None = None,
+               retrain_vlm: bool = False) -> RiskModel:
     """An untrained model: the training-free rules take the config's physics parameters. A VLM takes
     the runtime's device, weights folder and batch size, the config's top_k, and its settings: the
     `paper-<mode>` preset with `vlm_overrides`; without overrides, those of the adapter already in
-    `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was trained)."""
+    `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was trained);
+    `retrain_vlm` lets it replace an adapter trained otherwise."""
     if name in ("ttc", "physics"):
         return create_model(name, cfg.physics.model_dump())
     if name.startswith("vlm-"):
@@ -203,7 +205,7 @@ def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] =
         rt = cfg.runtime
         return create_model(name, settings.model_dump(mode="json"), device=rt.device,
                             weights_dir=Path(rt.weights_dir) if rt.weights_dir else None,
-                            top_k=cfg.features.top_k, batch_size=rt.batch_size)
+                            top_k=cfg.features.top_k, batch_size=rt.batch_size, retrain=retrain_vlm)
     return create_model(name)
 
 
@@ -219,12 +221,12 @@ def _fit_part(model: RiskModel, ws: WindowSet, part: Split, calibration: str, wo
 
 
 def _score_parts(name: str, ws: WindowSet, parts: list[Split], cfg: CrashcastConfig, calibration: str,
-                 workdir: Path, vlm_overrides: tuple[str, ...] = ()) -> Scored:
+                 workdir: Path, vlm_overrides: tuple[str, ...] = (), retrain_vlm: bool = False) -> Scored:
     rows, fold, raw, score, reasons, cals = [], [], [], [], [], []
     columns: dict[str, list] = {}
     model = None
     for i, part in enumerate(parts):
-        model = _fit_part(_new_model(name, cfg, vlm_overrides, workdir), ws, part, calibration, workdir)
+        model = _fit_part(_new_model(name, cfg, vlm_overrides, workdir, retrain_vlm), ws, part, calibration, workdir)
         scores = model.score(ws.subset(part.test))
         rows.append(part.test)
         fold.append(np.full(len(part.test), i))
@@ -240,11 +242,11 @@ def _score_parts(name: str, ws: WindowSet, parts: list[Split], cfg: CrashcastCon
 
 
 def _final_model(name: str, ws: WindowSet, scored: Scored, cfg: CrashcastConfig, calibration: str,
-                 workdir: Path, vlm_overrides: tuple[str, ...] = ()) -> RiskModel:
+                 workdir: Path, vlm_overrides: tuple[str, ...] = (), retrain_vlm: bool = False) -> RiskModel:
     """Under CV: the model refit on all clips, calibrated on the pooled out-of-fold raw scores (the
     raw scores of models that had not seen those clips, as scikit-learn's CalibratedClassifierCV
     with ensemble=False)."""
-    model = _new_model(name, cfg, vlm_overrides, workdir)
+    model = _new_model(name, cfg, vlm_overrides, workdir, retrain_vlm)
     if model.trainable:
         model.fit(ws, workdir=workdir)
     model.calibration = Calibrator.fit(calibration, scored.raw, ws.labels[scored.rows])
@@ -252,7 +254,8 @@ def _final_model(name: str, ws: WindowSet, scored: Scored, cfg: CrashcastConfig,
 
 
 def _save_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], scored: Scored, point: dict,
-                protocol: dict, cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = ()) -> RiskModel:
+                protocol: dict, cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = (),
+                retrain_vlm: bool = False) -> RiskModel:
     df = ws.table
     common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(),
               "perception_preset": cfg.name}
@@ -261,7 +264,8 @@ def _save_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], sco
         meta = {**common, "trained_on_clips": int(df.clip_id.iloc[parts[0].train].nunique()),
                 "calibrated_on_clips": int(df.clip_id.iloc[parts[0].val].nunique())}
     else:
-        model = _final_model(name, ws, scored, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides)
+        model = _final_model(name, ws, scored, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides,
+                             retrain_vlm)
         meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
                 "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
                 "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
@@ -293,12 +297,14 @@ def _val_share(cfg: CrashcastConfig) -> float:
 
 
 def _evaluate_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], protocol: dict,
-                    cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = ()) -> dict:
+                    cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = (),
+                    retrain_vlm: bool = False) -> dict:
     """Train (when it learns), score, measure, save and write the predictions of one model; its
     metrics.json entry."""
     cv = protocol["kind"] == "cv"
     df = ws.table
-    scored = _score_parts(name, ws, parts, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides)
+    scored = _score_parts(name, ws, parts, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides,
+                          retrain_vlm)
     test = df.iloc[scored.rows]
     # Under CV each fold has its own calibration map: pooled, the maps' differences (not the model)
     # would decide how windows of different folds rank, so AP, AUC and the video-level metrics rank
@@ -307,7 +313,7 @@ def _evaluate_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split],
     point, ci = _window_metrics(test, scored.score, cfg, rank_score=rank if cv else None)
     calibrated = any(c.method != "none" for c in scored.calibrations)
     before = _window_metrics(test, scored.raw, cfg, intervals=False)[0] if calibrated else point
-    saved = _save_model(run_dir, name, ws, parts, scored, point, protocol, cfg, calibration, vlm_overrides)
+    saved = _save_model(run_dir, name, ws, parts, scored, point, protocol, cfg, calibration, vlm_overrides, retrain_vlm)
     entry = {"window": point, "ci95": ci, "before_calibration": {k: before[k] for k in ("brier", "ece", "ap", "auc")},
              "video": _video_metrics(test, rank), "calibration": saved.calibration.to_dict()}
     if "parse_error" in scored.columns:  # a VLM: how many answers held no readable number
@@ -322,11 +328,13 @@ def _evaluate_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split],
 
 
 def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig, calibration: str = "platt",
-                    folds: int | None = None, vlm_overrides: list[str] | tuple[str, ...] = ()) -> dict:
+                    folds: int | None = None, vlm_overrides: list[str] | tuple[str, ...] = (),
+                    retrain_vlm: bool = False) -> dict:
     """Evaluate each model on the run's windows and write metrics.json, metrics.md, predictions/ and
     models/. `folds` (default: `cfg.evaluation.folds` where the config has it, else none) switches
     from the single split to k-fold cross-validation by video. `vlm_overrides` (`vlm.field=value`)
-    change the `paper-<mode>` settings of the vlm-* models."""
+    change the `paper-<mode>` settings of the vlm-* models; `retrain_vlm` lets them replace an adapter
+    in run/models/ trained with other settings or on other windows (otherwise an error)."""
     run_dir = Path(run_dir)
     folds = folds if folds is not None else cfg.evaluation.folds
     names = check_request(model_names, calibration, folds)
@@ -345,7 +353,8 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
                          "val_share_of_training_clips": _val_share(cfg)}
     RunLayout(run_dir).predictions.mkdir(exist_ok=True)
     for name in names:
-        results["models"][name] = _evaluate_model(run_dir, name, ws, parts, protocol, cfg, calibration, vlm_overrides)
+        results["models"][name] = _evaluate_model(run_dir, name, ws, parts, protocol, cfg, calibration, vlm_overrides,
+                                                  retrain_vlm)
     atomic_write_text(RunLayout(run_dir).metrics_json, json.dumps(results, indent=2, default=_json_default))
     atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results

@@ -5,8 +5,9 @@
   runs the paper's baseline recipe on the tiny random model.
 - `fit(train, val, workdir)` fine-tunes (`risk.finetune.train_vlm`) into `workdir`, the model's
   folder; an adapter already there (`crashcast train vlm`) is used as it is when it was trained with
-  the same settings on the same training and validation prompts (the model card's hashes), and
-  retrained otherwise, so no test window can have been trained on.
+  the same settings on the same training and validation prompts (the model card's hashes). One
+  trained otherwise is never silently replaced (hours of GPU work): fitting stops with an error
+  naming the difference unless `retrain` is set (`crashcast evaluate --retrain-vlm`).
 - `score(windows)`: one generation per window gives the score (the expected-digit probability) and
   the rationale (its `Reason:` line); the answer, the number it wrote and any parse failure are
   kept as columns of the predictions file.
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from crashcast.config import VlmConfig, load_config
-from crashcast.errors import ConfigError
+from crashcast.errors import ConfigError, ModelError
 from crashcast.risk.base import RiskModel, RiskScores
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.windows import WindowSet, as_windows
@@ -56,7 +57,7 @@ class VlmRiskModel(RiskModel):
 
     def __init__(self, features: list[str] | None = None, calibration: Calibrator | None = None,
                  params: dict | None = None, *, device: str = "auto", weights_dir: Path | None = None,
-                 adapter: Path | None = None, top_k: int = 3, batch_size: int = 8) -> None:
+                 adapter: Path | None = None, top_k: int = 3, batch_size: int = 8, retrain: bool = False) -> None:
         config = VlmConfig.model_validate(params) if params else vlm_config(self.mode)
         if config.mode != self.mode:
             raise ConfigError(f"{self.kind}: the settings are for vlm mode {config.mode!r}")
@@ -67,6 +68,7 @@ class VlmRiskModel(RiskModel):
         self.adapter = Path(adapter) if adapter is not None else None
         self.top_k = top_k
         self.batch_size = batch_size
+        self.retrain = retrain
         self._scorer: Any = None
 
     def columns(self) -> list[str]:
@@ -96,6 +98,10 @@ class VlmRiskModel(RiskModel):
                      self.kind, workdir)
         else:
             why = "no adapter there yet" if have is None else _difference(have, want)
+            if have is not None and not self.retrain:
+                raise ModelError(f"{workdir}: {why}; fitting {self.kind} here would replace it. Use the settings it was "
+                                 f"trained with (its {_card_name()}), or retrain and replace it (crashcast evaluate "
+                                 "--retrain-vlm)")
             log.info("%s: fine-tuning %s into %s (%s)", self.kind, self.config.base_model, workdir, why)
             train_vlm(train_p, val_p, self.config, workdir, device=self.device, weights_dir=self.weights_dir)
         self.adapter = workdir
@@ -158,6 +164,12 @@ class VlmRiskModel(RiskModel):
             raise ConfigError(f"{folder}: model.json names an adapter but adapter_config.json is missing")
         return cls(None, Calibrator.from_dict(card["calibration"]), params, adapter=adapter,
                    top_k=int(card.get("prompt_top_k", 3)), **kw)
+
+
+def _card_name() -> str:
+    from crashcast.risk.vlm import MODEL_CARD_JSON
+
+    return MODEL_CARD_JSON
 
 
 def reason_of(scored: Any) -> str:

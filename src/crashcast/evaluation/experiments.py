@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -220,13 +222,13 @@ def _fit_part(model: RiskModel, ws: WindowSet, part: Split, calibration: str, wo
     return model
 
 
-def _score_parts(name: str, ws: WindowSet, parts: list[Split], cfg: CrashcastConfig, calibration: str,
-                 workdir: Path, vlm_overrides: tuple[str, ...] = (), retrain_vlm: bool = False) -> Scored:
+def _score_parts(new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split], calibration: str, workdir: Path) -> Scored:
+    """Each part's test windows scored by a model (`new()`) fitted and calibrated on that part."""
     rows, fold, raw, score, reasons, cals = [], [], [], [], [], []
     columns: dict[str, list] = {}
     model = None
     for i, part in enumerate(parts):
-        model = _fit_part(_new_model(name, cfg, vlm_overrides, workdir, retrain_vlm), ws, part, calibration, workdir)
+        model = _fit_part(new(), ws, part, calibration, workdir)
         scores = model.score(ws.subset(part.test))
         rows.append(part.test)
         fold.append(np.full(len(part.test), i))
@@ -241,21 +243,19 @@ def _score_parts(name: str, ws: WindowSet, parts: list[Split], cfg: CrashcastCon
     return Scored(*cat, [reasons[j] for j in order], cals, model, {k: [v[j] for j in order] for k, v in columns.items()})
 
 
-def _final_model(name: str, ws: WindowSet, scored: Scored, cfg: CrashcastConfig, calibration: str,
-                 workdir: Path, vlm_overrides: tuple[str, ...] = (), retrain_vlm: bool = False) -> RiskModel:
+def _final_model(new: Callable[[], RiskModel], ws: WindowSet, scored: Scored, calibration: str, workdir: Path) -> RiskModel:
     """Under CV: the model refit on all clips, calibrated on the pooled out-of-fold raw scores (the
     raw scores of models that had not seen those clips, as scikit-learn's CalibratedClassifierCV
     with ensemble=False)."""
-    model = _new_model(name, cfg, vlm_overrides, workdir, retrain_vlm)
+    model = new()
     if model.trainable:
         model.fit(ws, workdir=workdir)
     model.calibration = Calibrator.fit(calibration, scored.raw, ws.labels[scored.rows])
     return model
 
 
-def _save_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], scored: Scored, point: dict,
-                protocol: dict, cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = (),
-                retrain_vlm: bool = False) -> RiskModel:
+def _save_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split], scored: Scored,
+                point: dict, protocol: dict, cfg: CrashcastConfig, calibration: str) -> RiskModel:
     df = ws.table
     common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(),
               "perception_preset": cfg.name}
@@ -264,8 +264,7 @@ def _save_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], sco
         meta = {**common, "trained_on_clips": int(df.clip_id.iloc[parts[0].train].nunique()),
                 "calibrated_on_clips": int(df.clip_id.iloc[parts[0].val].nunique())}
     else:
-        model = _final_model(name, ws, scored, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides,
-                             retrain_vlm)
+        model = _final_model(new, ws, scored, calibration, RunLayout(run_dir).model_dir(name))
         meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
                 "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
                 "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
@@ -296,15 +295,13 @@ def _val_share(cfg: CrashcastConfig) -> float:
     return ev.val_fraction / max(1e-9, 1 - ev.test_fraction)
 
 
-def _evaluate_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split], protocol: dict,
-                    cfg: CrashcastConfig, calibration: str, vlm_overrides: tuple[str, ...] = (),
-                    retrain_vlm: bool = False) -> dict:
+def _evaluate_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split],
+                    protocol: dict, cfg: CrashcastConfig, calibration: str) -> dict:
     """Train (when it learns), score, measure, save and write the predictions of one model; its
     metrics.json entry."""
     cv = protocol["kind"] == "cv"
     df = ws.table
-    scored = _score_parts(name, ws, parts, cfg, calibration, RunLayout(run_dir).model_dir(name), vlm_overrides,
-                          retrain_vlm)
+    scored = _score_parts(new, ws, parts, calibration, RunLayout(run_dir).model_dir(name))
     test = df.iloc[scored.rows]
     # Under CV each fold has its own calibration map: pooled, the maps' differences (not the model)
     # would decide how windows of different folds rank, so AP, AUC and the video-level metrics rank
@@ -313,7 +310,7 @@ def _evaluate_model(run_dir: Path, name: str, ws: WindowSet, parts: list[Split],
     point, ci = _window_metrics(test, scored.score, cfg, rank_score=rank if cv else None)
     calibrated = any(c.method != "none" for c in scored.calibrations)
     before = _window_metrics(test, scored.raw, cfg, intervals=False)[0] if calibrated else point
-    saved = _save_model(run_dir, name, ws, parts, scored, point, protocol, cfg, calibration, vlm_overrides, retrain_vlm)
+    saved = _save_model(run_dir, name, new, ws, parts, scored, point, protocol, cfg, calibration)
     entry = {"window": point, "ci95": ci, "before_calibration": {k: before[k] for k in ("brier", "ece", "ap", "auc")},
              "video": _video_metrics(test, rank), "calibration": saved.calibration.to_dict()}
     if "parse_error" in scored.columns:  # a VLM: how many answers held no readable number
@@ -353,8 +350,8 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
                          "val_share_of_training_clips": _val_share(cfg)}
     RunLayout(run_dir).predictions.mkdir(exist_ok=True)
     for name in names:
-        results["models"][name] = _evaluate_model(run_dir, name, ws, parts, protocol, cfg, calibration, vlm_overrides,
-                                                  retrain_vlm)
+        new = partial(_new_model, name, cfg, vlm_overrides, RunLayout(run_dir).model_dir(name), retrain_vlm)
+        results["models"][name] = _evaluate_model(run_dir, name, new, ws, parts, protocol, cfg, calibration)
     atomic_write_text(RunLayout(run_dir).metrics_json, json.dumps(results, indent=2, default=_json_default))
     atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results

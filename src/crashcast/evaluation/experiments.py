@@ -254,8 +254,9 @@ def _final_model(new: Callable[[], RiskModel], ws: WindowSet, scored: Scored, ca
     return model
 
 
-def _save_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split], scored: Scored,
-                point: dict, protocol: dict, cfg: CrashcastConfig, calibration: str) -> RiskModel:
+def _model_to_save(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split],
+                   scored: Scored, point: dict, protocol: dict, cfg: CrashcastConfig, calibration: str) -> tuple[RiskModel, dict]:
+    """The model to save in run/models/<name> (the split's, or under CV the refit one) and its card's extras."""
     df = ws.table
     common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(),
               "perception_preset": cfg.name}
@@ -268,8 +269,7 @@ def _save_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: Wind
         meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
                 "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
                 "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
-    model.save(RunLayout(run_dir).model_dir(name), meta)
-    return model
+    return model, meta
 
 
 def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: Scored, cv: bool) -> None:
@@ -296,9 +296,10 @@ def _val_share(cfg: CrashcastConfig) -> float:
 
 
 def _evaluate_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split],
-                    protocol: dict, cfg: CrashcastConfig, calibration: str) -> dict:
-    """Train (when it learns), score, measure, save and write the predictions of one model; its
-    metrics.json entry."""
+                    protocol: dict, cfg: CrashcastConfig, calibration: str) -> tuple[dict, Callable[[], None]]:
+    """Train (when it learns), score and measure one model: its metrics.json entry, and the writing of
+    its model folder and predictions, left to the caller so that a later model's failure leaves no
+    run output half updated."""
     cv = protocol["kind"] == "cv"
     df = ws.table
     scored = _score_parts(new, ws, parts, calibration, RunLayout(run_dir).model_dir(name))
@@ -310,7 +311,7 @@ def _evaluate_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: 
     point, ci = _window_metrics(test, scored.score, cfg, rank_score=rank if cv else None)
     calibrated = any(c.method != "none" for c in scored.calibrations)
     before = _window_metrics(test, scored.raw, cfg, intervals=False)[0] if calibrated else point
-    saved = _save_model(run_dir, name, new, ws, parts, scored, point, protocol, cfg, calibration)
+    saved, card = _model_to_save(run_dir, name, new, ws, parts, scored, point, protocol, cfg, calibration)
     entry = {"window": point, "ci95": ci, "before_calibration": {k: before[k] for k in ("brier", "ece", "ap", "auc")},
              "video": _video_metrics(test, rank), "calibration": saved.calibration.to_dict()}
     if "parse_error" in scored.columns:  # a VLM: how many answers held no readable number
@@ -319,9 +320,13 @@ def _evaluate_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: 
         pooled = _window_metrics(test, scored.score, cfg, intervals=False)[0]
         entry.update(fold_calibrations=[c.to_dict() for c in scored.calibrations],
                      pooled_calibrated_ranking={k: pooled[k] for k in RANK_METRICS})
-    _write_predictions(run_dir, name, df, scored, cv)
     log.info("%s: AP %.3f AUC %.3f F1 %.3f", name, point["ap"], point["auc"], point["f1"])
-    return entry
+
+    def write() -> None:
+        saved.save(RunLayout(run_dir).model_dir(name), card)
+        _write_predictions(run_dir, name, df, scored, cv)
+
+    return entry, write
 
 
 def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig, calibration: str = "platt",
@@ -348,10 +353,14 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     if folds is not None:
         results["cv"] = {"folds": [{"fold": i, **_part_sizes(df, p)} for i, p in enumerate(parts)],
                          "val_share_of_training_clips": _val_share(cfg)}
-    RunLayout(run_dir).predictions.mkdir(exist_ok=True)
+    writes = []
     for name in names:
         new = partial(_new_model, name, cfg, vlm_overrides, RunLayout(run_dir).model_dir(name), retrain_vlm)
-        results["models"][name] = _evaluate_model(run_dir, name, new, ws, parts, protocol, cfg, calibration)
+        results["models"][name], write = _evaluate_model(run_dir, name, new, ws, parts, protocol, cfg, calibration)
+        writes.append(write)
+    RunLayout(run_dir).predictions.mkdir(exist_ok=True)
+    for write in writes:  # every model succeeded: now the run's outputs change, all together
+        write()
     atomic_write_text(RunLayout(run_dir).metrics_json, json.dumps(results, indent=2, default=_json_default))
     atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results

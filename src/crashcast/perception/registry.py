@@ -38,6 +38,8 @@ BUILTIN_MODULES = (
     "crashcast.perception.models.fusion",
     "crashcast.perception.models.sam2",
     "crashcast.perception.models.sam2_video",
+    "crashcast.perception.models.raft",
+    "crashcast.perception.models.depth_anything_v2",
 )
 
 Factory = Callable[[Any, BuildContext], Any]

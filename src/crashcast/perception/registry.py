@@ -40,6 +40,7 @@ BUILTIN_MODULES = (
     "crashcast.perception.models.sam2_video",
     "crashcast.perception.models.raft",
     "crashcast.perception.models.depth_anything_v2",
+    "crashcast.perception.models.vda",
 )
 
 Factory = Callable[[Any, BuildContext], Any]

@@ -209,4 +209,5 @@ class DPTTemporalHead(nn.Module):
         path = s.refinenet2(path, r2, size=r1.shape[2:])
         path = s.refinenet1(path, r1)
         out = F.interpolate(s.output_conv1(path), size=(14 * h, 14 * w), mode="bilinear", align_corners=True)
-        return s.output_conv2(out)
+        with torch.autocast(device_type=out.device.type, enabled=False):  # the last convolutions in float32, as the official head
+            return s.output_conv2(out.float())

@@ -17,7 +17,7 @@ from crashcast.features.window_meta import read_window_meta
 for module in ("torch", "torchvision", "transformers", "ultralytics"):
     pytest.importorskip(module)
 
-TINY = {"flow": "classic-flow", "detector": "fusion", "segmenter": "sam2", "tracker": "sam2-video", "depth": "classic-ground"}
+TINY = {"flow": "raft", "detector": "fusion", "segmenter": "sam2", "tracker": "sam2-video", "depth": "video-depth-anything"}
 
 
 @pytest.fixture

@@ -213,7 +213,8 @@ class RuntimeConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on CUDA, float32 elsewhere")
-    batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages")
+    batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages; windows per generate call "
+                            "when a VLM scores")
     weights_dir: str | None = Field(None, description="load every model from this folder, offline "
                                     "(also CRASHCAST_WEIGHTS_DIR); see `crashcast weights list`")
 

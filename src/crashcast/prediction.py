@@ -167,7 +167,8 @@ def predict(
                     recent[k] = frame
                     for old in [i for i in recent if i < k - keep_frames]:
                         del recent[old]
-                result = perception.step(frame, t, keep_masks=False)
+                # a model reading prompts sees the overlays extraction draws: with the masks
+                result = perception.step(frame, t, keep_masks=scratch is not None)
                 last_det = result.detections
                 last_depths = {o["track_id"]: o["depth_m"] for o in result.objects}
             if t + 1e-9 >= next_t:
@@ -234,7 +235,6 @@ def _annotated(frame: np.ndarray, det, depths: dict[int, float], ttcs: dict[int,
     """Boxes, ids, class, depth and TTC labels, the current risk and reason, and a risk gauge on one frame."""
     import cv2
 
-    from crashcast.features import overlays
     from crashcast.types import Detections
 
     det = det if det is not None else Detections.empty()

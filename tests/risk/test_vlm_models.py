@@ -301,9 +301,22 @@ def test_evaluate_writes_the_vlm_beside_the_tabular_models(vlm_run):
     card = json.loads((folder / "model.json").read_text())
     assert card["kind"] == "vlm-baseline" and card["features"] == [] and card["adapter"] is True
     assert card["params"]["base_model"] == "random:tiny" and card["params"]["epochs"] == 1
-    assert card["calibration"] == entry["calibration"]
     trained = json.loads((folder / "crashcast_model.json").read_text())
     assert trained["config"] == card["params"]  # the adapter was trained with the settings model.json names
+
+    # it was trained on the split's training windows and validated on its validation windows only
+    from crashcast.risk.finetune import downsample, prompts_hash
+    from crashcast.risk.vlm_model import vlm_config as settings_of
+
+    cfg = load_config(run / "config.yaml")
+    ws = WindowSet.from_run(run)
+    part = train_val_test(ws.table, cfg.evaluation.test_fraction, cfg.evaluation.val_fraction, cfg.evaluation.seed)
+    vlm_cfg = settings_of("baseline", [*TINY, "vlm.epochs=1"])
+    train = downsample(ws.subset(part.train).prompts(cfg.features.top_k), vlm_cfg.negative_fraction, vlm_cfg.seed)
+    assert trained["data"]["train_hash"] == prompts_hash(train)
+    assert trained["data"]["val_hash"] == prompts_hash(ws.subset(part.val).prompts(cfg.features.top_k))
+    assert trained["data"]["n_val"] == len(part.val)
+    assert not set(ws.table.clip_id.iloc[part.train]) & set(vlm.clip_id)
 
 
 def test_the_saved_folder_reloads_and_scores_the_same(vlm_run):
@@ -392,11 +405,27 @@ def test_train_vlm_writes_a_loadable_folder_that_evaluate_uses(extracted, tiny_c
 
 def test_predict_with_the_vlm_folder_gives_its_answers_as_reasons(vlm_run, synth_small, offline_caches, tmp_path):
     from crashcast.prediction import predict, write_outputs
+    from crashcast.risk.models import load_model
 
     video = read_csv(synth_small / "annotations.csv")[0].video_path
     config = vlm_run.run / "config.yaml"
-    pred = predict(video, model=vlm_run.folder, config=config, stride_s=2.0)
+    # the model sees each window's three keyframe overlays, drawn into a scratch folder removed afterwards
+    model = load_model(vlm_run.folder, runtime=load_config(config).runtime)
+    seen: list[tuple] = []
+    score = model.score
+
+    def recording(windows):
+        prompt = windows.prompt(0, model.top_k)
+        seen.append((prompt.images, [p.is_file() for p in prompt.images], windows.meta(0).end_s))
+        return score(windows)
+
+    model.score = recording
+    pred = predict(video, model=model, config=config, stride_s=2.0)
     assert pred.model == "vlm-baseline"
+    assert len(seen) == len(pred.timeline)
+    for images, exist, _ in seen:
+        assert len(images) == 3 and all(exist) and all("crashcast-predict-" in str(p) for p in images)
+    assert not any(p.exists() for images, _, _ in seen for p in images)  # the scratch folder is gone
     tl = pred.timeline
     assert len(tl) >= 3 and set(VLM_COLUMNS) <= set(tl.columns)
     for r in tl.itertuples(index=False):
@@ -412,3 +441,17 @@ def test_predict_with_the_vlm_folder_gives_its_answers_as_reasons(vlm_run, synth
     assert physics.model == "physics"
     assert not set(VLM_COLUMNS) & set(physics.timeline.columns)
     assert physics.timeline.time_s.tolist() == tl.time_s.tolist()
+
+
+def test_an_adapter_with_an_unreadable_card_is_not_replaced_unasked(extracted, tmp_path):
+    from crashcast.risk.models import create_model
+
+    folder = tmp_path / "vlm-baseline"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "crashcast_model.json").write_text("{ not json")
+    ws = WindowSet.from_run(extracted)
+    model = create_model("vlm-baseline", vlm_config("baseline", TINY).model_dump(mode="json"))
+    with pytest.raises(ModelError, match=r"card cannot be read.*--retrain-vlm"):
+        model.fit(ws.subset([0, 1]), ws.subset([2]), workdir=folder)
+    assert (folder / "crashcast_model.json").read_text() == "{ not json"

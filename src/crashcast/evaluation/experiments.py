@@ -31,7 +31,7 @@ from crashcast.evaluation import metrics as M
 from crashcast.evaluation.splits import Split, cv_folds, train_val_test
 from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
-from crashcast.risk.models import MODELS, create_model
+from crashcast.risk.models import MODELS, TRAINING_FREE, create_model
 from crashcast.risk.windows import META_COLUMNS, WindowSet, load_features
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import atomic_write_text
@@ -195,7 +195,7 @@ def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] =
     `paper-<mode>` preset with `vlm_overrides`; without overrides, those of the adapter already in
     `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was trained);
     `retrain_vlm` lets it replace an adapter trained otherwise."""
-    if name in ("ttc", "physics"):
+    if name in TRAINING_FREE:
         return create_model(name, cfg.physics.model_dump())
     if name.startswith("vlm-"):
         from crashcast.risk.vlm_model import trained_config, vlm_config

@@ -1,6 +1,7 @@
 """The reason a tabular or physics model gives for a window's score, in words, from its feature-table
 row: the object (or scene cue) that drives the score most, e.g. 'vehicle B, 14 m ahead, closing at
-6.0 m/s, TTC 2.3 s'. The vision-language models write their own (`vlm.rationale`)."""
+6.0 m/s, TTC 2.3 s'. The vision-language models write their own (the config's `vlm.rationale`
+option teaches a fine-tuned one to)."""
 
 from __future__ import annotations
 

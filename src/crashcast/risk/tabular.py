@@ -52,9 +52,10 @@ class LightGBMModel(_Tabular):
     def raw_scores(self, windows) -> np.ndarray:
         return self.booster.predict(self._x(windows))
 
-    def contributions(self, windows: WindowSet) -> pd.DataFrame:
-        c = self.booster.predict(self._x(windows), pred_contrib=True)
-        return pd.DataFrame(c[:, :-1], columns=self.features, index=windows.table.index)
+    def contributions(self, windows: WindowSet | pd.DataFrame) -> pd.DataFrame:
+        ws = as_windows(windows)
+        c = self.booster.predict(self._x(ws), pred_contrib=True)
+        return pd.DataFrame(c[:, :-1], columns=self.features, index=ws.table.index)
 
     def _save_weights(self, folder: Path) -> None:
         atomic_write_text(folder / "booster.txt", self.booster.model_to_string())

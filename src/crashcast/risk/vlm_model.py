@@ -89,7 +89,7 @@ class VlmRiskModel(RiskModel):
         workdir = Path(workdir)
         train_p = self._prompts(as_windows(train))
         val_p = self._prompts(as_windows(val)) if val is not None else []
-        want = {"config": self.config.model_dump(mode="json"),
+        want = {"config": _training_settings(self.config.model_dump(mode="json")),
                 "train_hash": prompts_hash(downsample(train_p, self.config.negative_fraction, self.config.seed)),
                 "val_hash": prompts_hash(val_p)}
         have = _trained_with(workdir)
@@ -103,6 +103,8 @@ class VlmRiskModel(RiskModel):
                                  f"trained with (its {_card_name()}), or retrain and replace it (crashcast evaluate "
                                  "--retrain-vlm)")
             log.info("%s: fine-tuning %s into %s (%s)", self.kind, self.config.base_model, workdir, why)
+            # the folder's model.json describes the adapter being replaced: gone until this one is saved
+            (workdir / "model.json").unlink(missing_ok=True)
             train_vlm(train_p, val_p, self.config, workdir, device=self.device, weights_dir=self.weights_dir)
         self.adapter = workdir
         self._scorer = None
@@ -182,28 +184,42 @@ def reason_of(scored: Any) -> str:
 
 def trained_config(folder: Path) -> VlmConfig | None:
     """The settings the adapter in `folder` was trained with (None: no readable adapter there)."""
-    have = _trained_with(folder)
-    try:
-        return VlmConfig.model_validate(have["config"]) if have else None
-    except ValueError:
-        return None
-
-
-def _trained_with(folder: Path) -> dict | None:
-    """The settings and data hashes of the adapter in `folder` (None: no readable adapter there)."""
     from crashcast.risk.vlm import MODEL_CARD_JSON
 
-    path = folder / MODEL_CARD_JSON
-    if not (folder / "adapter_config.json").exists() or not path.exists():
-        return None
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-        return {"config": card["config"], "train_hash": card["data"]["train_hash"], "val_hash": card["data"]["val_hash"]}
+        config = json.loads((folder / MODEL_CARD_JSON).read_text(encoding="utf-8"))["config"]
+        return VlmConfig.model_validate(config) if (folder / "adapter_config.json").exists() else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+#: settings that change how a trained model answers, not what it learnt: not compared for reuse
+SCORING_ONLY = ("max_new_tokens",)
+
+
+def _training_settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in SCORING_ONLY}
+
+
+def _trained_with(folder: Path) -> dict | None:
+    """The training settings and data hashes of the adapter in `folder`; None when there is no adapter;
+    {"unreadable": why} when there is one whose card cannot be read (it is not replaced unasked either)."""
+    from crashcast.risk.vlm import MODEL_CARD_JSON
+
+    if not (folder / "adapter_config.json").exists():
+        return None
+    path = folder / MODEL_CARD_JSON
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+        return {"config": _training_settings(card["config"]), "train_hash": card["data"]["train_hash"],
+                "val_hash": card["data"]["val_hash"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {"unreadable": f"{path}: {type(e).__name__}: {e}"}
+
+
 def _difference(have: dict, want: dict) -> str:
+    if "unreadable" in have:
+        return f"there is an adapter whose card cannot be read ({have['unreadable']})"
     if have["config"] != want["config"]:
         fields = sorted(k for k in want["config"] if have["config"].get(k) != want["config"][k])
         return f"the adapter there was trained with other settings ({', '.join(fields)})"

@@ -251,7 +251,9 @@ class ObjectTrack:
     (T,) metres; mask_area_px: (T,); occlusion: (T,) unmasked fraction of the box; flow_mag_px:
     (T,) mean flow magnitude inside the mask (pixels/frame); flow_ang_deg: (T,) mean flow angle
     (degrees, image coordinates, 0 = right, 90 = down); expansion: (T,) relative scale growth per
-    frame measured from the flow inside the box (s - 1); confidence: (T,).
+    frame measured from the flow inside the box (s - 1); confidence: (T,); centroid_px: (T, 2) the
+    mask's pixel centroid (u, v) in full-frame pixels (the box centre where there is no mask), which
+    kinematics back-projects with the depth into the 3D centroid.
     """
 
     track_id: int
@@ -265,6 +267,7 @@ class ObjectTrack:
     flow_ang_deg: np.ndarray
     expansion: np.ndarray
     confidence: np.ndarray
+    centroid_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame_index)

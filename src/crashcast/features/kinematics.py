@@ -104,7 +104,10 @@ def object_kinematics(track: ObjectTrack, times_s: np.ndarray, window: Window, c
         box = boxes[j]
         per_kf["depth"].append(zk)
         per_kf["box"].append([round(float(b), 1) for b in box])
-        u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        if track.centroid_px is not None:  # the mask's pixel centroid (the box centre where there was no mask)
+            u, v = (float(c) for c in track.centroid_px[np.flatnonzero(in_win)[j]])
+        else:
+            u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         per_kf["centroid"].append(back_project(u, v, zk, cam) if zk is not None else None)
         idx = np.flatnonzero(in_win)[j]
         per_kf["area"].append(float(track.mask_area_px[idx]))

@@ -321,6 +321,8 @@ class Perception:
             z_vals = depth_m[region][mask[region]] if region is not None else np.array([np.nan])
             z_vals = z_vals[np.isfinite(z_vals)]
             z = float(np.median(z_vals)) if len(z_vals) else float("nan")
+            u, v = mask_centroid(mask, region, (x1 + x2) / 2, (y1 + y2) / 2)
+            v += y0 if region is not None else 0.0  # the mask's rows are the perceived (cropped) ones
             if flow is not None and region is not None:
                 mag, ang = mean_flow(flow.uv[region], mask[region])
                 expansion = expansion_rate(flow.uv[region], mask[region])
@@ -339,7 +341,8 @@ class Perception:
             objects.append(rec)
             log_ = self._tracks.setdefault(tid, _TrackLog())
             log_.class_votes[rec["class_name"]] = log_.class_votes.get(rec["class_name"], 0.0) + rec["confidence"]
-            log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"]))
+            log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"],
+                              u, v))
             log_.last_index = index
         kept = _to_full_frame(det, y0, y0 + p.frame.shape[0], p.keep_masks)
         self._lap("objects", t)
@@ -393,6 +396,7 @@ class Perception:
                 track_id=tid, class_name=max(tl.class_votes, key=tl.class_votes.get),
                 frame_index=a[:, 0].astype(int) - self.first_index, box_xyxy=a[:, 1:5], depth_m=a[:, 5], mask_area_px=a[:, 6],
                 occlusion=a[:, 7], flow_mag_px=a[:, 8], flow_ang_deg=a[:, 9], expansion=a[:, 10], confidence=a[:, 11],
+                centroid_px=a[:, 12:14],
             ))
         return out
 
@@ -407,6 +411,15 @@ class Perception:
             backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
             depth_kind="ground-aligned" if "ground-aligned" in self.depth_kinds else "metric",
         )
+
+
+def mask_centroid(mask: np.ndarray | None, region: tuple[slice, slice] | None, box_u: float, box_v: float) -> tuple[float, float]:
+    """The pixel centroid (u, v) of a mask (in the mask's coordinates; `region` from `_mask_region`),
+    or (box_u, box_v) when there is no mask or it is empty."""
+    if mask is None or region is None:
+        return box_u, box_v
+    rows, cols = np.nonzero(mask[region])
+    return float(cols.mean() + region[1].start), float(rows.mean() + region[0].start)
 
 
 def _mask_region(mask: np.ndarray, margin: int = 4) -> tuple[slice, slice] | None:

@@ -125,6 +125,7 @@ class Perception:
         self.history_s = history_s
         self.batch_size = batch_size
         self.camera = camera_for(width, height, cfg)
+        self.frame_size = (int(width), int(height))
         margin = cfg.geometry.sky_margin
         # the perceived rows: below the sky (objects stand on the road) unless sky_margin is None
         self.origin_y = 0 if margin is None else int(np.clip(self.camera.horizon_y - margin * height, 0, height - 64)) // 32 * 32
@@ -406,7 +407,7 @@ class Perception:
         with np.errstate(divide="ignore"):
             ttc = np.where(looming > 1e-6, 1.0 / np.maximum(looming, 1e-6), np.inf)
         return ClipPerception(
-            clip_id=self.clip_id, times_s=np.array(self.times), frame_size=(self.camera.cx * 2, self.camera.cy * 2),
+            clip_id=self.clip_id, times_s=np.array(self.times), frame_size=self.frame_size,
             camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=list(self.detections),
             backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
             depth_kind="ground-aligned" if "ground-aligned" in self.depth_kinds else "metric",

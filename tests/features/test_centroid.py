@@ -48,7 +48,7 @@ def test_kinematics_back_project_the_tracks_pixel_centroid(synth_small):
                                                        cfg.video.fps)}
 
     base = objects(perc)
-    shifted = dataclasses.replace(perc, tracks=[dataclasses.replace(t, centroid_px=t.centroid_px + [40.0, -10.0])
+    shifted = dataclasses.replace(perc, tracks=[dataclasses.replace(t, centroid_px=t.centroid_px + np.array([40.0, -10.0]))
                                                 for t in perc.tracks])
     moved = objects(shifted)
     f = perc.camera.focal_px

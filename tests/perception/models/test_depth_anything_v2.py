@@ -155,6 +155,30 @@ def test_metric_depth_at_frame_size(depth):
     assert depth.depth([]) == []
 
 
+def test_the_metric_head_runs_in_float32_under_autocast(depth):
+    """Half precision reaches the backbone and neck only: the head's sigmoid x max_depth stays float32
+    (in bfloat16 it would step 0.16-0.31 m at 40-80 m)."""
+    import torch
+
+    from crashcast.perception.models.depth_anything_v2 import pixel_values
+
+    images = torch.from_numpy(np.stack(frames(1))).permute(0, 3, 1, 2)
+    x = pixel_values(images, depth.preprocess, torch.float32)
+    seen = {}
+    def record(module, args, out) -> None:  # a hook returning a value would replace the output
+        seen["neck"] = out[0].dtype
+
+    hook = depth.model.neck.register_forward_hook(record)
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = depth.model(pixel_values=x).predicted_depth
+    finally:
+        hook.remove()
+    assert seen["neck"] == torch.bfloat16  # autocast was on
+    assert pred.dtype == torch.float32
+    assert next(depth.model.parameters()).dtype == torch.float32
+
+
 def test_batch_equals_one_by_one(depth):
     fs = frames(3)
     batch = depth.depth(fs)

@@ -472,3 +472,15 @@ def test_backend_module_import_leaves_torch_alone():
     code = ("import sys, crashcast.perception.models.vda as v; v.VideoDepthAnythingConfig(chunk=16, overlap=6); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_hub_checkpoint_missing_offline_says_what_to_fetch(offline_caches):
+    from crashcast.config import RuntimeConfig
+    from crashcast.perception.models import vda
+    from crashcast.runtime.devices import BuildContext
+    from crashcast.runtime.weights import WeightsUnavailable
+
+    cfg = vda.VideoDepthAnythingConfig(weights="depth-anything/Metric-Video-Depth-Anything-Small")
+    with pytest.raises(WeightsUnavailable, match="Metric-Video-Depth-Anything-Small") as e:
+        vda.checkpoint_path(cfg, BuildContext(runtime=RuntimeConfig(device="cpu")))
+    assert "metric_video_depth_anything_vits.pth" in str(e.value)

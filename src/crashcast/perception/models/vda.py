@@ -160,7 +160,15 @@ def checkpoint_path(cfg: VideoDepthAnythingConfig, ctx: BuildContext) -> Path:
     except ImportError:
         raise ModelError(f"{cfg.weights}: loading from the hub needs huggingface_hub "
                          "(pip install 'crashcast[vision]'), or give a local checkpoint path") from None
-    return Path(hf_hub_download(cfg.weights, CHECKPOINTS[cfg.weights].file))
+    from crashcast.runtime.weights import WeightsUnavailable, fetch_instructions, hf_cache_dir, offline
+
+    try:
+        return Path(hf_hub_download(cfg.weights, CHECKPOINTS[cfg.weights].file, cache_dir=hf_cache_dir(),
+                                    local_files_only=offline()))
+    except (OSError, ValueError) as e:  # huggingface_hub's not-found and offline errors are OSErrors
+        files = vda_weights(cfg)
+        raise WeightsUnavailable(f"{cfg.weights}: checkpoint not available here ({type(e).__name__})\n"
+                                 + fetch_instructions(files), files) from None
 
 
 def load_model(cfg: VideoDepthAnythingConfig, ctx: BuildContext) -> Any:

@@ -248,6 +248,11 @@ def _model_run(model: str | None) -> Path | None:
 
 
 
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 def extract(
     annotations: Annotated[Path, typer.Option(help=ANNOTATIONS_HELP)],
@@ -263,6 +268,10 @@ def extract(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field: section.field=value")] = None,
     new_run: Annotated[bool, typer.Option(help="start over: delete the run folder's previous outputs (clips/, "
                                                "features, metrics, models, predictions, report) first")] = False,
+    executor: Annotated[Executor, typer.Option(help="local: processes on this machine; ray: Ray actors, one per worker "
+                                               "(pip install 'crashcast[distributed]'; docs/SCALING.md)")] = Executor.local,
+    address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to join (auto: the one "
+                                                     "this node belongs to; default: start Ray on this machine)")] = None,
 ) -> None:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
     from crashcast.extract import extract_run
@@ -273,7 +282,10 @@ def extract(
         overrides.append(_horizons_override(horizons))
     cfg = _config_for(backend, config, overrides, weights_dir, run=out)
     clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
-    summary = extract_run(clips, writable_dir(out), cfg, workers=workers, new=new_run)
+    if address and executor is not Executor.ray:
+        raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
+    summary = extract_run(clips, writable_dir(out), cfg, workers=workers, new=new_run, executor=executor.value,
+                          address=address)
     for e in errors:
         record_error(out, None, "annotations", str(e), type(e).__name__, file=getattr(e, "path", None), row=getattr(e, "row", None))
     _print_extract(summary, len(errors))

@@ -223,12 +223,16 @@ class ExtractSummary:
 
 
 def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers: int = 1, progress: bool = True,
-                new: bool = False) -> ExtractSummary:
-    """Extract every clip (failures recorded in errors.jsonl and skipped) and write features.parquet."""
+                new: bool = False, executor: str = "local", address: str | None = None) -> ExtractSummary:
+    """Extract every clip (failures recorded in errors.jsonl and skipped) and write features.parquet.
+    `executor`: "local" (processes on this machine) or "ray" (Ray actors: a local Ray instance, or
+    the cluster at `address`, e.g. "auto"; crashcast.runtime.ray_executor). The outputs are the same."""
     import pandas as pd
 
     from crashcast.runtime.executor import run_jobs
 
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}: local or ray")
     t0 = time.time()
     prepare_run(run_dir, cfg, new)
     remove_partial(run_dir)  # a features.parquet a killed run was writing
@@ -239,7 +243,19 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
     jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
     # the backends are built once per worker, not once per clip
     setup = partial(Lazy, partial(Backends.build, cfg.perception, cfg.runtime))
-    results = run_jobs(_extract_job, jobs, workers, f"extracting {len(clips)} clips", progress, setup=setup)
+    description = f"extracting {len(clips)} clips"
+    if executor == "ray":
+        from dataclasses import replace
+
+        from crashcast.runtime.ray_executor import run_jobs_ray
+
+        # absolute paths: an actor's working folder is not this one (nor on this machine)
+        jobs = [(c.id, (replace(c, video_path=Path(c.video_path).absolute()), run_dir.absolute(), cfg_json))
+                for c in clips]
+        results = run_jobs_ray(_extract_job, jobs, workers, description, progress, setup=setup, address=address,
+                               device=cfg.runtime.device)
+    else:
+        results = run_jobs(_extract_job, jobs, workers, description, progress, setup=setup)
     rows, ok, failed, skipped = [], 0, 0, 0
     frames_p = frames_d = 0
     stages: dict[str, float] = {}

@@ -1,0 +1,243 @@
+"""The Ray executor (`extract --executor ray`) on a local Ray instance: the same outputs as the local
+executor byte for byte, backends built once per actor, a worker killed mid-run costing only its clip
+(retried, then recorded), a backend that cannot be built stopping the run, and kill -9 of the driver
+followed by a rerun that resumes.
+
+The jobs run in Ray worker processes, which import this module (it is on their PYTHONPATH) when they
+unpickle `_job`: that registers the test backends there too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray executor needs ray (pip install 'crashcast[distributed]')")
+
+from crashcast import extract as extract_mod  # noqa: E402
+from crashcast.config import BackendConfig, load_config  # noqa: E402
+from crashcast.data.annotations import read_csv  # noqa: E402
+from crashcast.errors import ConfigError  # noqa: E402
+from crashcast.extract import extract_run  # noqa: E402
+from crashcast.perception import registry  # noqa: E402
+from crashcast.perception.classic.detect import MotionDetector, MotionDetectorConfig  # noqa: E402
+from crashcast.runtime.devices import BuildContext  # noqa: E402
+from crashcast.runtime.executor import WorkerSetupError  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+N_CLIPS = 4
+
+
+class RayCountingConfig(MotionDetectorConfig):
+    name: str = "test-ray-counting-motion"
+    log_file: str
+
+
+@registry.register("detector", "test-ray-counting-motion", RayCountingConfig)
+def _counting(cfg: RayCountingConfig, ctx: BuildContext) -> MotionDetector:
+    """The classic detector, writing one line (its process id) per construction."""
+    with open(cfg.log_file, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return MotionDetector(cfg, ctx.perception.context.residual_threshold_px)
+
+
+@registry.register("flow", "test-ray-fails-to-build", BackendConfig)
+def _fails(cfg: BackendConfig, ctx: BuildContext):
+    raise ConfigError("test-ray-fails-to-build: weights missing from the weights folder")
+
+
+_extract_job = extract_mod._extract_job
+
+
+def _job(backends, clip, run_dir, cfg_json):
+    """`extract._extract_job`, which first kills its own process (SIGKILL: as the kernel's OOM killer
+    does) when <run>/../kill.json names this clip and fewer than its `times` kills happened."""
+    plan = Path(run_dir).parent / "kill.json"
+    if plan.exists():
+        spec = json.loads(plan.read_text())
+        if clip.id == spec["clip"]:
+            kills = Path(run_dir).parent / "kills"
+            kills.mkdir(exist_ok=True)
+            n = len(list(kills.iterdir()))
+            if n < spec["times"]:
+                (kills / f"{n}-{os.getpid()}").touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+    return _extract_job(backends, clip, run_dir, cfg_json)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for this module (2 CPUs, no dashboard), whose workers can import this file."""
+    if ray.is_initialized():
+        pytest.skip("Ray is already initialised in this process")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    finally:
+        mp.undo()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_jobs(local_ray, monkeypatch):
+    monkeypatch.setattr(extract_mod, "_extract_job", _job)  # so the workers import this module
+
+
+@pytest.fixture(scope="module")
+def clips(synth_small):
+    return read_csv(synth_small / "annotations.csv")[:N_CLIPS]
+
+
+@pytest.fixture(scope="module")
+def reference(clips, tmp_path_factory) -> Path:
+    """The local executor's run (2 workers) on the same clips and config."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    assert extract_run(clips, run, load_config("classic"), workers=2, progress=False).ok == N_CLIPS
+    return run
+
+
+def _tree(run: Path, pattern: str = "*") -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob(pattern))
+            if p.is_file() and p.name != "errors.jsonl"}
+
+
+def test_ray_outputs_equal_the_local_executors_and_backends_are_built_once_per_actor(ray_jobs, clips, reference, tmp_path):
+    cfg = load_config("classic")
+    summary = extract_run(clips, tmp_path / "run", cfg, workers=2, progress=False, executor="ray")
+    assert (summary.ok, summary.failed, summary.windows) == (N_CLIPS, 0, 3 * N_CLIPS)
+    metas = _tree(tmp_path / "run", "window_meta.json")
+    assert len(metas) == 3 * N_CLIPS and metas == _tree(reference, "window_meta.json")  # byte-identical
+    assert _tree(tmp_path / "run") == _tree(reference)  # overlays, features.parquet and config.yaml too
+
+    log = tmp_path / "constructions.txt"
+    counting = load_config("classic", ["perception.detector.name=test-ray-counting-motion", f"perception.detector.log_file={log}"])
+    assert extract_run(clips, tmp_path / "counted", counting, workers=2, progress=False, executor="ray").ok == N_CLIPS
+    pids = log.read_text().split()
+    assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)  # once per actor, never once per clip
+    assert str(os.getpid()) not in pids  # the driver never loads the models
+    log.unlink()
+    again = extract_run(clips, tmp_path / "counted", counting, workers=2, progress=False, executor="ray")
+    assert again.skipped == N_CLIPS and not log.exists()  # a resumed run with nothing to do loads nothing
+
+
+@pytest.mark.parametrize("times", [1, 10])
+def test_a_worker_killed_mid_run_costs_only_its_clip(ray_jobs, clips, reference, tmp_path, times):
+    """Killed once: the clip is redone on a fresh worker. Killed on every try: after 1 + 2 retries it
+    is recorded in errors.jsonl, and the other clips are done all the same."""
+    victim = clips[1].id
+    (tmp_path / "kill.json").write_text(json.dumps({"clip": victim, "times": times}))
+    run = tmp_path / "run"
+    summary = extract_run(clips, run, load_config("classic"), workers=2, progress=False, executor="ray")
+    kills = len(list((tmp_path / "kills").iterdir()))
+    if times == 1:
+        assert kills == 1 and (summary.ok, summary.failed) == (N_CLIPS, 0)
+        assert not (run / "errors.jsonl").exists()
+        assert _tree(run) == _tree(reference)
+    else:
+        assert kills == 3 and (summary.ok, summary.failed) == (N_CLIPS - 1, 1)  # 1 try + 2 retries
+        errors = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
+        assert [(e["clip_id"], e["stage"]) for e in errors] == [(victim, "extract")]
+        assert "worker died" in errors[0]["error"] and errors[0]["error_type"]
+        done = _tree(run, "window_meta.json")
+        assert done == {k: v for k, v in _tree(reference, "window_meta.json").items() if not k.startswith(f"clips/{victim}/")}
+
+
+def test_a_backend_that_cannot_be_built_stops_the_ray_run(ray_jobs, clips, tmp_path):
+    cfg = load_config("classic", ["perception.flow=test-ray-fails-to-build"])
+    with pytest.raises(WorkerSetupError, match="weights missing"):
+        extract_run(clips[:3], tmp_path / "run", cfg, workers=2, progress=False, executor="ray")
+    assert not (tmp_path / "run" / "errors.jsonl").exists()  # not the clips' fault
+
+
+def test_unknown_executor_is_refused_before_anything_is_written(clips, tmp_path):
+    with pytest.raises(ConfigError, match="unknown executor"):
+        extract_run(clips, tmp_path / "run", load_config("classic"), executor="dask")
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- kill -9 of the driver
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in out]
+        out.update(kids)
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return "zombie" not in state
+
+
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _done_clips(run: Path) -> int:
+    return sum(len(list(d.glob("*/window_meta.json"))) == 3 for d in (run / "clips").glob("*")) if (run / "clips").exists() else 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find processes")
+def test_kill_9_of_the_driver_midway_and_the_rerun_equals_the_local_executors_run(synth_small, tmp_path):
+    n = 6
+    csv = tmp_path / "a.csv"
+    csv.write_text("".join((synth_small / "annotations.csv").read_text().splitlines(keepends=True)[: n + 1]))
+
+    def extract(run: Path, executor: str) -> list[str]:
+        return [sys.executable, "-m", "crashcast.cli", "extract", "--annotations", str(csv), "--videos", str(synth_small),
+                "--out", str(run), "--workers", "2", "--executor", executor]
+
+    reference, run = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(extract(reference, "local"), check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(extract(run, "ray"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _done_clips(run) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None and _done_clips(run) < n, "the run ended before it could be killed midway"
+    ray_processes = _children(proc.pid)  # Ray's own (GCS, raylet, workers) were started by this driver
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    t_kill = time.time()
+    while any(_alive(p) and _name(p) not in RAY_AGENTS for p in ray_processes) and time.time() < t_kill + 20:
+        time.sleep(0.2)
+    left = {p: _name(p) for p in ray_processes if _alive(p)}
+    for pid in left:  # do not leave them behind for the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    # Ray 2.60's two agents notice the raylet's death ("The parent is dead", their logs) but hang on
+    # their way out; idle, they never touch the run. Every other process (the workers) must be gone.
+    assert not {p: n for p, n in left.items() if n not in RAY_AGENTS}, f"alive 20 s after kill -9 of the driver: {left}"
+    assert not (run / "features.parquet").exists(), "killed before the end: the table must not exist yet"
+
+    rerun = subprocess.run(extract(run, "ray"), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already done" in rerun.stdout and "(0 already done)" not in rerun.stdout
+    assert _tree(run) == _tree(reference)  # every file, byte for byte; no temporary file left behind

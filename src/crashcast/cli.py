@@ -450,38 +450,57 @@ def predict(
     annotate: Annotated[bool, typer.Option(help="also write annotated.mp4 (boxes, ids, depth, TTC, risk gauge)")] = False,
     config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the backend's preset)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field, e.g. perception.geometry.horizon=0.55")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="videos predicted in parallel, each worker building the models once")] = 1,
+    executor: Annotated[Executor, typer.Option(help="with several videos: local processes, or Ray actors "
+                                               "(pip install 'crashcast[distributed]'; docs/SCALING.md)")] = Executor.local,
+    address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to join (auto: the one "
+                                                     "this node belongs to; default: start Ray on this machine)")] = None,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
+    from crashcast.prediction import VideoOutcome, predict_many, resolve_model, videos_in, write_outputs
     from crashcast.prediction import predict as run_predict
-    from crashcast.prediction import resolve_model, videos_in, write_outputs
     from crashcast.runtime.layout import record_error
 
     cfg = _config_for(backend, config, list(set_ or []), weights_dir, run=_model_run(model))
     paths = videos_in(videos)
     if not paths:
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
+    if address and executor is not Executor.ray:
+        raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
     risk_model = resolve_model(model, cfg)  # a bad --model fails here, before any video is read
     _check_model_features(model, cfg)
     writable_dir(out)
-    from crashcast.perception.bundle import Backends
-
-    backends = Backends.build(cfg.perception, cfg.runtime)  # once for every video (model weights load once)
     (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     machine = fmt is not OutputFormat.table
+
+    def in_process():  # one video after another, printed as each is done
+        from crashcast.perception.bundle import Backends
+
+        backends = Backends.build(cfg.perception, cfg.runtime)  # once for every video (model weights load once)
+        for path in paths:
+            sub = out / path.stem
+            try:
+                pred = run_predict(path, risk_model, cfg, stride, threshold,
+                                   annotate=(sub / "annotated.mp4") if annotate else None, backends=backends)
+                yield VideoOutcome(path, pred, write_outputs(pred, sub))
+            except Exception as e:  # one video's failure is recorded; the others go on
+                if not isinstance(e, CrashcastError | OSError):
+                    log.debug("unexpected failure on %s", path, exc_info=True)
+                yield VideoOutcome(path, error=str(e), error_type=type(e).__name__)
+
+    if executor is Executor.local and (workers <= 1 or len(paths) <= 1):
+        outcomes = in_process()
+    else:  # each worker builds the backends and the model once (a saved model folder is read per worker)
+        outcomes = predict_many(paths, model, cfg, out, stride, threshold, annotate, workers, executor.value, address,
+                                progress=not machine)
     say = err_console if machine else console  # machine formats: only the document on stdout
     docs, frames, failed = [], [], 0
-    for path in paths:
-        sub = out / path.stem
-        try:
-            pred = run_predict(path, risk_model, cfg, stride, threshold, annotate=(sub / "annotated.mp4") if annotate else None,
-                               backends=backends)
-            files = write_outputs(pred, sub)
-        except Exception as e:  # one video's failure is recorded; the others go on
+    for outcome in outcomes:
+        path, pred, files = outcome.path, outcome.prediction, outcome.files
+        if pred is None or files is None:
             failed += 1
-            if not isinstance(e, CrashcastError | OSError):
-                log.debug("unexpected failure on %s", path, exc_info=True)
-            err_console.print(f"{path}: failed: {e}", markup=False, style="red")
-            record_error(out, path.stem, "predict", str(e), type(e).__name__, file=str(path))
+            err_console.print(f"{path}: failed: {outcome.error}", markup=False, style="red")
+            record_error(out, path.stem, "predict", outcome.error or "failed", outcome.error_type or "Error", file=str(path))
             continue
         if fmt is OutputFormat.json:
             docs.append(pred.to_dict())

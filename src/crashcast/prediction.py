@@ -292,6 +292,69 @@ def risk_plot(pred: Prediction) -> bytes:
     return _png(fig)
 
 
+def _predict_setup(model: str | None, cfg_json: str) -> tuple[Backends, RiskModel, CrashcastConfig]:
+    """A worker's resource for `predict_many`: the backends and the risk model, built once."""
+    cfg = CrashcastConfig.model_validate_json(cfg_json)
+    return Backends.build(cfg.perception, cfg.runtime), resolve_model(model, cfg), cfg
+
+
+def _predict_job(resource: tuple[Backends, RiskModel, CrashcastConfig], path: Path, out_dir: Path, stride_s: float,
+                 threshold: float, annotate: bool) -> tuple[Prediction, dict[str, Path]]:
+    backends, model, cfg = resource
+    sub = out_dir / path.stem
+    pred = predict(path, model, cfg, stride_s, threshold, annotate=(sub / "annotated.mp4") if annotate else None,
+                   backends=backends)
+    return pred, write_outputs(pred, sub)
+
+
+@dataclass
+class VideoOutcome:
+    """One video of `predict_many`: its prediction and files, or the error that stopped it."""
+
+    path: Path
+    prediction: Prediction | None = None
+    files: dict[str, Path] | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+def predict_many(paths: list[Path], model: str | None, cfg: CrashcastConfig, out_dir: Path, stride_s: float = 0.5,
+                 threshold: float = 0.5, annotate: bool = False, workers: int = 2, executor: str = "local",
+                 address: str | None = None, progress: bool = True) -> list[VideoOutcome]:
+    """`predict` + `write_outputs` (into out_dir/<video stem>/) for many videos in parallel: `workers`
+    local processes, or Ray actors (`executor="ray"`, `address` a cluster or None for this machine),
+    each building the perception backends and the risk model (a saved folder or physics/ttc) once.
+    One video's failure is returned in its outcome; the others go on. Outcomes in `paths` order."""
+    from functools import partial
+
+    cfg_json = cfg.model_dump_json()
+    if model is not None and Path(model).exists():
+        model = str(Path(model).absolute())  # a worker's working folder is not this one (nor on this machine)
+    setup = partial(_predict_setup, model, cfg_json)
+    jobs = [(str(i), (Path(p).absolute(), Path(out_dir).absolute(), stride_s, threshold, annotate))
+            for i, p in enumerate(paths)]
+    description = f"predicting {len(paths)} videos"
+    if executor == "ray":
+        from crashcast.runtime.ray_executor import run_jobs_ray
+
+        results = run_jobs_ray(_predict_job, jobs, workers, description, progress, setup=setup, address=address,
+                               device=cfg.runtime.device)
+    elif executor == "local":
+        from crashcast.runtime.executor import run_jobs
+
+        results = run_jobs(_predict_job, jobs, workers, description, progress, setup=setup)
+    else:
+        raise CrashcastError(f"unknown executor {executor!r}: local or ray")
+    out = []
+    for path, r in zip(paths, results, strict=True):
+        if r.ok:
+            pred, files = r.value
+            out.append(VideoOutcome(Path(path), pred, files))
+        else:
+            out.append(VideoOutcome(Path(path), error=r.error, error_type=r.error_type))
+    return out
+
+
 def videos_in(inputs: list[Path]) -> list[Path]:
     """Expand folders into the video files inside them (sorted)."""
     from crashcast.data.annotations import VIDEO_SUFFIXES
@@ -305,4 +368,4 @@ def videos_in(inputs: list[Path]) -> list[Path]:
     return out
 
 
-__all__ = ["Prediction", "predict", "write_outputs"]
+__all__ = ["Prediction", "VideoOutcome", "predict", "predict_many", "write_outputs"]

@@ -241,3 +241,27 @@ def test_kill_9_of_the_driver_midway_and_the_rerun_equals_the_local_executors_ru
     assert rerun.returncode == 0, rerun.stderr
     assert "already done" in rerun.stdout and "(0 already done)" not in rerun.stdout
     assert _tree(run) == _tree(reference)  # every file, byte for byte; no temporary file left behind
+
+
+# ----------------------------------------------------------------------------- predict on many videos
+
+
+def test_predict_many_on_ray_and_local_processes_match_one_by_one(local_ray, clips, tmp_path):
+    from crashcast.prediction import predict, predict_many, write_outputs
+
+    cfg = load_config("classic")
+    videos = [c.video_path for c in clips[:3]]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    for v in videos:  # one by one, in this process
+        write_outputs(predict(v, "physics", cfg, stride_s=1.0), tmp_path / "one" / v.stem)
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        outcomes = predict_many([*videos, broken], "physics", cfg, out, stride_s=1.0, workers=2, executor=executor,
+                                progress=False)
+        assert [o.path for o in outcomes] == [*videos, broken]
+        assert all(o.prediction is not None and o.error is None for o in outcomes[:3])
+        assert outcomes[3].prediction is None and "broken.mp4" in outcomes[3].error
+        for v in videos:
+            for name in ("timeline.csv", "timeline.json"):
+                assert (out / v.stem / name).read_bytes() == (tmp_path / "one" / v.stem / name).read_bytes(), (executor, v, name)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_name, load_text  # benchmarks/machine.py (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_FPS = 30.0  # perceived frames per second, end to end, one H100-class GPU, float16/bfloat16
@@ -443,22 +444,8 @@ def n_params(backend: Any) -> float | None:
     return sum(p.numel() for p in params()) / 1e6
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def load_text() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-        return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
-    except OSError:
-        return "load average unknown"
 
 
 # ---------------------------------------------------------------- the benchmark

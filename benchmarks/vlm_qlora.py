@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -57,6 +56,8 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from machine import cpu_name, load_text  # benchmarks/machine.py (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "prompts" / "golden"
@@ -708,22 +709,8 @@ def describe_device(device: str) -> str:
     return f"{device} ({cpu_name()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def load_text() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-        return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
-    except OSError:
-        return "load average unknown"
 
 
 def versions() -> dict[str, str]:

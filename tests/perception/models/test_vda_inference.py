@@ -39,12 +39,7 @@ SIZE = (48, 64)  # test frames (H, W)
 INPUT = 28  # network input short side for the tests: a 2 x 3 patch grid (the vits encoder is the cost)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 # ----------------------------------------------------------------------------- layout

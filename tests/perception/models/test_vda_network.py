@@ -34,12 +34,7 @@ def manifest() -> dict:
     return json.loads(MANIFEST.read_text())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def zero_state(shapes: dict[str, list[int]]) -> dict:

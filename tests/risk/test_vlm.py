@@ -119,6 +119,30 @@ def test_zero_shot_scores_real_prompts_and_records_parse_failures(tiny_cache, of
     assert len({round(s.probability, 6) for s in scored}) > 1
 
 
+def test_the_forced_reading_keeps_only_the_answers_logits(tiny_cache, offline_caches, golden_prompts):
+    """The teacher-forced reading asks the model for the last few positions' logits only (at full size
+    the whole sequence's would be tens of GB); it equals the reading of the full logits."""
+    import torch
+
+    from crashcast.risk.vlm import ANSWER_PREFIX, FORCED_ANSWER, load_vlm
+    from crashcast.risk.vlm_output import find_answer, read_answers
+
+    vlm = load_vlm(_cfg("paper-zero-shot"), adapter=None, device="cpu")
+    text_only = _prompt("no-images", (), "Object A: car, 4.0 m ahead.", 0.5, 1)
+    prompts = [*golden_prompts, text_only]  # rows of different lengths: left padding
+    inputs = vlm._inputs(prompts, suffix=ANSWER_PREFIX + FORCED_ANSWER)
+    ids = inputs["input_ids"]
+    tail = len(vlm.processor.tokenizer.encode(FORCED_ANSWER, add_special_tokens=False))
+    tokens = torch.full_like(ids, -100)
+    tokens[:, -tail:] = ids[:, -tail:]
+    with torch.inference_mode():
+        logits = vlm.model(**inputs).logits  # every position
+    assert logits.shape[1] == ids.shape[1]
+    answers = [find_answer(r, vlm.digits, min_index=1) for r in tokens.tolist()]
+    full = read_answers(logits, answers, vlm.digits, shift=1).probability
+    np.testing.assert_allclose(vlm._forced(prompts), [float(v) for v in full], rtol=1e-5, atol=1e-6)
+
+
 def test_left_padded_batches_score_like_single_prompts(tiny_cache, offline_caches, tmp_path):
     bnb = pytest.importorskip("bitsandbytes")
     from crashcast.risk.vlm import load_vlm

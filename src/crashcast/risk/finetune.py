@@ -4,7 +4,9 @@
 multi-GPU works unchanged) over `Prompt`s:
 - the collator puts each prompt through the model's chat template with its answer and labels only
   the assistant's answer (and the `<|im_end|>` that ends it); everything else is -100;
-- baseline (`mse_weight` 0): the model's causal-LM cross-entropy;
+- baseline (`mse_weight` 0): the causal-LM cross-entropy over the answer's tokens, from logits
+  computed at the answer's positions only (`logits_to_keep`): at the paper's ~4.2k-token prompts the
+  full B x L x 151,936 logits (and their gradient) would be several GB for about ten labelled tokens;
 - enhanced: CE + `mse_weight` x `weighted_mse(expected-digit probability, soft target,
   positive_weight, label)`, the probability read from the logits at the answer's digits under
   teacher forcing (crashcast.risk.vlm_output), on the negatives down-sampled to `negative_fraction`;
@@ -164,11 +166,37 @@ class LossParts:
     probability: Any
 
 
+def answer_positions(labels: Any) -> Any:
+    """The positions whose logits score a labelled token (one before each; the answer's), in order:
+    what the model is asked to compute logits for (`logits_to_keep`), instead of all L x vocabulary."""
+    import torch
+
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)
+    return torch.nonzero(scored).squeeze(1)
+
+
+def kept_labels(labels: Any, positions: Any) -> Any:
+    """Labels aligned with logits kept at `positions` for a shift of one: column j + 1 holds the token
+    the logit at positions[j] scores (column 0 is ignored)."""
+    import torch
+
+    first = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    return torch.cat([first, labels[:, positions + 1]], dim=1)
+
+
 def vlm_loss(outputs: Any, labels: Any, target: Any, label: Any, digits: DigitTokens, mse_weight: float,
              positive_weight: float) -> LossParts:
-    """The fine-tuning loss of one batch from the model's outputs (which carry the CE over `labels`)."""
-    ce = outputs.loss
-    reading = expected_probability(outputs.logits, labels, digits, shift=1)
+    """The fine-tuning loss of one batch from the model's logits and the labels they score (shift one:
+    the logit at column j scores the label at column j + 1; `kept_labels` when only the answer's
+    logits were computed): CE over the labelled tokens, plus mse_weight x weighted MSE of the
+    expected-digit probability."""
+    import torch.nn.functional as F
+
+    logits = outputs.logits
+    n = labels.shape[1] - 1  # logits scoring labels 1..n: all but the last (full) or all kept ones
+    ce = F.cross_entropy(logits[:, :n].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                         ignore_index=IGNORE_INDEX)
+    reading = expected_probability(logits, labels, digits, shift=1)
     if mse_weight > 0:
         mse = weighted_mse(reading.probability, target, positive_weight, label=label, valid=reading.found)
         loss = ce + mse_weight * mse.to(ce.dtype)
@@ -202,8 +230,10 @@ def _trainer_class() -> type:
             inputs = dict(inputs)
             target = inputs.pop("target")
             label = inputs.pop("label")
-            outputs = model(**inputs)
-            parts = vlm_loss(outputs, inputs["labels"], target, label, self.digits, self.mse_weight,
+            labels = inputs.pop("labels")
+            positions = answer_positions(labels)  # logits for the answer only: not B x L x vocabulary
+            outputs = model(**inputs, logits_to_keep=positions)
+            parts = vlm_loss(outputs, kept_labels(labels, positions), target, label, self.digits, self.mse_weight,
                              self.positive_weight)
             if model.training:
                 self._parts["ce"].append(float(parts.ce.detach()))

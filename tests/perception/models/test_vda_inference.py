@@ -479,3 +479,17 @@ def test_a_hub_checkpoint_missing_offline_says_what_to_fetch(offline_caches):
     with pytest.raises(WeightsUnavailable, match="Metric-Video-Depth-Anything-Small") as e:
         vda.checkpoint_path(cfg, BuildContext(runtime=RuntimeConfig(device="cpu")))
     assert "metric_video_depth_anything_vits.pth" in str(e.value)
+
+
+def test_frames_wider_than_the_official_ratio_are_named_once(caplog):
+    from crashcast.perception.models import vda
+    from crashcast.perception.models.video_depth_anything.inference import VideoDepthInference
+    from crashcast.perception.models.video_depth_anything.network import VideoDepthAnything
+
+    inference = VideoDepthInference(VideoDepthAnything(**vda.ARCHITECTURES["tiny"]), input_size=518)
+    with caplog.at_level("WARNING", logger="crashcast.perception.models.video_depth_anything.inference"):
+        assert inference.size_for(198, 640) == (280, 910)  # the official rule's smaller input
+        assert inference.size_for(198, 640) == (280, 910)
+        assert inference.size_for(360, 640) == (518, 924)  # 16:9 keeps 518
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "640x198" in warnings[0] and "limit_aspect" in warnings[0]

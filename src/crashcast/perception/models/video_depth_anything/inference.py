@@ -34,6 +34,7 @@ convolutions run in float32 in the streaming form, as in the official head.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ MAX_RATIO = 1.78
 WIDE_RATIO = 1.777
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- chunk layout
@@ -283,6 +286,7 @@ class VideoDepthInference:
         self.input_size = input_size
         self.chunk_batch = chunk_batch
         self.limit_aspect = limit_aspect
+        self._warned: set[tuple[int, int]] = set()
 
     @property
     def metric(self) -> bool:
@@ -296,7 +300,13 @@ class VideoDepthInference:
         return contextlib.nullcontext()
 
     def size_for(self, height: int, width: int) -> tuple[int, int]:
-        return network_size(height, width, self.input_size, self.limit_aspect)
+        size = network_size(height, width, self.input_size, self.limit_aspect)
+        if min(size) < self.input_size and (height, width) not in self._warned:
+            self._warned.add((height, width))  # once per frame size: a sky crop makes frames this wide
+            log.warning("Video Depth Anything: %dx%d frames are wider than 1.78:1, so the official rule runs them at "
+                        "%dx%d instead of %d px on the short side (set limit_aspect: false to keep %d, at more memory)",
+                        width, height, size[1], size[0], self.input_size, self.input_size)
+        return size
 
     def infer(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """(T, H, W) float32 depth of T same-sized frames in time order (official offline inference)."""

@@ -12,12 +12,22 @@ def frames():
     return [scene(i) for i in range(3)]
 
 
+def _threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def two_torch_threads():
     """torch on two threads for the module (the machine's cores), restored afterwards."""
-    import torch
+    yield from _threads(2)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+
+@pytest.fixture(scope="module")
+def torch_threads():
+    """torch on one thread for the module: tiny models on a shared 2-core machine run faster so."""
+    yield from _threads(1)

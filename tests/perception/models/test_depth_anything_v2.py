@@ -110,16 +110,6 @@ def build(weights: str = "random:tiny", input_size: int | None = TINY_INPUT, **r
 
 
 @pytest.fixture(scope="module")
-def torch_threads():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model on a shared 2-core machine: faster single-threaded
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def depth(torch_threads):
     import torch
 

@@ -141,16 +141,6 @@ def build(**settings):
 
 
 @pytest.fixture(scope="module")
-def torch_threads():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny inputs on a shared 2-core machine: faster single-threaded
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def raft(torch_threads):
     import torch
 

@@ -12,6 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 
+def cli_exit_code(argv: list) -> int:
+    """Run `crashcast ARGV` in this process; its exit code (0 when it returns normally)."""
+    from crashcast.cli import main
+
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 def pytest_configure(config) -> None:
     """CPU kernels for a CUDA-only torchvision (tests/torchvision_cpu_ops.py), before any test imports it."""
     import sys

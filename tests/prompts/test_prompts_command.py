@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 import pytest
+from tests.conftest import cli_exit_code
 
-from crashcast.cli import main
 from crashcast.config import load_config
 from crashcast.data.annotations import read_csv
 from crashcast.evaluation.splits import train_val_test
@@ -23,11 +23,7 @@ def run(synth_small, tmp_path_factory):
 
 
 def _cli(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+    return cli_exit_code(argv)
 
 
 def _records(path):

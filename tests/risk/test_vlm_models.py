@@ -30,8 +30,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from tests.conftest import cli_exit_code
 
-from crashcast.cli import main
 from crashcast.config import load_config
 from crashcast.data.annotations import read_csv
 from crashcast.errors import ConfigError, CrashcastError, ModelError
@@ -56,11 +56,7 @@ ADAPTER = "adapter_model.safetensors"
 
 
 def _cli(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+    return cli_exit_code(argv)
 
 
 def _sets(overrides) -> list[str]:

@@ -458,7 +458,7 @@ class Bench:
                  plan: ClipPlan) -> None:
         from crashcast.perception.base import FrameContext
         from crashcast.perception.pipeline import camera_for
-        from crashcast.runtime.devices import BuildContext
+        from crashcast.perception.spec import BuildContext
 
         self.args, self.cfg, self.frames, self.times, self.plan = args, cfg, frames, times, plan
         self.ctx = BuildContext(cfg.perception, cfg.runtime)
@@ -960,7 +960,7 @@ def main() -> None:
     load_before = load_text()
     cfg, configured, changed = benchmark_config(args)
     plan = clip_plan(configured)
-    from crashcast.runtime.devices import resolve_device
+    from crashcast.runtime.context import resolve_device
 
     device = resolve_device(cfg.runtime.device)
     cuda = device.startswith("cuda")

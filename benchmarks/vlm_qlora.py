@@ -867,7 +867,7 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()  # "Loading weights" and "Writing model shards" bars
 
-    from crashcast.runtime.devices import resolve_device
+    from crashcast.runtime.context import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

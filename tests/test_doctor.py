@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from crashcast import doctor as D
 from crashcast.config import BackendConfig
 from crashcast.perception import registry
+from crashcast.runtime import packages as P
 from crashcast.runtime import weights as W
 from crashcast.runtime.weights import WeightFile
 
@@ -49,7 +50,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def isolated(offline_caches, monkeypatch):
     # the subprocess check is tested on its own (test_doctor_in_a_fresh_process); here torchvision imports
-    monkeypatch.setattr(W, "torchvision_problem", lambda: None)
+    monkeypatch.setattr(P, "torchvision_problem", lambda: None)
     return offline_caches
 
 
@@ -158,7 +159,7 @@ def _req_version() -> str | None:
 
 
 def test_trap_cpu_torch_with_cuda_torchvision(monkeypatch):
-    monkeypatch.setattr(W, "torchvision_problem", lambda: "RuntimeError: operator torchvision::nms does not exist")
+    monkeypatch.setattr(P, "torchvision_problem", lambda: "RuntimeError: operator torchvision::nms does not exist")
     t = D.TorchInfo(version="2.13.0+cpu", cuda=None, torchvision="0.28.0", torchvision_requires="torch==2.13.0")
     trap = next(t for t in D.find_traps(t) if "CPU vs CUDA" in t.title)
     assert "torchvision::nms does not exist" in trap.explanation and "CPU-only" in trap.explanation

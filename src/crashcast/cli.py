@@ -218,7 +218,7 @@ def _config_for(backend: str, config: str | None, overrides: list[str], weights_
         log.info("--backend auto: using the config of the run %s (%s)", run, RunLayout(run).config)
         return load_config(RunLayout(run).config, overrides)
     if backend == "auto":
-        from crashcast.runtime.weights import choose_backend
+        from crashcast.readiness import choose_backend
 
         preset, reason, hint = choose_backend(weights_dir=weights_dir, overrides=overrides)
         log.info("--backend auto chose %s%s", reason, f"; {hint}" if hint else "")

@@ -9,70 +9,41 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SerializeAsAny,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, model_validator
 
 from crashcast.errors import ConfigError
+from crashcast.perception import registry
+from crashcast.settings import (
+    BackendConfig,
+    ContextConfig,
+    EvaluationConfig,
+    FeatureConfig,
+    GeometryConfig,
+    LoraSettings,
+    PhysicsConfig,
+    RuntimeConfig,
+    Section,
+    VideoConfig,
+    VlmConfig,
+    WindowConfig,
+    backend_config,
+    stage_type,
+    validation_problems,
+)
 
 log = logging.getLogger(__name__)
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class VideoConfig(_Strict):
-    fps: float = Field(30.0, gt=0, description="frames per second after resampling")
-    long_side: int | None = Field(640, description="resize so the long side has this many pixels (None: keep)")
-
-
-class WindowConfig(_Strict):
-    """The paper's three windows (max, mid, mini, all ending at the event) and anticipation horizons."""
-
-    span_s: float = Field(6.0, gt=0, description="length of the reference (max) window")
-    keyframe_fractions: dict[str, tuple[float, float, float]] = {
-        "max": (0.0, 0.5, 1.0),
-        "mid": (0.5, 0.75, 1.0),
-        "mini": (0.75, 0.875, 1.0),
-    }
-    horizons_s: list[float] = Field(default_factory=lambda: [0.0], min_length=1,
-                                    description="seconds before the anchor the windows end (>= 0, each once)")
-    negative_min_anchor_s: float = Field(6.0, description="negatives are anchored at least this far into the clip")
-    soft_target_decay_s: float = Field(2.0, gt=0, description="e-folding time of the soft target before the alert")
-    default_alert_lead_s: float = Field(1.0, ge=0, description="alert = event - this, when no alert time is annotated")
-
-    @field_validator("horizons_s")
-    @classmethod
-    def _horizons(cls, v: list[float]) -> list[float]:
-        if any(not math.isfinite(h) or h < 0 for h in v):
-            raise ValueError(f"horizons must be finite and >= 0 seconds, got {v}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"horizons must not repeat, got {v}")
-        return v
-
-
-class BackendConfig(_Strict):
-    """One perception stage's backend: `name` picks it (see `crashcast.perception.registry`); the
-    backend's own config class (a subclass, registered with its factory) adds and checks the rest.
-    In YAML a stage is `{name: yolo, weights: yolov8x.pt, conf: 0.25}`, or just the name."""
-
-    name: str
-
+__all__ = [
+    "DEFAULT_BACKENDS", "BackendConfig", "ContextConfig", "CrashcastConfig", "EvaluationConfig", "FeatureConfig",
+    "GeometryConfig", "LoraSettings", "PerceptionConfig", "PhysicsConfig", "RuntimeConfig", "VideoConfig",
+    "VlmConfig", "WindowConfig", "load_config", "preset_names",
+]
 
 #: each stage's backend when a config names none (the weight-free ones)
 DEFAULT_BACKENDS = {"flow": "classic-flow", "detector": "classic-motion", "segmenter": "classic-box",
@@ -84,26 +55,8 @@ def _checker(stage: str) -> Any:
     name sets fields of the default backend, e.g. `--set perception.tracker.track_buffer_frames=20`)."""
 
     def check(value: Any) -> Any:
-        from crashcast.perception import registry
-
-        if isinstance(value, str):
-            value = {"name": value}
-        if isinstance(value, BackendConfig):
-            if type(value) is not BackendConfig:
-                return value  # already the backend's own class
-            value = value.model_dump()
-        if isinstance(value, dict) and "name" not in value:
-            value = {"name": DEFAULT_BACKENDS[stage], **value}
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-            raise ValueError(f"a {stage} is a backend name or a mapping with a 'name' (got {value!r})")
-        cls = registry.config_class(stage, value["name"])  # ValueError listing the names when unknown
-        try:
-            return cls.model_validate(value)
-        except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or value['name']}: {err['msg']}"
-                                 + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else "")
-                                 for err in e.errors())
-            raise ValueError(f"{stage} {value['name']!r}: {problems}") from None
+        registry.load()  # every built-in backend's config class is known
+        return backend_config(stage, value, DEFAULT_BACKENDS[stage])
 
     return check
 
@@ -112,35 +65,11 @@ def _default(stage: str) -> Any:
     return Field(default_factory=lambda: _checker(stage)(DEFAULT_BACKENDS[stage]))
 
 
-FlowStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("flow"))]
-DetectorStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("detector"))]
-SegmenterStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("segmenter"))]
-TrackerStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("tracker"))]
-DepthStage = Annotated[SerializeAsAny[BackendConfig], BeforeValidator(_checker("depth"))]
-
-
-class GeometryConfig(_Strict):
-    """The dashcam's geometry, shared by every stage that turns pixels into metres."""
-
-    hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
-    camera_height_m: float = Field(1.4, gt=0)
-    horizon: float = Field(0.5, gt=0, lt=1, description="horizon row as a fraction of the image height (where the road vanishes)")
-    sky_margin: float | None = Field(0.05, ge=0, lt=1, description="perceive only the rows below horizon - this fraction of the height "
-                                     "(the classic detector finds objects on the road, below the horizon); null: the whole frame")
-    ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
-    ego_path_half_width_m: float = Field(1.6, gt=0, description="half width of the ego path (looming looks there)")
-
-
-class ContextConfig(_Strict):
-    """The road-motion context: the road plane's flow fitted to the dense flow, the residual that
-    marks obstacles, and the detection-free ego-path looming. It runs only where something uses it
-    (a detector that needs it, or `looming`)."""
-
-    looming: bool = Field(True, description="measure the ego-path looming (scene TTC); needs flow and the road fit")
-    max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
-    residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
-    residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")
-    max_off_road_fraction: float = Field(0.3, gt=0, le=1, description="more of the ego path off the road plane than this means the fit failed")
+FlowStage = stage_type("flow", _checker("flow"))
+DetectorStage = stage_type("detector", _checker("detector"))
+SegmenterStage = stage_type("segmenter", _checker("segmenter"))
+TrackerStage = stage_type("tracker", _checker("tracker"))
+DepthStage = stage_type("depth", _checker("depth"))
 
 
 # perception.classic (before 0.2) -> the shared sections and the classic backends' own configs
@@ -156,7 +85,7 @@ _LEGACY_CLASSIC = {
 }
 
 
-class PerceptionConfig(_Strict):
+class PerceptionConfig(Section):
     """What perception computes (all of it is in the extraction hash). Each stage names a backend
     and its settings; `geometry`, `context` and `frame_step` are shared by all of them. How it runs
     (device, dtype, batch size) is `RuntimeConfig`, outside the hash."""
@@ -206,81 +135,7 @@ class PerceptionConfig(_Strict):
         "depth of the road pixels ahead; 'refuse' stops (never used as metres either way)")
 
 
-class RuntimeConfig(_Strict):
-    """How perception runs, not what it computes: outside the extraction hash, so a run moved from a
-    GPU to a CPU (or to another batch size) resumes."""
-
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
-                        description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on CUDA, float32 elsewhere")
-    batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages; windows per generate call "
-                            "when a VLM scores")
-    weights_dir: str | None = Field(None, description="load every model from this folder, offline "
-                                    "(also CRASHCAST_WEIGHTS_DIR); see `crashcast weights list`")
-
-
-class FeatureConfig(_Strict):
-    top_k: int = Field(3, ge=1, description="objects per window in the feature table and prompts, closest first")
-    min_track_frames: int = Field(4, ge=2, description="shorter tracks get SpeedValid/AccValid=False")
-    max_valid_depth_m: float = Field(80.0, gt=0, description="beyond this, depth is too coarse for speed")
-    write_overlays: bool = True
-
-
-class PhysicsConfig(_Strict):
-    """Training-free risk from time-to-contact (see crashcast.risk.physics for the reasoning)."""
-
-    ttc_mid_s: float = Field(2.0, gt=0, description="TTC at which the risk is 0.5 (FCW tests warn at 1.5-2.5 s)")
-    ttc_scale_s: float = Field(0.45, gt=0, description="softness of the TTC logistic")
-    min_closing_mps: float = Field(0.8, ge=0, description="slower closing speeds carry no risk")
-    looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
-
-
-class EvaluationConfig(_Strict):
-    folds: int | None = Field(None, ge=2, description="k-fold cross-validation by video (every clip scored once, out of "
-                              "fold); null: one train/validation/test split")
-    test_fraction: float = Field(0.3, gt=0, lt=1)
-    val_fraction: float = Field(0.2, ge=0, lt=1)
-    seed: int = 0
-    threshold: float = 0.5
-    ece_bins: int = 10
-    bootstrap: int = 500
-
-
-class LoraSettings(_Strict):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
-                                      description="module names of the language model to adapt (the vision tower's are fused qkv)")
-
-
-class VlmConfig(_Strict):
-    """The vision-language risk model (PAPER.md §5): Qwen2.5-VL zero-shot, or fine-tuned with 4-bit NF4
-    QLoRA (baseline: cross-entropy on the answer; enhanced: + mse_weight x MSE of the expected-digit
-    probability, positives weighted, negatives down-sampled). Presets: paper-zero-shot,
-    paper-baseline, paper-enhanced."""
-
-    mode: Literal["zero-shot", "baseline", "enhanced"] = "baseline"
-    base_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="hub id or local folder (random:tiny: a tiny random model)")
-    quantization: Literal["nf4", "none"] = Field("nf4", description="4-bit NF4 (bitsandbytes) under the LoRA adapters")
-    compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    learning_rate: float = Field(2e-5, gt=0)
-    epochs: float = Field(3.0, gt=0)
-    batch_size: int = Field(1, ge=1)
-    gradient_accumulation: int = Field(16, ge=1)
-    scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "linear"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    mse_weight: float = Field(0.0, ge=0, description="enhanced: loss = CE + mse_weight x weighted MSE")
-    positive_weight: float = Field(3.0, gt=0, description="weight of positive windows in the MSE term")
-    negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
-    rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
-    max_new_tokens: int = Field(24, ge=4)
-    max_pixels: int | None = Field(None, ge=28 * 28, description="cap on image pixels the processor keeps (None: its default)")
-    seed: int = 0
-
-
-class CrashcastConfig(_Strict):
+class CrashcastConfig(Section):
     name: str = "classic"
     video: VideoConfig = Field(default_factory=VideoConfig)
     windows: WindowConfig = Field(default_factory=WindowConfig)
@@ -337,9 +192,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         return CrashcastConfig.model_validate(data)
     except ValidationError as e:
         where = origin + (f" with --set {' --set '.join(overrides)}" if overrides else "")
-        problems = "\n".join(f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                             + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else "")
-                             for err in e.errors())
+        problems = "\n".join(f"  {p}" for p in validation_problems(e))
         raise ConfigError(f"{where}: invalid config:\n{problems}") from None
 
 

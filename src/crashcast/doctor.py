@@ -27,7 +27,10 @@ from typing import Annotated, Any
 
 import typer
 
+from crashcast import readiness as R
+from crashcast.runtime import packages as P
 from crashcast.runtime import weights as W
+from crashcast.runtime.context import weights_dir_for
 
 #: the optional packages the doctor reports besides the extras' own (dist name -> import name)
 IMPORT_NAMES = {"huggingface_hub": "huggingface_hub", "opencv-python": "cv2", "opencv-python-headless": "cv2",
@@ -63,7 +66,7 @@ class DoctorReport:
     crashcast: str
     torch: TorchInfo
     extras: dict[str, list[tuple[str, str | None]]]  # extra -> [(dist, installed version or None)]
-    presets: list[W.PresetStatus]
+    presets: list[R.PresetStatus]
     traps: list[Trap]
     weights_dir: Path | None
 
@@ -152,14 +155,14 @@ def _satisfies(version: str, requirement: str) -> bool:
 
 def extras_report() -> dict[str, list[tuple[str, str | None]]]:
     """Each extra of crashcast and its packages with their installed versions (None: missing)."""
-    return {extra: [(d, package_version(d)) for d in dists] for extra, dists in W.extras_map().items()}
+    return {extra: [(d, package_version(d)) for d in dists] for extra, dists in P.extras_map().items()}
 
 
 def find_traps(t: TorchInfo) -> list[Trap]:
     """The known install problems present here (see the module docstring)."""
     traps = []
     if t.torchvision is not None and t.version is not None:
-        problem = W.torchvision_problem()
+        problem = P.torchvision_problem()
         if problem and NMS_MISSING in problem:
             build = "a CPU-only build" if t.cuda is None else f"built for CUDA {t.cuda}"
             traps.append(Trap(
@@ -214,9 +217,9 @@ def collect(weights_dir: str | Path | None = None) -> DoctorReport:
     presets = []
     for name in preset_names():
         try:
-            presets.append(W.preset_status(name, weights_dir))
+            presets.append(R.preset_status(name, weights_dir))
         except Exception as e:  # a broken backend module must not break the doctor
-            presets.append(W.PresetStatus(name, problems=[f"checking it failed: {type(e).__name__}: {e}"]))
+            presets.append(R.PresetStatus(name, problems=[f"checking it failed: {type(e).__name__}: {e}"]))
     return DoctorReport(
         python=f"{platform.python_version()} ({sys.executable}) on {platform.system()} {platform.machine()}",
         crashcast=_crashcast_version(),
@@ -224,7 +227,7 @@ def collect(weights_dir: str | Path | None = None) -> DoctorReport:
         extras=extras_report(),
         presets=presets,
         traps=traps,
-        weights_dir=W.weights_dir_for(None, weights_dir),
+        weights_dir=weights_dir_for(None, weights_dir),
     )
 
 
@@ -260,7 +263,7 @@ def _mb(x: float | None) -> str:
     return f"{x / 1000:.1f} GB" if x >= 1000 else f"{x:.0f} MB"
 
 
-def print_weights(statuses: list[tuple[str, W.WeightStatus]], title: str, console: Any) -> None:
+def print_weights(statuses: list[tuple[str, R.WeightStatus]], title: str, console: Any) -> None:
     """A table (preset, stage, backend, weights, size, licence, present or not), then one line per file
     with where to fetch it and where it is or would be, unfolded so paths and URLs can be copied."""
     from rich.markup import escape
@@ -348,10 +351,10 @@ weights_app = typer.Typer(help="Model weights each preset needs: list them (what
                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-def _preset_weights(preset: str, weights_dir: Path | None) -> list[W.WeightStatus]:
+def _preset_weights(preset: str, weights_dir: Path | None) -> list[R.WeightStatus]:
     from crashcast.config import load_config
 
-    return W.weight_status(load_config(preset), weights_dir, vlm=W.defines_vlm(preset))
+    return R.weight_status(load_config(preset), weights_dir, vlm=R.defines_vlm(preset))
 
 
 @weights_app.command("list")
@@ -386,9 +389,9 @@ def weights_download(
     from crashcast.config import load_config
 
     cfg = load_config(preset)
-    d = W.weights_dir_for(cfg, dir)
-    vlm = W.defines_vlm(preset)
-    statuses = W.weight_status(cfg, d, vlm=vlm)
+    d = weights_dir_for(cfg.runtime, dir)
+    vlm = R.defines_vlm(preset)
+    statuses = R.weight_status(cfg, d, vlm=vlm)
     if not statuses:
         err_console.print(f"preset {preset} needs no model weights", markup=False)
         return
@@ -397,5 +400,5 @@ def weights_download(
         err_console.print(f"downloading {len(missing)} weight file(s) for {preset}"
                           + (f" into {d}" if d else " into the libraries' caches"), markup=False)
     W.download(missing, d)
-    for s in W.weight_status(cfg, d, vlm=vlm):
+    for s in R.weight_status(cfg, d, vlm=vlm):
         console.print(f"{s.file.name}: {s.path}", markup=False)

@@ -23,7 +23,7 @@ from crashcast.perception.classic.depth import GroundPlaneDepth
 from crashcast.perception.classic.detect import MotionDetector, MotionDetectorConfig
 from crashcast.perception.depth_align import align_to_ground, fit_disparity
 from crashcast.perception.pipeline import Perception, perceive
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext
 from crashcast.runtime.executor import WorkerSetupError
 from crashcast.types import CameraModel, DepthMap
 

@@ -27,7 +27,7 @@ from crashcast.errors import ConfigError  # noqa: E402
 from crashcast.extract import extract_run  # noqa: E402
 from crashcast.perception import registry  # noqa: E402
 from crashcast.perception.classic.detect import MotionDetector, MotionDetectorConfig  # noqa: E402
-from crashcast.runtime.devices import BuildContext  # noqa: E402
+from crashcast.perception.spec import BuildContext  # noqa: E402
 from crashcast.runtime.executor import WorkerSetupError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -19,7 +19,10 @@ import pytest
 from crashcast.config import BackendConfig, load_config
 from crashcast.errors import ConfigError
 from crashcast.perception import registry
+from crashcast import readiness as R
+from crashcast.runtime import packages as P
 from crashcast.runtime import weights as W
+from crashcast.runtime.context import weights_dir_for
 from crashcast.runtime.weights import WeightFile, candidates, is_random, resolve
 
 HUB_ID = "cc-wtest-org/tiny-detector"
@@ -72,7 +75,7 @@ def isolated(offline_caches, monkeypatch):
     cwd = offline_caches / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    W.torchvision_problem.cache_clear()
+    P.torchvision_problem.cache_clear()
     return offline_caches
 
 
@@ -124,11 +127,11 @@ def test_resolve_from_a_weights_folder(tmp_path):
 def test_weights_dir_precedence(tmp_path, monkeypatch):
     cfg = load_config("classic", [f"runtime.weights_dir={tmp_path / 'from-config'}"])
     monkeypatch.setenv("CRASHCAST_WEIGHTS_DIR", str(tmp_path / "from-env"))
-    assert W.weights_dir_for(cfg, tmp_path / "flag") == tmp_path / "flag"
-    assert W.weights_dir_for(cfg) == tmp_path / "from-config"
-    assert W.weights_dir_for(load_config("classic")) == tmp_path / "from-env"
+    assert weights_dir_for(cfg.runtime, tmp_path / "flag") == tmp_path / "flag"
+    assert weights_dir_for(cfg.runtime) == tmp_path / "from-config"
+    assert weights_dir_for(load_config("classic").runtime) == tmp_path / "from-env"
     monkeypatch.delenv("CRASHCAST_WEIGHTS_DIR")
-    assert W.weights_dir_for(load_config("classic")) is None
+    assert weights_dir_for(load_config("classic").runtime) is None
 
 
 # ----------------------------------------------------------------------------- locate
@@ -228,7 +231,7 @@ def test_clip_is_located_where_ultralytics_reads_it(isolated):
     # a preset naming a YOLO-World vocabulary lists it, missing from an empty weights folder
     cfg = load_config("classic", ["perception.detector.name=yolo", "perception.detector.weights=yolov8s-worldv2.pt",
                                   "perception.detector.text_classes=[car, bus]"])
-    (yolo_st, clip_st) = W.weight_status(cfg, isolated / "empty")
+    (yolo_st, clip_st) = R.weight_status(cfg, isolated / "empty")
     assert yolo_st.file.name == "yolov8s-worldv2.pt" and clip_st.file == clip and not clip_st.present
     assert clip_st.target == isolated / "empty" / "ViT-B-32.pt"
     with pytest.raises(W.WeightsUnavailable) as e:
@@ -263,51 +266,51 @@ def test_clip_download_checks_the_sha256_its_url_names(tmp_path):
 
 def test_required_lists_each_stage_weights_and_random_needs_none(tmp_path):
     cfg = load_config(preset(tmp_path, "both", detector={"name": "cc-wtest-hub"}, segmenter={"name": "cc-wtest-ultra"}))
-    needed = W.required(cfg)
+    needed = R.required(cfg)
     assert [(s, b, wf.name) for s, b, wf in needed] == [("detector", "cc-wtest-hub", HUB_ID),
                                                          ("segmenter", "cc-wtest-ultra", YOLO_FILE)]
     cfg = load_config(preset(tmp_path, "rand", detector={"name": "cc-wtest-hub", "weights": "random:tiny"}))
-    assert W.required(cfg) == []
-    assert W.required(load_config("classic")) == []
+    assert R.required(cfg) == []
+    assert R.required(load_config("classic")) == []
 
 
 def test_preset_status_packages_and_weights(tmp_path):
     d = tmp_path / "weights"
-    nopkg = W.preset_status(preset(tmp_path, "nopkg", detector="cc-wtest-nopkg"), d)
+    nopkg = R.preset_status(preset(tmp_path, "nopkg", detector="cc-wtest-nopkg"), d)
     assert not nopkg.ready and nopkg.missing_packages == ["crashcast_test_no_such_module"]
     assert "crashcast_test_no_such_module" in nopkg.why() and "pip install" in nopkg.hint()
 
     hub = preset(tmp_path, "hub", detector="cc-wtest-hub")
-    st = W.preset_status(hub, d)
+    st = R.preset_status(hub, d)
     assert not st.ready and not st.missing_packages and [w.file.name for w in st.missing_weights] == [HUB_ID]
     assert HUB_ID in st.why() and str(d) in st.why() and "crashcast weights download" in st.hint()
     assert st.weights[0].target == d / HUB_ID
     (d / HUB_ID).mkdir(parents=True)
     for f in HUB_FILES:
         (d / HUB_ID / f).write_text("x")
-    st = W.preset_status(hub, d)
+    st = R.preset_status(hub, d)
     assert st.ready and st.why() == "" and st.hint() is None and st.weights[0].path == d / HUB_ID
 
-    rand = W.preset_status(preset(tmp_path, "rand", detector={"name": "cc-wtest-hub", "weights": "random:tiny"}))
+    rand = R.preset_status(preset(tmp_path, "rand", detector={"name": "cc-wtest-hub", "weights": "random:tiny"}))
     assert rand.ready and rand.weights == []
-    bad = W.preset_status(tmp_path / "no-such.yaml")
+    bad = R.preset_status(tmp_path / "no-such.yaml")
     assert not bad.ready and "no such config file" in bad.why()
 
 
 def test_preset_status_reports_a_torchvision_that_does_not_import(tmp_path, monkeypatch):
     path = preset(tmp_path, "tv", detector={"name": "cc-wtest-hub", "weights": "random:tiny"})
-    monkeypatch.setattr(W, "_TORCHVISION_USERS", frozenset({"json"}))  # pretend the backend's package uses torchvision
-    monkeypatch.setattr(W, "torchvision_problem", lambda: "RuntimeError: operator torchvision::nms does not exist")
-    st = W.preset_status(path)
+    monkeypatch.setattr(P, "TORCHVISION_USERS", frozenset({"json"}))  # pretend the backend's package uses torchvision
+    monkeypatch.setattr(P, "torchvision_problem", lambda: "RuntimeError: operator torchvision::nms does not exist")
+    st = R.preset_status(path)
     assert not st.ready and "torchvision::nms" in st.why() and "torchvision" in st.hint()
-    assert W.preset_status(path, check_imports=False).ready
+    assert R.preset_status(path, check_imports=False).ready
 
 
 def test_choose_backend_takes_the_best_ready_preset_and_never_downloads(tmp_path):
     d = tmp_path / "weights"
     nopkg = preset(tmp_path, "nopkg", detector="cc-wtest-nopkg")
     hub = preset(tmp_path, "hub", detector="cc-wtest-hub")
-    name, reason, hint = W.choose_backend(["cc-wtest-no-such-preset", nopkg, hub, "classic"], d)
+    name, reason, hint = R.choose_backend(["cc-wtest-no-such-preset", nopkg, hub, "classic"], d)
     assert name == "classic"
     assert f"{nopkg} is not ready" in reason and "crashcast_test_no_such_module" in reason
     assert f"{hub} is not ready" in reason and HUB_ID in reason
@@ -317,15 +320,15 @@ def test_choose_backend_takes_the_best_ready_preset_and_never_downloads(tmp_path
     (d / HUB_ID).mkdir(parents=True)
     for f in HUB_FILES:
         (d / HUB_ID / f).write_text("x")
-    name, reason, hint = W.choose_backend([nopkg, hub, "classic"], d)
+    name, reason, hint = R.choose_backend([nopkg, hub, "classic"], d)
     assert name == str(hub) and f"{nopkg} is not ready" in reason
-    name, reason, hint = W.choose_backend([hub, "classic"], d)
+    name, reason, hint = R.choose_backend([hub, "classic"], d)
     assert name == str(hub) and hint is None and "on disk" in reason
-    assert W.choose_backend()[0] in ("paper", "fast", "classic")  # the real presets: classic always runs
+    assert R.choose_backend()[0] in ("paper", "fast", "classic")  # the real presets: classic always runs
     with pytest.raises(ConfigError, match="none of the presets"):
-        W.choose_backend(["cc-wtest-no-such-preset"])
+        R.choose_backend(["cc-wtest-no-such-preset"])
     with pytest.raises(ConfigError, match="no preset can run here"):
-        W.choose_backend([nopkg])
+        R.choose_backend([nopkg])
 
 
 def test_choose_backend_applies_the_overrides_to_every_candidate(tmp_path):
@@ -335,14 +338,14 @@ def test_choose_backend_applies_the_overrides_to_every_candidate(tmp_path):
     for f in HUB_FILES:
         (d / HUB_ID / f).write_text("x")
     hub = preset(tmp_path, "hub", detector="cc-wtest-hub")
-    assert W.choose_backend([hub, "classic"])[0] == "classic"  # the Hugging Face cache is empty
-    name, reason, hint = W.choose_backend([hub, "classic"], overrides=[f"runtime.weights_dir={d}"])
+    assert R.choose_backend([hub, "classic"])[0] == "classic"  # the Hugging Face cache is empty
+    name, reason, hint = R.choose_backend([hub, "classic"], overrides=[f"runtime.weights_dir={d}"])
     assert name == str(hub) and hint is None and "on disk" in reason
-    name, _, _ = W.choose_backend([hub, "classic"], overrides=["perception.detector.weights=random:tiny"])
+    name, _, _ = R.choose_backend([hub, "classic"], overrides=["perception.detector.weights=random:tiny"])
     assert name == str(hub)  # random weights need no file
     # an override a candidate cannot take makes it not ready (the run would fail on it)
     with pytest.raises(ConfigError, match="no preset can run here"):
-        W.choose_backend([hub, "classic"], overrides=["perception.detector.no_such_field=1"])
+        R.choose_backend([hub, "classic"], overrides=["perception.detector.no_such_field=1"])
 
 
 def test_torchvision_is_checked_only_for_presets_that_could_run(tmp_path, monkeypatch):
@@ -357,21 +360,21 @@ def test_torchvision_is_checked_only_for_presets_that_could_run(tmp_path, monkey
         calls.append(1)
         return "RuntimeError: operator torchvision::nms does not exist"
 
-    monkeypatch.setattr(W, "_TORCHVISION_USERS", frozenset({"json"}))  # the test backend "uses" torchvision
-    monkeypatch.setattr(W, "torchvision_problem", problem)
+    monkeypatch.setattr(P, "TORCHVISION_USERS", frozenset({"json"}))  # the test backend "uses" torchvision
+    monkeypatch.setattr(P, "torchvision_problem", problem)
     d = tmp_path / "weights"
     hub = preset(tmp_path, "hub", detector="cc-wtest-hub")
-    name, reason, _ = W.choose_backend([hub, "classic"], d)
+    name, reason, _ = R.choose_backend([hub, "classic"], d)
     assert name == "classic" and HUB_ID in reason and "torchvision::nms" not in reason
     assert calls == []  # the weights are missing: no subprocess
     (d / HUB_ID).mkdir(parents=True)
     for f in HUB_FILES:
         (d / HUB_ID / f).write_text("x")
-    name, reason, _ = W.choose_backend([hub, "classic"], d)
+    name, reason, _ = R.choose_backend([hub, "classic"], d)
     assert name == "classic" and "torchvision::nms" in reason and calls == [1]
-    W.choose_backend([hub, "classic"], d)
+    R.choose_backend([hub, "classic"], d)
     assert calls == [1]  # cached
-    st = W.preset_status(hub, tmp_path / "empty")  # weights missing, but the answer is known: reported
+    st = R.preset_status(hub, tmp_path / "empty")  # weights missing, but the answer is known: reported
     assert "torchvision::nms" in st.why() and HUB_ID in st.why() and calls == [1]
 
 
@@ -417,8 +420,8 @@ def test_download_with_a_failing_network_gives_the_same_instructions(tmp_path, m
 
 
 def test_weights_module_stays_torch_free():
-    code = ("import sys, crashcast.runtime.weights as w, crashcast.doctor; "
-            "w.preset_status('classic'); print('torch' in sys.modules)")
+    code = ("import sys, crashcast.runtime.weights, crashcast.readiness as r, crashcast.doctor; "
+            "r.preset_status('classic'); r.preset_status('paper-baseline'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -450,11 +453,11 @@ def test_vlm_weights_belong_to_the_vlm_presets_only():
     licence), never for the perception presets, whose readiness (`--backend auto`) it must not touch."""
     from crashcast.config import load_config
 
-    assert W.defines_vlm("paper-enhanced") and not W.defines_vlm("paper") and not W.defines_vlm("classic")
-    qwen = [s for s in W.weight_status(load_config("paper-enhanced"), vlm=True) if s.stage == "vlm"]
+    assert R.defines_vlm("paper-enhanced") and not R.defines_vlm("paper") and not R.defines_vlm("classic")
+    qwen = [s for s in R.weight_status(load_config("paper-enhanced"), vlm=True) if s.stage == "vlm"]
     assert [s.file.name for s in qwen] == ["Qwen/Qwen2.5-VL-3B-Instruct"] and not qwen[0].present
     assert "Qwen-Research" in qwen[0].file.licence and qwen[0].file.size_mb > 7000
-    assert not [s for s in W.weight_status(load_config("classic"), vlm=False) if s.stage == "vlm"]
+    assert not [s for s in R.weight_status(load_config("classic"), vlm=False) if s.stage == "vlm"]
     tiny = load_config("paper-enhanced", ["vlm.base_model=random:tiny"])
-    assert not [s for s in W.weight_status(tiny, vlm=True) if s.stage == "vlm"]
-    assert W.preset_status("classic").ready  # the VLM's missing weights do not block perception presets
+    assert not [s for s in R.weight_status(tiny, vlm=True) if s.stage == "vlm"]
+    assert R.preset_status("classic").ready  # the VLM's missing weights do not block perception presets

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import math
 
-from crashcast.config import WindowConfig
 from crashcast.errors import AnnotationError
+from crashcast.settings import WindowConfig
 from crashcast.types import PHASES, AnchorSource, Clip, Window
 
 _ROUND = 6  # seconds are rounded to the microsecond so windows print and compare cleanly

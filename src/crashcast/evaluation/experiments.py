@@ -191,7 +191,7 @@ class Scored:
 def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] = (), workdir: Path | None = None,
                retrain_vlm: bool = False) -> RiskModel:
     """An untrained model: the training-free rules take the config's physics parameters. A VLM takes
-    the runtime's device, weights folder and batch size, the config's top_k, and its settings: the
+    the runtime (device, weights folder with its $CRASHCAST_WEIGHTS_DIR fallback, batch size), the config's top_k, and its settings: the
     `paper-<mode>` preset with `vlm_overrides`; without overrides, those of the adapter already in
     `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was trained);
     `retrain_vlm` lets it replace an adapter trained otherwise."""
@@ -204,10 +204,8 @@ def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] =
         settings = trained_config(workdir) if workdir is not None and not vlm_overrides else None
         if settings is None or settings.mode != mode:
             settings = vlm_config(mode, vlm_overrides)
-        rt = cfg.runtime
-        return create_model(name, settings.model_dump(mode="json"), device=rt.device,
-                            weights_dir=Path(rt.weights_dir) if rt.weights_dir else None,
-                            top_k=cfg.features.top_k, batch_size=rt.batch_size, retrain=retrain_vlm)
+        return create_model(name, settings.model_dump(mode="json"), runtime=cfg.runtime, top_k=cfg.features.top_k,
+                            retrain=retrain_vlm)
     return create_model(name)
 
 

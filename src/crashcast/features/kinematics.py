@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crashcast.config import FeatureConfig
+from crashcast.settings import FeatureConfig
 from crashcast.types import CameraModel, ClipPerception, ObjectTrack, Window
 
 KEYFRAME_TOLERANCE_S = 0.1

@@ -13,7 +13,7 @@ from typing import Any
 
 from crashcast.config import PerceptionConfig, RuntimeConfig
 from crashcast.perception import registry
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext
 
 log = logging.getLogger(__name__)
 

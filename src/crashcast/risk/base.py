@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from crashcast.features.table import feature_columns
 from crashcast.risk.calibration import Calibrator
@@ -57,12 +58,28 @@ class RiskModel:
     trainable: ClassVar[bool] = False
     #: whether it reads prompts (window_meta + keyframe overlays), not only the feature table
     reads_prompts: ClassVar[bool] = False
+    #: the model's typed settings (peft's config class per method): `params` are validated by it
+    Config: ClassVar[type[BaseModel] | None] = None
+    #: the packages (import names) it needs; a model whose needs depend on its settings overrides `needs`
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, features: list[str] | None = None, calibration: Calibrator | None = None,
                  params: dict | None = None) -> None:
         self.features = features if features is not None else feature_columns()
         self.calibration = calibration or Calibrator()
         self.params = params or {}
+        self.settings: Any = self.Config.model_validate(self.params) if self.Config is not None else None
+
+    @classmethod
+    def needs(cls, settings: Any = None) -> list[str]:
+        """The packages (import names) a model of these settings needs to run."""
+        return list(cls.requires)
+
+    @classmethod
+    def weight_files(cls, settings: Any = None) -> list:
+        """The weight files (`runtime.weights.WeightFile`) a model of these settings loads (none for
+        models trained here: their files are in the model folder)."""
+        return []
 
     def columns(self) -> list[str]:
         """The feature-table columns the model reads (checked before any work)."""

@@ -46,11 +46,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from crashcast.config import VlmConfig
 from crashcast.errors import ConfigError
 from crashcast.prompts.builder import Prompt
-from crashcast.risk.vlm import MODEL_CARD_JSON, RiskVlm, chat_texts, encode, load_base_model
+from crashcast.risk.vlm import MODEL_CARD_JSON, RiskVlm, chat_texts, encode, load_base_model, vlm_requires
 from crashcast.risk.vlm_output import DigitTokens, expected_probability, weighted_mse
+from crashcast.runtime import packages
+from crashcast.settings import VlmConfig
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def _lora_targets(names: Sequence[str]) -> str:
 
 def _training_device(device: str) -> str:
     """'auto' -> this process's CUDA device under torchrun/accelerate (LOCAL_RANK), else cuda:0 or cpu."""
-    from crashcast.runtime.devices import resolve_device
+    from crashcast.runtime.context import resolve_device
 
     device = resolve_device(device)
     if device == "cuda":
@@ -503,6 +504,7 @@ def train_vlm(train: Sequence[Prompt], val: Sequence[Prompt], cfg: VlmConfig, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("training %s on %d prompts (%d positive), validating on %d", cfg.mode, len(train),
              sum(p.label == 1 for p in train), len(val))
+    packages.require(vlm_requires(cfg), f"fine-tuning the VLM ({cfg.mode})")
     model, processor, device = prepare_model(cfg, device, weights_dir)
     trainer = make_trainer(model, processor, train, val, cfg, out_dir, device)
     trainer.train()

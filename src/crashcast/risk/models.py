@@ -5,7 +5,10 @@
   `risk.tabular`);
 - `vlm-zero-shot`, `vlm-baseline`, `vlm-enhanced` (Qwen2.5-VL on prompts with keyframes,
   `risk.vlm_model`).
-All share `crashcast.risk.base.RiskModel`. A model folder holds model.json (kind, features,
+All share `crashcast.risk.base.RiskModel`; each class carries its typed settings (`Config`, peft's
+config class per method), the packages a config needs (`needs(settings)`) and the weight files it
+loads (`weight_files(settings)`), so this registry, `crashcast.readiness` and `crashcast doctor` ask
+the classes. No risk module imports this one. A model folder holds model.json (kind, features,
 calibration, settings) and the model's own files (booster text/JSON, MLP weights as JSON, a LoRA
 adapter as safetensors; never pickle), so `load_model(folder)` knows what to build.
 """
@@ -21,17 +24,36 @@ from crashcast.risk.base import MODEL_JSON, RiskModel
 from crashcast.risk.physics import PhysicsModel, TTCRule
 from crashcast.risk.tabular import LightGBMModel, MLPModel, XGBoostModel
 from crashcast.risk.vlm_model import VLM_MODELS
+from crashcast.runtime import packages
 
 MODELS: dict[str, type[RiskModel]] = {
     m.kind: m for m in (TTCRule, PhysicsModel, LightGBMModel, XGBoostModel, MLPModel, *VLM_MODELS)}
 TRAINING_FREE = ("physics", "ttc")
 
 
-def create_model(kind: str, params: dict | None = None, **options: Any) -> RiskModel:
-    """An untrained model of `kind`; `options` go to models that take them (a VLM's device, weights_dir)."""
+def model_class(kind: str) -> type[RiskModel]:
     if kind not in MODELS:
         raise ModelError(f"unknown model {kind!r}; available: {', '.join(MODELS)}")
-    return MODELS[kind](params=params, **options)
+    return MODELS[kind]
+
+
+def requires(kind: str, settings: Any = None) -> list[str]:
+    """The packages (import names) a `kind` model with these settings (None: its defaults) needs."""
+    return model_class(kind).needs(settings)
+
+
+def weights(kind: str, settings: Any = None) -> list:
+    """The weight files a `kind` model with these settings (None: its defaults) loads."""
+    return model_class(kind).weight_files(settings)
+
+
+def create_model(kind: str, params: dict | None = None, **options: Any) -> RiskModel:
+    """An untrained model of `kind` with `params` (validated by its `Config`); `options` go to models
+    that take them (a VLM's runtime, adapter, top_k). A missing package is one line naming the fix."""
+    cls = model_class(kind)
+    model = cls(params=params, **options)
+    packages.require(cls.needs(model.settings), f"the {kind} model")
+    return model
 
 
 def load_model(folder: str | Path, **options: Any) -> RiskModel:
@@ -51,6 +73,11 @@ def load_model(folder: str | Path, **options: Any) -> RiskModel:
     cls = MODELS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ModelError(f"{card_path}: unknown model kind {kind!r}; known: {', '.join(MODELS)}")
+    try:
+        settings = cls.Config.model_validate(card.get("params") or {}) if cls.Config is not None else None
+    except Exception as e:
+        raise ModelError(f"{card_path}: its params are not {kind} settings ({type(e).__name__}: {e})") from None
+    packages.require(cls.needs(settings), f"the {kind} model in {folder}")
     try:
         return cls.load(folder, card, **options)
     except Exception as e:  # a damaged booster/weights file fails inside its library, with its own error types

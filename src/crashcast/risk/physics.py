@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from crashcast.config import PhysicsConfig
 from crashcast.features.table import TTC_CAP_S
 from crashcast.risk.base import RiskModel, sigmoid
 from crashcast.risk.windows import WindowSet, as_windows
+from crashcast.settings import PhysicsConfig
 
 #: The feature-table columns the training-free models read.
 RULE_COLUMNS = ["path_min_ttc_s", "scene_ttc_s", "path_max_closing_mps"]
@@ -40,9 +40,11 @@ class _Rule(RiskModel):
     def columns(self) -> list[str]:
         return list(RULE_COLUMNS)
 
+    Config = PhysicsConfig
+
     @property
     def config(self) -> PhysicsConfig:
-        return PhysicsConfig(**self.params) if self.params else PhysicsConfig()
+        return self.settings
 
 
 class TTCRule(_Rule):

@@ -7,21 +7,60 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from crashcast.risk.base import RiskModel, sigmoid
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.runtime.store import atomic_write_text
+from crashcast.settings import Section
 
 
 def _weights(y: np.ndarray) -> np.ndarray:
     pos = max(1, int(y.sum()))
     neg = max(1, len(y) - pos)
     return np.where(y == 1, len(y) / (2 * pos), len(y) / (2 * neg))
+
+
+class LightGBMConfig(Section):
+    """LightGBM's settings (`lgb.LGBMClassifier` keyword arguments). One thread: extraction workers use
+    the cores; threads made a fit take 1.6-52 s under load."""
+
+    n_estimators: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_child_samples: int = 5
+    subsample: float = 0.9
+    subsample_freq: int = 1
+    colsample_bytree: float = 0.9
+    random_state: int = 0
+    verbose: int = -1
+    n_jobs: int = 1
+
+
+class XGBoostConfig(Section):
+    """XGBoost's settings (`xgb.XGBClassifier` keyword arguments)."""
+
+    n_estimators: int = 200
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    random_state: int = 0
+    n_jobs: int = 1
+
+
+class MLPConfig(Section):
+    """The MLP's settings (`sklearn.neural_network.MLPClassifier` keyword arguments)."""
+
+    hidden_layer_sizes: list[int] = Field(default_factory=lambda: [32, 16])
+    alpha: float = 1e-3
+    max_iter: int = 600
+    random_state: int = 0
 
 
 class _Tabular(RiskModel):
@@ -33,9 +72,8 @@ class _Tabular(RiskModel):
 
 class LightGBMModel(_Tabular):
     kind = "lightgbm"
-    defaults: ClassVar[dict] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 5,
-                                "subsample": 0.9, "subsample_freq": 1, "colsample_bytree": 0.9, "random_state": 0, "verbose": -1,
-                                "n_jobs": 1}  # one thread: extraction workers use the cores; threads made it 1.6-52 s under load
+    Config = LightGBMConfig
+    requires = ("lightgbm",)
 
     def __init__(self, *a: Any, booster: Any = None, **k: Any) -> None:
         super().__init__(*a, **k)
@@ -45,7 +83,7 @@ class LightGBMModel(_Tabular):
         import lightgbm as lgb
 
         y = as_windows(train).labels
-        clf = lgb.LGBMClassifier(**{**self.defaults, **self.params}).fit(self._x(train), y, sample_weight=_weights(y))
+        clf = lgb.LGBMClassifier(**self.settings.model_dump()).fit(self._x(train), y, sample_weight=_weights(y))
         self.booster = clf.booster_
         return self
 
@@ -70,8 +108,8 @@ class LightGBMModel(_Tabular):
 
 class XGBoostModel(_Tabular):
     kind = "xgboost"
-    defaults: ClassVar[dict] = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.05, "subsample": 0.9,
-                                "colsample_bytree": 0.9, "random_state": 0, "n_jobs": 1}
+    Config = XGBoostConfig
+    requires = ("xgboost",)
 
     def __init__(self, *a: Any, booster: Any = None, **k: Any) -> None:
         super().__init__(*a, **k)
@@ -81,7 +119,7 @@ class XGBoostModel(_Tabular):
         import xgboost as xgb
 
         y = as_windows(train).labels
-        clf = xgb.XGBClassifier(**{**self.defaults, **self.params}).fit(self._x(train), y, sample_weight=_weights(y))
+        clf = xgb.XGBClassifier(**self.settings.model_dump()).fit(self._x(train), y, sample_weight=_weights(y))
         self.booster = clf.get_booster()
         return self
 
@@ -106,7 +144,8 @@ class MLPModel(_Tabular):
     """A small MLP (scikit-learn) on standardised features; NaNs imputed with training medians."""
 
     kind = "mlp"
-    defaults: ClassVar[dict] = {"hidden_layer_sizes": [32, 16], "alpha": 1e-3, "max_iter": 600, "random_state": 0}
+    Config = MLPConfig
+    requires = ("sklearn",)
 
     def __init__(self, *a: Any, weights: dict | None = None, **k: Any) -> None:
         super().__init__(*a, **k)
@@ -128,7 +167,7 @@ class MLPModel(_Tabular):
         x = np.where(np.isnan(x), med, x)
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         y = as_windows(train).labels
-        params = {**self.defaults, **self.params}
+        params = self.settings.model_dump()
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         clf = MLPClassifier(**params).fit((x - mean) / scale, y, sample_weight=_weights(y))
         self.weights = {"median": med.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from crashcast.config import VlmConfig
 from crashcast.errors import ConfigError
 from crashcast.prompts.builder import Prompt
 from crashcast.prompts.exports import chat_messages
 from crashcast.risk.vlm_output import ANSWER_PREFIX, DigitTokens, find_answer, parse_probability, read_answers
+from crashcast.settings import VlmConfig
 
 if TYPE_CHECKING:
     import torch
@@ -75,17 +75,26 @@ def vlm_weights(cfg: VlmConfig) -> list[WeightFile]:
                        ("*.json", "*.safetensors", "merges.txt", "vocab.json"))]
 
 
+def vlm_requires(cfg: VlmConfig) -> list[str]:
+    """The packages (import names) the VLM `cfg` needs: torch and transformers; peft to train or load
+    an adapter (the fine-tuned modes). bitsandbytes is not required: without it NF4 falls back to an
+    unquantized model, with a warning (`use_nf4`)."""
+    return ["torch", "transformers"] + (["peft"] if cfg.mode != "zero-shot" else [])
+
+
 def resolve_base_model(base_model: str, weights_dir: Path | None = None) -> str:
     """Where to load `base_model` from: `random:tiny` -> the cached tiny model's folder; a local
-    folder as is; a hub id through the weights folder when one is set (crashcast.runtime.weights)."""
+    folder as is; a hub id through the weights folder in force (`weights_dir`, else
+    $CRASHCAST_WEIGHTS_DIR: the same rule as every perception backend, `runtime.context`)."""
     from crashcast.risk.tiny_vlm import is_tiny, tiny_vlm_path
+    from crashcast.runtime.context import weights_dir_for
     from crashcast.runtime.weights import is_random, resolve
 
     if is_tiny(base_model):
         return str(tiny_vlm_path())
     if is_random(base_model):
         raise ConfigError(f"vlm.base_model: {base_model}: unknown random model (random:tiny is the one there is)")
-    return resolve(base_model, weights_dir)
+    return resolve(base_model, weights_dir_for(None, weights_dir))
 
 
 def torch_dtype(cfg: VlmConfig, device: str) -> torch.dtype:
@@ -170,7 +179,7 @@ def load_vlm(cfg: VlmConfig, adapter: Path | None = None, device: str = "auto",
              weights_dir: Path | None = None) -> RiskVlm:
     """The scorer for `cfg`: the base model (zero-shot), or the base model with the LoRA adapter in
     `adapter` (a folder `train_vlm` wrote). `device` 'auto' takes CUDA when there is one."""
-    from crashcast.runtime.devices import resolve_device
+    from crashcast.runtime.context import resolve_device
 
     device = resolve_device(device)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():

@@ -27,11 +27,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from crashcast.config import VlmConfig, load_config
+from crashcast.config import load_config
 from crashcast.errors import ConfigError, ModelError
 from crashcast.risk.base import RiskModel, RiskScores
 from crashcast.risk.calibration import Calibrator
+from crashcast.risk.vlm import vlm_requires, vlm_weights
 from crashcast.risk.windows import WindowSet, as_windows
+from crashcast.runtime.context import RuntimeContext
+from crashcast.settings import RuntimeConfig, VlmConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +52,35 @@ def vlm_config(mode: Mode, overrides: list[str] | tuple[str, ...] = ()) -> VlmCo
 
 
 class VlmRiskModel(RiskModel):
-    """A Qwen2.5-VL risk model (see the module docstring). `device` and `weights_dir` say where it
-    runs and where its base weights are; `adapter` is a folder with a trained LoRA adapter."""
+    """A Qwen2.5-VL risk model (see the module docstring). `runtime` says where it runs and where its
+    base weights are (the weights folder rule every model shares: `runtime.context`); it is never
+    saved with the model. `adapter` is a folder with a trained LoRA adapter."""
 
     mode: ClassVar[Mode] = "zero-shot"
     reads_prompts = True
+    Config = VlmConfig
 
     def __init__(self, features: list[str] | None = None, calibration: Calibrator | None = None,
-                 params: dict | None = None, *, device: str = "auto", weights_dir: Path | None = None,
-                 adapter: Path | None = None, top_k: int = 3, batch_size: int = 8, retrain: bool = False) -> None:
+                 params: dict | None = None, *, runtime: RuntimeConfig | RuntimeContext | None = None,
+                 adapter: Path | None = None, top_k: int = 3, retrain: bool = False) -> None:
         config = VlmConfig.model_validate(params) if params else vlm_config(self.mode)
         if config.mode != self.mode:
             raise ConfigError(f"{self.kind}: the settings are for vlm mode {config.mode!r}")
         super().__init__([], calibration, config.model_dump(mode="json"))
         self.config = config
-        self.device = device
-        self.weights_dir = weights_dir
+        self.runtime = RuntimeContext.of(runtime)
         self.adapter = Path(adapter) if adapter is not None else None
         self.top_k = top_k
-        self.batch_size = batch_size
         self.retrain = retrain
         self._scorer: Any = None
+
+    @classmethod
+    def needs(cls, settings: Any = None) -> list[str]:
+        return vlm_requires(settings if settings is not None else vlm_config(cls.mode))
+
+    @classmethod
+    def weight_files(cls, settings: Any = None) -> list:
+        return vlm_weights(settings if settings is not None else vlm_config(cls.mode))
 
     def columns(self) -> list[str]:
         return []  # it reads window_meta.json and the keyframes, not the feature table
@@ -105,7 +116,8 @@ class VlmRiskModel(RiskModel):
             log.info("%s: fine-tuning %s into %s (%s)", self.kind, self.config.base_model, workdir, why)
             # the folder's model.json describes the adapter being replaced: gone until this one is saved
             (workdir / "model.json").unlink(missing_ok=True)
-            train_vlm(train_p, val_p, self.config, workdir, device=self.device, weights_dir=self.weights_dir)
+            train_vlm(train_p, val_p, self.config, workdir, device=self.runtime.runtime.device,
+                      weights_dir=self.runtime.weights_dir)
         self.adapter = workdir
         self._scorer = None
         return self
@@ -119,13 +131,14 @@ class VlmRiskModel(RiskModel):
 
             if self.trainable and self.adapter is None:
                 raise ConfigError(f"{self.kind} has no adapter: train it first (`crashcast train vlm`, or fit)")
-            self._scorer = load_vlm(self.config, adapter=self.adapter, device=self.device, weights_dir=self.weights_dir)
+            self._scorer = load_vlm(self.config, adapter=self.adapter, device=self.runtime.runtime.device,
+                                   weights_dir=self.runtime.weights_dir)
         return self._scorer
 
     def score(self, windows) -> RiskScores:
         ws = as_windows(windows)
         prompts = self._prompts(ws)
-        scored = self.scorer().score(prompts, batch_size=self.batch_size) if prompts else []
+        scored = self.scorer().score(prompts, batch_size=self.runtime.batch_size) if prompts else []
         failures = sum(s.written is None for s in scored)
         if failures:  # once per call: predict scores one window per stride and says so in its timeline
             log.log(logging.WARNING if len(scored) > 1 else logging.DEBUG,
@@ -153,11 +166,7 @@ class VlmRiskModel(RiskModel):
 
     @classmethod
     def load(cls, folder: Path, card: dict, **options: Any) -> VlmRiskModel:
-        runtime = options.get("runtime")
-        kw: dict[str, Any] = {}
-        if runtime is not None:
-            kw = {"device": runtime.device, "batch_size": runtime.batch_size,
-                  "weights_dir": Path(runtime.weights_dir) if runtime.weights_dir else None}
+        kw: dict[str, Any] = {"runtime": options.get("runtime")}
         params = dict(card.get("params") or {})
         if options.get("base_model"):
             params["base_model"] = options["base_model"]

@@ -1,19 +1,16 @@
-"""Model weights: where each one is looked for, offline first; what a preset needs; whether it can run here.
+"""Model weight files: what one is, where it is looked for (offline first), where it goes, and how
+it is downloaded. Nothing here knows a backend, a preset or a model: the registries say which files
+a config needs (`crashcast.readiness` asks them), this module only handles files.
 
 `resolve(name_or_path, weights_dir)`: an existing path is used as is; with a weights folder
-(`--weights-dir`, `runtime.weights_dir` or $CRASHCAST_WEIGHTS_DIR) a hub id `org/name` or a file
-name must be inside it (`<dir>/org/name`, `<dir>/name`), and nothing is downloaded; without one
-the name goes to the library (Hugging Face hub cache, ultralytics), which may download it.
-
-The rest answers "can this preset run here, now, without downloading anything?" for `crashcast
-doctor`, `crashcast weights` and `--backend auto`: `required(cfg)` lists the weight files every stage
-of a config needs (each backend's registered `weights` function), `locate` finds one on disk (the
-weights folder when one is set, since that is the only place `resolve` then loads from; else the
-Hugging Face cache, ultralytics' weights folder (CLIP: its `clip/` subfolder), torch's hub cache or
-the working directory) without a network call, `preset_status` adds the missing Python packages, and
-`choose_backend` picks the best preset that is ready. `download` is the only function here that
-touches the network, and with none (or HF_HUB_OFFLINE=1) it says what to fetch, from where, its size
-and licence, and where to put it.
+(`--weights-dir`, `runtime.weights_dir` or $CRASHCAST_WEIGHTS_DIR: `runtime.context`) a hub id
+`org/name` or a file name must be inside it (`<dir>/org/name`, `<dir>/name`), and nothing is
+downloaded; without one the name goes to the library (Hugging Face hub cache, ultralytics), which
+may download it. `locate` finds a file on disk without a network call (the weights folder when one
+is set, since that is the only place `resolve` then loads from; else the Hugging Face cache,
+ultralytics' weights folder (CLIP: its `clip/` subfolder), torch's hub cache or the working
+directory). `download` is the only function here that touches the network, and with none (or
+HF_HUB_OFFLINE=1) it says what to fetch, from where, its size and licence, and where to put it.
 """
 
 from __future__ import annotations
@@ -24,28 +21,20 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from crashcast.errors import ConfigError, ModelError
-from crashcast.runtime.devices import WEIGHTS_ENV
 
 log = logging.getLogger(__name__)
 
 #: `weights: random:<arch>` builds the backend's architecture with random weights: no file needed
 RANDOM_PREFIX = "random:"
 
-#: the presets `--backend auto` tries, best first (names that do not exist are skipped)
-AUTO_CANDIDATES = ("paper", "fast", "classic")
-
-#: packages whose import loads torchvision's compiled operators (the CPU/CUDA mismatch breaks them)
-_TORCHVISION_USERS = frozenset({"torchvision", "ultralytics", "transformers"})
+#: the environment variable naming the weights folder (below `--weights-dir` and `runtime.weights_dir`)
+WEIGHTS_ENV = "CRASHCAST_WEIGHTS_DIR"
 
 #: where a weights folder is suggested in messages when none is set
 SUGGESTED_DIR = Path("~/crashcast-weights")
@@ -117,13 +106,6 @@ def resolve(name_or_path: str, weights_dir: Path | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------- where files live
-
-
-def weights_dir_for(cfg: Any = None, weights_dir: str | Path | None = None) -> Path | None:
-    """The weights folder in force: `--weights-dir`, else the config's `runtime.weights_dir`, else
-    $CRASHCAST_WEIGHTS_DIR, else None (the libraries' own caches)."""
-    d = weights_dir or (cfg.runtime.weights_dir if cfg is not None else None) or os.environ.get(WEIGHTS_ENV)
-    return Path(d).expanduser() if d else None
 
 
 def hf_cache_dir() -> Path:
@@ -252,272 +234,6 @@ def size_on_disk_mb(path: Path | None) -> float | None:
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
     except OSError:
         return None
-
-
-# ----------------------------------------------------------------------------- what a config needs
-
-
-@dataclass(frozen=True)
-class WeightStatus:
-    """One weight file a stage's backend needs, and whether it is on disk."""
-
-    stage: str
-    backend: str
-    file: WeightFile
-    path: Path | None  # where it is now, None when missing
-    target: Path  # where it would be put
-
-    @property
-    def present(self) -> bool:
-        return self.path is not None
-
-
-def required(cfg: Any, vlm: bool = False) -> list[tuple[str, str, WeightFile]]:
-    """(stage, backend name, weight file) for every weight file the config's stages need; with `vlm`,
-    also the vision-language model's (`cfg.vlm.base_model`; perception readiness never needs it)."""
-    from crashcast.perception import registry
-
-    out = []
-    for stage in registry.STAGES:
-        stage_cfg = getattr(cfg.perception, stage)
-        s = registry.spec(stage, stage_cfg.name)
-        if s.weights is not None:
-            out += [(stage, stage_cfg.name, wf) for wf in s.weights(stage_cfg) or []]
-    if vlm:
-        from crashcast.risk.vlm import vlm_weights
-
-        out += [("vlm", "qwen2.5-vl", wf) for wf in vlm_weights(cfg.vlm)]
-    return out
-
-
-def weight_status(cfg: Any, weights_dir: str | Path | None = None, vlm: bool = False) -> list[WeightStatus]:
-    """Every weight file the config needs (with `vlm`, the VLM's too), located on disk (no network call)."""
-    d = weights_dir_for(cfg, weights_dir)
-    return [WeightStatus(stage, name, wf, locate(wf, d), target(wf, d)) for stage, name, wf in required(cfg, vlm)]
-
-
-def defines_vlm(preset: str | Path) -> bool:
-    """Whether a preset (or YAML file) has its own `vlm` section (the paper-zero-shot/baseline/enhanced
-    presets): only then do its VLM weights belong to it."""
-    import yaml
-
-    from crashcast.config import preset_names
-
-    path = Path(preset)
-    if not path.is_file() and str(preset) in preset_names():
-        from importlib import resources
-
-        path = Path(str(resources.files("crashcast.configs") / f"{preset}.yaml"))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "vlm" in data
-
-
-# ----------------------------------------------------------------------------- readiness
-
-
-@lru_cache(maxsize=1)
-def torchvision_problem() -> str | None:
-    """Why `import torchvision` fails here (e.g. a CUDA-linked torchvision with a CPU-only torch:
-    "operator torchvision::nms does not exist"), or None when it imports or is not installed.
-    Checked in a subprocess, so a failing import cannot leave this process half-initialised."""
-    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is None:
-        return None
-    try:
-        r = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True,
-                           timeout=300, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"could not check `import torchvision` ({e})"
-    if r.returncode == 0:
-        return None
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else f"`import torchvision` exited with status {r.returncode}"
-
-
-@dataclass
-class PresetStatus:
-    """Whether a preset can run here without downloading anything, and what it lacks."""
-
-    name: str
-    missing_packages: list[str] = field(default_factory=list)
-    weights: list[WeightStatus] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # the config does not load; a package fails to import
-    weights_dir: Path | None = None
-
-    @property
-    def missing_weights(self) -> list[WeightStatus]:
-        return [w for w in self.weights if not w.present]
-
-    @property
-    def ready(self) -> bool:
-        return not (self.missing_packages or self.missing_weights or self.problems)
-
-    def why(self) -> str:
-        """What stands in the way, in one line ('' when ready)."""
-        parts = list(self.problems)
-        if self.missing_packages:
-            parts.append(f"needs {', '.join(self.missing_packages)} (not installed)")
-        if self.missing_weights:
-            names = list(dict.fromkeys(w.file.name for w in self.missing_weights))
-            parts.append(f"weights not on disk: {', '.join(names)}"
-                         + (f" (weights folder {self.weights_dir})" if self.weights_dir else ""))
-        return "; ".join(parts)
-
-    def hint(self) -> str | None:
-        """The commands that would make it ready (None when ready)."""
-        steps = []
-        if self.missing_packages:
-            steps.append(install_hint(self.missing_packages))
-        if any("torchvision" in p for p in self.problems):
-            steps.append("install the torchvision built for your torch (see `crashcast doctor` and docs/INSTALL.md)")
-        if self.missing_weights:
-            steps.append(f"`crashcast weights download {self.name}` (or `crashcast weights list --preset {self.name}` "
-                         "to fetch them by hand)")
-        return "; then ".join(steps) or None
-
-
-def install_hint(packages: Iterable[str]) -> str:
-    """How to install missing packages: torch and torchvision first (the build for this machine),
-    then the extras that hold the rest."""
-    packages = list(dict.fromkeys(packages))
-    torchlike = [p for p in packages if p in ("torch", "torchvision")]
-    extras = extras_map()
-    wanted: list[str] = []
-    loose: list[str] = []
-    for p in packages:
-        if p in torchlike:
-            continue
-        found = [e for e in ("vision", "vlm", "distributed") if _norm(p) in {_norm(d) for d in extras.get(e, [])}]
-        if found:
-            wanted += [x for x in found[:1] if x not in wanted]
-        else:
-            loose.append(p)
-    steps = []
-    if torchlike:
-        steps.append("install torch and torchvision together, the build for this machine (docs/INSTALL.md)")
-    if wanted:
-        steps.append(f'python -m pip install -e ".[{",".join(wanted)}]"')
-    if loose:
-        steps.append(f"python -m pip install {' '.join(loose)}")
-    return "; then ".join(steps)
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-@lru_cache(maxsize=1)
-def extras_map() -> dict[str, list[str]]:
-    """crashcast's extras and the distributions each installs (self-references expanded), from the
-    installed package's metadata ({} when crashcast is not installed as a distribution)."""
-    import importlib.metadata as md
-
-    try:
-        reqs = md.requires("crashcast") or []
-    except md.PackageNotFoundError:
-        return {}
-    raw: dict[str, list[str]] = {}
-    for r in reqs:
-        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?[^;]*;\s*.*extra\s*==\s*['\"]([^'\"]+)['\"]", r)
-        if m:
-            dist = m.group(1) + (m.group(2) or "")
-            raw.setdefault(m.group(3), []).append(dist)
-
-    def expand(extra: str, seen: frozenset[str]) -> list[str]:
-        out: list[str] = []
-        for d in raw.get(extra, []):
-            name, _, sub = d.partition("[")
-            if _norm(name) == "crashcast" and sub:
-                for e in sub.rstrip("]").split(","):
-                    if e.strip() not in seen:
-                        out += expand(e.strip(), seen | {e.strip()})
-            else:
-                out.append(name)
-        return list(dict.fromkeys(out))
-
-    return {e: expand(e, frozenset({e})) for e in raw}
-
-
-def _load(preset: str | Path, overrides: list[str] | None = None) -> Any:
-    from crashcast.config import load_config
-
-    return load_config(preset, overrides)
-
-
-def _torchvision_checked() -> bool:
-    """Whether `torchvision_problem` has run in this process already (its answer is cached)."""
-    info = getattr(torchvision_problem, "cache_info", None)
-    return bool(info is not None and info().currsize)
-
-
-def preset_status(name: str | Path, weights_dir: str | Path | None = None, *, check_imports: bool = True,
-                  overrides: list[str] | None = None) -> PresetStatus:
-    """Whether the preset `name` (or a config YAML), with the config `overrides` (`--set a.b=v`)
-    applied, can run here: its backends' packages installed, its weights on disk (see `locate`), and
-    (check_imports) torchvision importable when a backend needs it. The torchvision check spawns a
-    Python process (seconds), so it runs only for a preset nothing else stops (packages installed,
-    weights on disk), or when its cached answer is already known. Never downloads or touches the
-    network."""
-    from crashcast.perception import registry
-
-    status = PresetStatus(str(name), weights_dir=Path(weights_dir).expanduser() if weights_dir else None)
-    try:
-        cfg = _load(name, overrides)
-    except ConfigError as e:
-        status.problems.append(str(e))
-        return status
-    status.weights_dir = weights_dir_for(cfg, weights_dir)
-    requires: list[str] = []
-    for stage in registry.STAGES:
-        s = registry.spec(stage, getattr(cfg.perception, stage).name)
-        requires += s.requires
-        status.missing_packages += [p for p in s.missing_packages() if p not in status.missing_packages]
-    try:
-        status.weights = weight_status(cfg, weights_dir)
-    except Exception as e:  # a backend's weights function failed: the preset cannot be judged ready
-        status.problems.append(f"listing its weights failed: {type(e).__name__}: {e}")
-    blocked = bool(status.missing_packages or status.missing_weights or status.problems)
-    if check_imports and _TORCHVISION_USERS & set(requires) and not status.missing_packages \
-            and (not blocked or _torchvision_checked()):
-        problem = torchvision_problem()
-        if problem:
-            status.problems.append(f"torchvision does not import: {problem}")
-    return status
-
-
-def _exists(preset: str) -> bool:
-    from crashcast.config import preset_names
-
-    return preset in preset_names() or Path(preset).expanduser().is_file()
-
-
-def choose_backend(candidates: Iterable[str | Path] = AUTO_CANDIDATES, weights_dir: str | Path | None = None,
-                   overrides: list[str] | None = None) -> tuple[str, str, str | None]:
-    """(preset, reason, hint): the first candidate whose packages are installed and whose weights are
-    already on disk (candidates that do not exist are skipped; nothing is downloaded). `overrides`
-    are the run's `--set` overrides, applied to every candidate as the run will apply them to the
-    one chosen (`--set runtime.weights_dir=...`, another checkpoint); a candidate they do not fit
-    is not ready. `reason` says why it was chosen, `hint` how to make the better ones that were
-    passed over usable (None when the first one was taken)."""
-    candidates = list(candidates)
-    passed: list[PresetStatus] = []
-    for c in candidates:
-        if not _exists(str(c)):
-            continue
-        st = preset_status(c, weights_dir, overrides=overrides)
-        if st.ready:
-            if not passed:
-                return st.name, f"{st.name}: its packages are installed and its weights are on disk", None
-            reason = f"{st.name}, because " + "; ".join(f"{p.name} is not ready ({p.why()})" for p in passed)
-            best = passed[0]
-            return st.name, reason, f"to use {best.name}: {best.hint()}"
-        passed.append(st)
-    if not passed:
-        raise ConfigError(f"--backend auto: none of the presets {', '.join(map(str, candidates))} exists")
-    raise ConfigError("--backend auto: no preset can run here: "
-                      + "; ".join(f"{p.name}: {p.why()}" for p in passed))
 
 
 # ----------------------------------------------------------------------------- download

@@ -20,7 +20,7 @@ def build_detector(config_cls, **settings):
     """A detector backend built through the registry on the CPU, `random:tiny` unless told otherwise."""
     from crashcast.config import RuntimeConfig
     from crashcast.perception import registry
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
 
     cfg = config_cls(**{"weights": "random:tiny", **settings})
     return registry.create("detector", cfg, BuildContext(runtime=RuntimeConfig(device="cpu")))

@@ -12,7 +12,7 @@ import pytest
 from scenes import scene
 
 from crashcast.config import RuntimeConfig
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext
 
 DEFAULT = "depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf"
 TINY_INPUT = 126  # 9 patches: keeps the tiny model cheap on a CPU

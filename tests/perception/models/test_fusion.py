@@ -11,13 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from crashcast.config import RuntimeConfig, _checker
+from crashcast.perception import registry
 from crashcast.perception.models.fusion import (
     FusionConfig,
     FusionDetector,
     box_iou,
     class_aware_nms,
     concat,
-    fusion_weights,
     mask_merge,
 )
 from crashcast.types import Detections
@@ -46,7 +46,7 @@ def test_config():
         FusionConfig(detectors=[])
     with pytest.raises(ValidationError, match="another fusion"):
         FusionConfig(detectors=["fusion"])
-    names = [w.name for w in fusion_weights(FusionConfig())]
+    names = [w.name for w in registry.weights("detector", FusionConfig())]
     assert names == ["yolov8x.pt", "IDEA-Research/grounding-dino-tiny"]
 
 
@@ -225,7 +225,7 @@ pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def fused():
     from crashcast.perception import registry
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
 
     cfg = _checker("detector")(
         {

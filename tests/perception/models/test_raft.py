@@ -12,7 +12,7 @@ import pytest
 from scenes import scene
 
 from crashcast.config import RuntimeConfig
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext
 
 
 def test_module_imports_without_torch():

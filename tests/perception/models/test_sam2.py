@@ -63,7 +63,7 @@ def segmenter():
 
     from crashcast.perception import registry
     from crashcast.perception.models.sam2 import Sam2SegmenterConfig
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on a shared 2-core machine: far faster single-threaded

@@ -263,7 +263,7 @@ def tracker(one_thread):
 
     from crashcast.perception import registry
     from crashcast.perception.models.sam2_video import Sam2VideoTrackerConfig
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
 
     torch.manual_seed(0)
     return registry.create("tracker", Sam2VideoTrackerConfig(weights="random:tiny"), BuildContext())

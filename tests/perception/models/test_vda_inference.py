@@ -33,7 +33,7 @@ from crashcast.perception.models.video_depth_anything.inference import (  # noqa
     preprocess,
     stitch_chunks,
 )
-from crashcast.runtime.devices import BuildContext  # noqa: E402
+from crashcast.perception.spec import BuildContext  # noqa: E402
 
 SIZE = (48, 64)  # test frames (H, W)
 INPUT = 28  # network input short side for the tests: a 2 x 3 patch grid (the vits encoder is the cost)
@@ -472,7 +472,7 @@ def test_backend_module_import_leaves_torch_alone():
 def test_a_hub_checkpoint_missing_offline_says_what_to_fetch(offline_caches):
     from crashcast.config import RuntimeConfig
     from crashcast.perception.models import vda
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
     from crashcast.runtime.weights import WeightsUnavailable
 
     cfg = vda.VideoDepthAnythingConfig(weights="depth-anything/Metric-Video-Depth-Anything-Small")

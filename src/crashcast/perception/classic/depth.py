@@ -11,11 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
 from crashcast.perception.classic.detect import ground_depth_at_row
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
+from crashcast.settings import BackendConfig
 from crashcast.types import DepthMap, Detections
 
 
@@ -44,6 +43,6 @@ class GroundPlaneDepth:
         return out
 
 
-@register("depth", "classic-ground", BackendConfig)
+@backend("depth", "classic-ground", BackendConfig)
 def _build(cfg: BackendConfig, ctx: BuildContext) -> GroundPlaneDepth:
     return GroundPlaneDepth()

@@ -18,11 +18,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
 from crashcast.perception.egomotion import magnitude
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
+from crashcast.settings import BackendConfig
 from crashcast.types import CameraModel, Detections
 
 
@@ -196,6 +195,6 @@ class MotionDetector:
                           mask=np.array(masks), source=np.array([self.name] * len(boxes), object))
 
 
-@register("detector", "classic-motion", MotionDetectorConfig)
+@backend("detector", "classic-motion", MotionDetectorConfig)
 def _build(cfg: MotionDetectorConfig, ctx: BuildContext) -> MotionDetector:
-    return MotionDetector(cfg, ctx.perception.context.residual_threshold_px)
+    return MotionDetector(cfg, ctx.road_context.residual_threshold_px)

@@ -9,9 +9,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from crashcast.config import BackendConfig
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
+from crashcast.settings import BackendConfig
 from crashcast.types import Flow
 
 _PRESETS = {
@@ -58,6 +57,6 @@ class DISFlowConfig(BackendConfig):
                                           "(smooths the flow; most of DIS's time); null: the preset's")
 
 
-@register("flow", "classic-flow", DISFlowConfig)
+@backend("flow", "classic-flow", DISFlowConfig)
 def _build(cfg: DISFlowConfig, ctx: BuildContext) -> DISFlow:
     return DISFlow(cfg.preset, cfg.refine_iterations)

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
+from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
 
@@ -30,6 +29,6 @@ class BoxSegmenter:
         return out
 
 
-@register("segmenter", "classic-box", BackendConfig)
+@backend("segmenter", "classic-box", BackendConfig)
 def _build(cfg: BackendConfig, ctx: BuildContext) -> BoxSegmenter:
     return BoxSegmenter()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from crashcast.config import BackendConfig
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
+from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
 
@@ -51,6 +50,6 @@ class ByteTrackConfig(BackendConfig):
     track_buffer_frames: int = Field(15, ge=1, description="perceived frames a lost track is kept for")
 
 
-@register("tracker", "bytetrack", ByteTrackConfig)
+@backend("tracker", "bytetrack", ByteTrackConfig)
 def _build(cfg: ByteTrackConfig, ctx: BuildContext) -> ByteTrack:
     return ByteTrack(lost_track_buffer=cfg.track_buffer_frames)

@@ -33,12 +33,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from crashcast.config import BackendConfig
 from crashcast.errors import ModelError
 from crashcast.perception.base import FrameContext
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import DepthMap, Detections
 
 log = logging.getLogger(__name__)
@@ -290,7 +289,7 @@ def load_model(weights: str, ctx: BuildContext, input_size: int | None = None) -
     return model, pre
 
 
-@register("depth", "depth-anything-v2", DepthAnythingV2Config, requires=("torch", "transformers"),
+@backend("depth", "depth-anything-v2", DepthAnythingV2Config, requires=("torch", "transformers"),
           weights=depth_anything_weights)
 def _build(cfg: DepthAnythingV2Config, ctx: BuildContext) -> DepthAnythingV2:
     model, pre = load_model(cfg.weights, ctx, cfg.input_size)

@@ -24,29 +24,29 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from crashcast.config import BackendConfig, DetectorStage
-from crashcast.perception import registry
 from crashcast.perception.base import FrameContext
-from crashcast.perception.models import grounding_dino, yolo  # noqa: F401  (registers the default detectors)
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.models.grounding_dino import GroundingDinoConfig
+from crashcast.perception.models.yolo import YoloConfig
+from crashcast.perception.spec import BuildContext, backend
+from crashcast.settings import BackendConfig, backend_config, stage_type
 from crashcast.types import CLASS_NAMES, Detections
 
 log = logging.getLogger(__name__)
 
 
 def _paper_detectors() -> list[Any]:
-    from crashcast.config import _checker
+    return [YoloConfig(), GroundingDinoConfig()]
 
-    check = _checker("detector")
-    return [check("yolo"), check("grounding-dino")]
+
+#: one sub-detector's config, typed by the config class registered for its name
+SubDetector = stage_type("detector", lambda v: backend_config("detector", v, "classic-motion"))
 
 
 class FusionConfig(BackendConfig):
     """Detectors to fuse and the thresholds of the two de-duplication steps."""
 
     name: str = "fusion"
-    detectors: list[DetectorStage] = Field(
+    detectors: list[SubDetector] = Field(
         default_factory=_paper_detectors,
         min_length=1,
         description="detector configs, each as a stage's detector (e.g. {name: yolo, weights: yolov8x.pt})",
@@ -232,16 +232,11 @@ class FusionDetector:
         return detections[keep]
 
 
-def fusion_weights(cfg: FusionConfig) -> list:
-    """Every sub-detector's weight files."""
-    files = []
-    for sub in cfg.detectors:
-        spec = registry.spec("detector", sub.name)
-        if spec.weights is not None:
-            files += [f for f in spec.weights(sub) if f not in files]
-    return files
+def _children(cfg: FusionConfig) -> list[tuple[str, BackendConfig]]:
+    """The sub-detectors: the registry adds their packages and weight files to the fusion's own."""
+    return [("detector", sub) for sub in cfg.detectors]
 
 
-@register("detector", "fusion", FusionConfig, requires=("torch", "torchvision"), weights=fusion_weights)
+@backend("detector", "fusion", FusionConfig, requires=("torch", "torchvision"), children=_children)
 def _build(cfg: FusionConfig, ctx: BuildContext) -> FusionDetector:
-    return FusionDetector(cfg, [registry.create("detector", sub, ctx) for sub in cfg.detectors])
+    return FusionDetector(cfg, [ctx.create("detector", sub) for sub in cfg.detectors])

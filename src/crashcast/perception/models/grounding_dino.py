@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from crashcast.config import BackendConfig
 from crashcast.errors import ConfigError
 from crashcast.perception.base import FrameContext
 from crashcast.perception.models.labels import coarse_class
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
 log = logging.getLogger(__name__)
@@ -332,7 +331,7 @@ def grounding_dino_weights(cfg: GroundingDinoConfig) -> list[WeightFile]:
     return [WeightFile(cfg.weights, "local", "unknown")]  # a folder that is not there: nobody can fetch it
 
 
-@register(
+@backend(
     "detector",
     "grounding-dino",
     GroundingDinoConfig,

@@ -39,11 +39,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from crashcast.config import BackendConfig
 from crashcast.errors import ConfigError, ModelError
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import Flow
 
 log = logging.getLogger(__name__)
@@ -305,6 +304,6 @@ def load_model(cfg: RaftConfig, ctx: BuildContext) -> Any:
     return model
 
 
-@register("flow", "raft", RaftConfig, requires=("torch", "torchvision"), weights=raft_weights)
+@backend("flow", "raft", RaftConfig, requires=("torch", "torchvision"), weights=raft_weights)
 def _build(cfg: RaftConfig, ctx: BuildContext) -> RaftFlow:
     return RaftFlow(load_model(cfg, ctx), ctx.device, ctx.dtype, cfg.num_flow_updates, cfg.size_mode, cfg.scale)

@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from crashcast.config import BackendConfig
 from crashcast.perception.base import FrameContext
 from crashcast.perception.models.mask_dictionary import box_masks
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
 log = logging.getLogger(__name__)
@@ -210,7 +209,7 @@ def load_image_model(weights: str, ctx: BuildContext) -> tuple[Any, Any]:
 
 
 # torchvision: transformers' SAM2 image processor imports torchvision.ops (batched_nms)
-@register("segmenter", "sam2", Sam2SegmenterConfig, requires=("torch", "torchvision", "transformers"),
+@backend("segmenter", "sam2", Sam2SegmenterConfig, requires=("torch", "torchvision", "transformers"),
           weights=sam2_weights)
 def _build(cfg: Sam2SegmenterConfig, ctx: BuildContext) -> Sam2Segmenter:
     model, processor = load_image_model(cfg.weights, ctx)

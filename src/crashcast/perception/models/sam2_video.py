@@ -33,12 +33,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from crashcast.config import BackendConfig
 from crashcast.perception.models.mask_dictionary import DictionarySettings, MaskDictionary, Propagated
 from crashcast.perception.models.sam2 import architecture, check_weights, image_processor_for, sam2_weights
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
 log = logging.getLogger(__name__)
@@ -258,7 +257,7 @@ class Sam2VideoTracker:
 
 
 # torchvision: transformers' SAM2 image processor imports torchvision.ops (batched_nms)
-@register("tracker", "sam2-video", Sam2VideoTrackerConfig, requires=("torch", "torchvision", "transformers"),
+@backend("tracker", "sam2-video", Sam2VideoTrackerConfig, requires=("torch", "torchvision", "transformers"),
           weights=sam2_weights)
 def _build(cfg: Sam2VideoTrackerConfig, ctx: BuildContext) -> Sam2VideoTracker:
     model, processor = load_video_model(cfg.weights, ctx)

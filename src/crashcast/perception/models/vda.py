@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from crashcast.config import BackendConfig
 from crashcast.errors import ModelError
 from crashcast.perception.base import FrameContext
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import DepthMap, Detections
 
 DEFAULT_WEIGHTS = "depth-anything/Metric-Video-Depth-Anything-Small"
@@ -209,7 +208,7 @@ class VideoDepthAnythingDepth:
         return [DepthMap(d, is_metric=self.is_metric) for d in self._stream.step(frames)]
 
 
-@register("depth", "video-depth-anything", VideoDepthAnythingConfig, requires=("torch",), weights=vda_weights)
+@backend("depth", "video-depth-anything", VideoDepthAnythingConfig, requires=("torch",), weights=vda_weights)
 def _build(cfg: VideoDepthAnythingConfig, ctx: BuildContext) -> VideoDepthAnythingDepth:
     from crashcast.perception.models.video_depth_anything.inference import ChunkLayout, VideoDepthInference
 

@@ -41,13 +41,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from crashcast.config import BackendConfig
 from crashcast.errors import ConfigError
 from crashcast.perception.base import FrameContext
 from crashcast.perception.models.labels import ROAD_USERS, coarse_class
-from crashcast.perception.registry import register
-from crashcast.runtime.devices import BuildContext
+from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, ULTRALYTICS_CLIP, WeightFile, is_random
+from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
 log = logging.getLogger(__name__)
@@ -409,7 +408,7 @@ def yolo_weights(cfg: YoloConfig) -> list[WeightFile]:
     ]  # a path that is not there: nobody can fetch it
 
 
-@register(
+@backend(
     "detector", "yolo", YoloConfig, requires=("torch", "torchvision", "ultralytics"), weights=yolo_weights
 )
 def _build(cfg: YoloConfig, ctx: BuildContext) -> YoloDetector:

@@ -1,0 +1,206 @@
+"""The typed settings sections a crashcast config is made of (video, windows, one stage's backend,
+geometry, the road-motion context, runtime, features, physics, evaluation, the VLM).
+
+These are the leaves of the configuration: every module may import them (a backend its own config
+class, risk models theirs). The assembled config (`CrashcastConfig`, the perception section whose
+stages are typed by the backend registry, presets and `load_config`) is `crashcast.config`, which
+sits above the registries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VideoConfig(Section):
+    fps: float = Field(30.0, gt=0, description="frames per second after resampling")
+    long_side: int | None = Field(640, description="resize so the long side has this many pixels (None: keep)")
+
+
+class WindowConfig(Section):
+    """The paper's three windows (max, mid, mini, all ending at the event) and anticipation horizons."""
+
+    span_s: float = Field(6.0, gt=0, description="length of the reference (max) window")
+    keyframe_fractions: dict[str, tuple[float, float, float]] = {
+        "max": (0.0, 0.5, 1.0),
+        "mid": (0.5, 0.75, 1.0),
+        "mini": (0.75, 0.875, 1.0),
+    }
+    horizons_s: list[float] = Field(default_factory=lambda: [0.0], min_length=1,
+                                    description="seconds before the anchor the windows end (>= 0, each once)")
+    negative_min_anchor_s: float = Field(6.0, description="negatives are anchored at least this far into the clip")
+    soft_target_decay_s: float = Field(2.0, gt=0, description="e-folding time of the soft target before the alert")
+    default_alert_lead_s: float = Field(1.0, ge=0, description="alert = event - this, when no alert time is annotated")
+
+    @field_validator("horizons_s")
+    @classmethod
+    def _horizons(cls, v: list[float]) -> list[float]:
+        if any(not math.isfinite(h) or h < 0 for h in v):
+            raise ValueError(f"horizons must be finite and >= 0 seconds, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"horizons must not repeat, got {v}")
+        return v
+
+
+class BackendConfig(Section):
+    """One perception stage's backend: `name` picks it (see `crashcast.perception.registry`); the
+    backend's own config class (a subclass, registered with its factory) adds and checks the rest.
+    In YAML a stage is `{name: yolo, weights: yolov8x.pt, conf: 0.25}`, or just the name."""
+
+    name: str
+
+
+#: stage -> backend name -> its config class; filled by `crashcast.perception.registry` as backends
+#: register (this module never imports the registry: it only holds the table the registry writes)
+BACKEND_CONFIGS: dict[str, dict[str, type[BackendConfig]]] = {}
+
+
+def validation_problems(e: ValidationError, fallback: str = "(top level)") -> list[str]:
+    """One line per pydantic error: `field.path: message (got value)` (mappings are not echoed)."""
+    return [f"{'.'.join(str(p) for p in err['loc']) or fallback}: {err['msg']}"
+            + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else "")
+            for err in e.errors()]
+
+
+def backend_config(stage: str, value: Any, default: str | None = None) -> BackendConfig:
+    """`value` (a backend name, a mapping with a `name`, or a config) validated by the config class
+    registered for that backend. A mapping without a name sets fields of the `default` backend (the
+    stage's weight-free one), e.g. `--set perception.tracker.track_buffer_frames=20`. ValueError
+    names the stage, the backend and the problem."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if isinstance(value, BackendConfig):
+        if type(value) is not BackendConfig:
+            return value  # already the backend's own class
+        value = value.model_dump()
+    if isinstance(value, dict) and "name" not in value and default is not None:
+        value = {"name": default, **value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ValueError(f"a {stage} is a backend name or a mapping with a 'name' (got {value!r})")
+    known = BACKEND_CONFIGS.get(stage, {})
+    if value["name"] not in known:
+        raise ValueError(f"no {stage} backend named {value['name']!r}; available: {', '.join(sorted(known))}")
+    try:
+        return known[value["name"]].model_validate(value)
+    except ValidationError as e:
+        raise ValueError(f"{stage} {value['name']!r}: {'; '.join(validation_problems(e, value['name']))}") from None
+
+
+def stage_type(stage: str, check: Callable[[Any], Any] | None = None) -> Any:
+    """The annotation of a field holding one `stage` backend's config (typed by `check`, by default
+    `backend_config(stage, value)`): a fusion's sub-detectors, the perception section's stages."""
+    return Annotated[SerializeAsAny[BackendConfig], BeforeValidator(check or (lambda v: backend_config(stage, v)))]
+
+
+class GeometryConfig(Section):
+    """The dashcam's geometry, shared by every stage that turns pixels into metres."""
+
+    hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
+    camera_height_m: float = Field(1.4, gt=0)
+    horizon: float = Field(0.5, gt=0, lt=1, description="horizon row as a fraction of the image height (where the road vanishes)")
+    sky_margin: float | None = Field(0.05, ge=0, lt=1, description="perceive only the rows below horizon - this fraction of the height "
+                                     "(the classic detector finds objects on the road, below the horizon); null: the whole frame")
+    ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
+    ego_path_half_width_m: float = Field(1.6, gt=0, description="half width of the ego path (looming looks there)")
+
+
+class ContextConfig(Section):
+    """The road-motion context: the road plane's flow fitted to the dense flow, the residual that
+    marks obstacles, and the detection-free ego-path looming. It runs only where something uses it
+    (a detector that needs it, or `looming`)."""
+
+    looming: bool = Field(True, description="measure the ego-path looming (scene TTC); needs flow and the road fit")
+    max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
+    residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
+    residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")
+    max_off_road_fraction: float = Field(0.3, gt=0, le=1, description="more of the ego path off the road plane than this means the fit failed")
+
+
+class RuntimeConfig(Section):
+    """How perception runs, not what it computes: outside the extraction hash, so a run moved from a
+    GPU to a CPU (or to another batch size) resumes."""
+
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on CUDA, float32 elsewhere")
+    batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages; windows per generate call "
+                            "when a VLM scores")
+    weights_dir: str | None = Field(None, description="load every model from this folder, offline "
+                                    "(also CRASHCAST_WEIGHTS_DIR); see `crashcast weights list`")
+
+
+class FeatureConfig(Section):
+    top_k: int = Field(3, ge=1, description="objects per window in the feature table and prompts, closest first")
+    min_track_frames: int = Field(4, ge=2, description="shorter tracks get SpeedValid/AccValid=False")
+    max_valid_depth_m: float = Field(80.0, gt=0, description="beyond this, depth is too coarse for speed")
+    write_overlays: bool = True
+
+
+class PhysicsConfig(Section):
+    """Training-free risk from time-to-contact (see crashcast.risk.physics for the reasoning)."""
+
+    ttc_mid_s: float = Field(2.0, gt=0, description="TTC at which the risk is 0.5 (FCW tests warn at 1.5-2.5 s)")
+    ttc_scale_s: float = Field(0.45, gt=0, description="softness of the TTC logistic")
+    min_closing_mps: float = Field(0.8, ge=0, description="slower closing speeds carry no risk")
+    looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
+
+
+class EvaluationConfig(Section):
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation by video (every clip scored once, out of "
+                              "fold); null: one train/validation/test split")
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    threshold: float = 0.5
+    ece_bins: int = 10
+    bootstrap: int = 500
+
+
+class LoraSettings(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
+                                      description="module names of the language model to adapt (the vision tower's are fused qkv)")
+
+
+class VlmConfig(Section):
+    """The vision-language risk model (PAPER.md §5): Qwen2.5-VL zero-shot, or fine-tuned with 4-bit NF4
+    QLoRA (baseline: cross-entropy on the answer; enhanced: + mse_weight x MSE of the expected-digit
+    probability, positives weighted, negatives down-sampled). Presets: paper-zero-shot,
+    paper-baseline, paper-enhanced."""
+
+    mode: Literal["zero-shot", "baseline", "enhanced"] = "baseline"
+    base_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="hub id or local folder (random:tiny: a tiny random model)")
+    quantization: Literal["nf4", "none"] = Field("nf4", description="4-bit NF4 (bitsandbytes) under the LoRA adapters")
+    compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    learning_rate: float = Field(2e-5, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation: int = Field(16, ge=1)
+    scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    mse_weight: float = Field(0.0, ge=0, description="enhanced: loss = CE + mse_weight x weighted MSE")
+    positive_weight: float = Field(3.0, gt=0, description="weight of positive windows in the MSE term")
+    negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
+    rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
+    max_new_tokens: int = Field(24, ge=4)
+    max_pixels: int | None = Field(None, ge=28 * 28, description="cap on image pixels the processor keeps (None: its default)")
+    seed: int = 0

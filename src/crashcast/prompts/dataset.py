@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 
 from crashcast.config import CrashcastConfig
+from crashcast.data.splits import train_val_test
 from crashcast.errors import SchemaError
-from crashcast.evaluation.splits import train_val_test
 from crashcast.features.window_meta import read_window_meta
 from crashcast.prompts.builder import Prompt, build_prompt
 from crashcast.prompts.exports import SplitExport, export_prompts

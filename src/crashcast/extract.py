@@ -60,7 +60,7 @@ def _existing(clip_dir: Path, windows: list[Window], config_hash: str) -> list[W
     that exist inside their window folder; else None (the clip is redone)."""
     metas = []
     for w in windows:
-        path = clip_dir / window_dirname(w) / "window_meta.json"
+        path = clip_dir / window_dirname(w) / RunLayout.WINDOW_META
         if not path.exists():
             return None
         try:
@@ -134,7 +134,7 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig, backends: Back
 
             names = overlays.write_keyframes(wdir, w, perc, frame_of, objects)
         meta = build_window_meta(w, perc, cfg, names, objects, chash)
-        write_window_meta(wdir / "window_meta.json", meta)
+        write_window_meta(wdir / RunLayout.WINDOW_META, meta)
         rows.append(feature_row(meta, cfg.features.top_k))
     seconds = {"decode": t_perceive - t_decode, **perc.stage_seconds, "outputs": time.time() - t_outputs}
     return ClipResult(clip.id, rows, frames_decoded=frames.span_frames, frames_processed=perc.frames_processed,

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from crashcast.config import load_config
+from crashcast.data.splits import clip_folds, cv_folds
 from crashcast.errors import CrashcastError
 from crashcast.evaluation import metrics as M
 from crashcast.evaluation.experiments import explain_results, load_features
-from crashcast.evaluation.splits import clip_folds, cv_folds
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import create_model, load_model
 

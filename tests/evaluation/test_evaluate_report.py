@@ -48,6 +48,25 @@ def test_report_is_self_contained_and_escapes_text(cv_run):
         assert heading in html or heading.lower() in html.lower(), heading
 
 
+def test_a_window_whose_keyframe_is_gone_is_left_out_of_the_gallery(cv_run, tmp_path, caplog):
+    """The hostile clip is the worst case; without one of its keyframes it is left out of the gallery
+    (not shown with two images), and the warning (`runs.left_out`, as `crashcast prompts` gives it)
+    names the missing file."""
+    import logging
+
+    run = tmp_path / "run"
+    shutil.copytree(cv_run, run)
+    gone = sorted(run.glob("clips/**/kf1.png"))
+    assert len(gone) == 3  # the hostile clip's three windows
+    for f in gone:
+        f.unlink()
+    with caplog.at_level(logging.WARNING, logger="crashcast.runs"):
+        html = write_report(run).read_text()
+    assert HOSTILE_ESCAPED not in html
+    left = [r.getMessage() for r in caplog.records if r.getMessage().startswith("report: window <script>")]
+    assert left and all("kf1.png" in m and "does not exist" in m for m in left)
+
+
 def test_report_of_a_single_split_run(toy_run):
     res = json.loads((toy_run / "metrics.json").read_text())
     html = write_report(toy_run).read_text()

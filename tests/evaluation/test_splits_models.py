@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crashcast.data.splits import kfold, train_val_test
 from crashcast.evaluation import metrics as M
-from crashcast.evaluation.splits import kfold, train_val_test
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, load_model
 from crashcast.risk.rationale import rationale

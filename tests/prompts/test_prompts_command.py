@@ -10,7 +10,7 @@ from tests.conftest import cli_exit_code
 
 from crashcast.config import load_config
 from crashcast.data.annotations import read_csv
-from crashcast.evaluation.splits import train_val_test
+from crashcast.data.splits import train_val_test
 from crashcast.extract import extract_run
 
 

@@ -34,9 +34,9 @@ from tests.conftest import cli_exit_code
 
 from crashcast.config import load_config
 from crashcast.data.annotations import read_csv
+from crashcast.data.splits import train_val_test
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation.experiments import check_request
-from crashcast.evaluation.splits import train_val_test
 from crashcast.extract import extract_run
 from crashcast.features.window_meta import read_window_meta
 from crashcast.prompts.builder import build_prompt

@@ -646,9 +646,3 @@ def generate(n: int, out_dir: str | Path, seed: int = 0, cfg: SynthConfig | None
 
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
-
-
-def load_truth(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from crashcast.config import CrashcastConfig
+from crashcast.data.splits import Split, cv_folds, train_val_test
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
-from crashcast.evaluation.splits import Split, cv_folds, train_val_test
 from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, TRAINING_FREE, create_model

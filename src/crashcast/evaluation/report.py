@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from crashcast.errors import CrashcastError, SchemaError
+from crashcast import runs
+from crashcast.errors import CrashcastError
 from crashcast.evaluation import plots
 from crashcast.evaluation.experiments import PAPER_TABLE_III, TABLE_METRICS, protocol_text
-from crashcast.features.window_meta import read_window_meta
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import atomic_write_text, inside
+from crashcast.runtime.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 GALLERY_CASES = 3
-PREDICTION_COLUMNS = ("window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "score")
 
 
 def _b64(data: bytes) -> str:
@@ -40,32 +38,8 @@ def write_report(run_dir: str | Path) -> Path:
 
     run = Path(run_dir)
     metrics_path = RunLayout(run).metrics_json
-    if not metrics_path.exists():
-        raise CrashcastError(f"{metrics_path}: not found; run `crashcast evaluate {run}` first")
-    try:
-        res = json.loads(metrics_path.read_text(encoding="utf-8"))
-        models = res["models"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise CrashcastError(f"{metrics_path}: not a metrics file written by `crashcast evaluate` ({type(e).__name__}: {e}); "
-                             f"rerun `crashcast evaluate {run}`") from None
-    preds = {}
-    for name in models:
-        try:
-            path = inside(run, RunLayout.rel_prediction(name))  # model names come from metrics.json
-        except ValueError as e:
-            raise CrashcastError(f"{metrics_path}: model name {name!r} is not a file name ({e})") from None
-        if path.exists():
-            try:
-                df = pd.read_csv(path, dtype={"clip_id": str, "window_id": str})
-                missing = sorted(set(PREDICTION_COLUMNS) - set(df.columns))
-                if missing:
-                    raise ValueError(f"missing column(s) {missing}")
-                preds[name] = df
-            except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as e:
-                raise CrashcastError(f"{path}: not a predictions file written by `crashcast evaluate` ({e}); "
-                                     f"rerun `crashcast evaluate {run}`") from None
-    if not preds:
-        raise CrashcastError(f"{run}/predictions: no prediction files")
+    res = runs.read_metrics(run)
+    preds = runs.read_predictions(run, res["models"])
     try:
         table, video = _tables(res)
         summary = {"protocol": protocol_text(res), "threshold": res["threshold"], "calibration": res["calibration"]}
@@ -99,7 +73,7 @@ def write_report(run_dir: str | Path) -> Path:
         table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
         gallery=gallery, version=crashcast.__version__,
     )
-    out = RunLayout(run).report / "index.html"
+    out = RunLayout(run).report_page
     atomic_write_text(out, html)
     return out
 
@@ -134,8 +108,12 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
     cases = []
     for kind, i in picks:
         row = p.loc[i]
-        images = _keyframes(run, row)
-        if images is None:
+        # read inside the run only: a crafted clip id or keyframe path (`../..`) is left out, never embedded
+        try:
+            folder = runs.window_dir(run, row.clip_id, row.phase, row.horizon_s)
+            images = [_b64(f.read_bytes()) for f in runs.keyframes(runs.read_meta(folder), folder)]
+        except runs.RunFileError as e:
+            runs.left_out("report", row.window_id, e)
             continue
         scores = []
         for name, q in preds.items():
@@ -146,25 +124,3 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
                       "rationale": str(row.get("rationale", "")), "images": images})
     return cases
 
-
-def _keyframes(run: Path, row) -> list[str] | None:
-    """The window's keyframe images (base64), or None when its window_meta.json is missing or unusable.
-
-    Only files inside the run folder are read: the window folder comes from the predictions' clip id
-    and the images from window_meta.json's frame_paths, and either could name `../..` or an absolute
-    path (a crafted or foreign run); such a window is left out with a warning, never embedded."""
-
-    try:
-        meta_path = inside(run, RunLayout.rel_window_dir(row.clip_id, row.phase, row.horizon_s) / "window_meta.json")
-    except ValueError as e:
-        log.warning("report: window %s left out: %s", row.window_id, e)
-        return None
-    if not meta_path.exists():
-        return None
-    try:
-        meta = read_window_meta(meta_path)
-        paths = [inside(meta_path.parent, f) for f in meta.frame_paths if f is not None]
-    except (SchemaError, ValueError) as e:
-        log.warning("report: window %s left out: %s (rerun `crashcast extract` on this run to rewrite it)", row.window_id, e)
-        return None
-    return [_b64(f.read_bytes()) for f in paths if f.is_file()]

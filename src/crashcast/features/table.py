@@ -18,7 +18,6 @@ DEPTH_CAP_M = 100.0
 IN_PATH_M = 1.5  # an object whose nearest side is within this of the camera axis is in the ego path
 MIN_FRAMES_FOR_TTC = 5  # a track seen in fewer perceived frames (0.5 s at 10 Hz) gives no TTC to aggregate
 
-ID_COLUMNS = ["window_id", "clip_id", "phase", "horizon_s", "end_s", "clamped", "label", "soft_target"]
 _OBJ_FIELDS = ["present", "depth_m", "depth_end_m", "closing_mps", "ttc_s", "lateral_m", "in_path", "speed_mps", "accel_mps2",
                "flow_mag", "occlusion", "mask_area", "is_vehicle", "is_person"]
 

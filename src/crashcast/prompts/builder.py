@@ -39,6 +39,7 @@ import yaml
 
 from crashcast.errors import ConfigError, SchemaError
 from crashcast.features.window_meta import Instance, ObjectSummary, WindowMeta
+from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import inside
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def build_prompt(
         raise ValueError(f"top_k must be 1..{len(LETTERS)}, got {top_k}")
     tpl = load_template(template)
     t = tpl.text
-    images = _images(meta, window_dir)
+    images = keyframe_paths(meta, window_dir)
     times = [_num(tpl, "time", ft - meta.frame_times[-1]) for ft in meta.frame_times]
     keyframes = t["keyframes_images" if images else "keyframes_text"].format(
         t0=times[0], t1=times[1], t2=times[2]
@@ -187,7 +188,9 @@ def build_prompt(
     )
 
 
-def _images(meta: WindowMeta, window_dir: Path | None) -> tuple[Path, ...]:
+def keyframe_paths(meta: WindowMeta, window_dir: Path | None) -> tuple[Path, ...]:
+    """The window's three keyframe overlays, resolved inside `window_dir`; () when it has none (or
+    only some: a warning). One that lies outside the folder or does not exist raises SchemaError."""
     if window_dir is None or all(p is None for p in meta.frame_paths):
         return ()
     if any(p is None for p in meta.frame_paths):
@@ -201,7 +204,7 @@ def _images(meta: WindowMeta, window_dir: Path | None) -> tuple[Path, ...]:
             path = inside(window_dir, rel)
         except ValueError:
             raise SchemaError(
-                f"{Path(window_dir) / 'window_meta.json'}: keyframe image {rel!r} lies outside the "
+                f"{Path(window_dir) / RunLayout.WINDOW_META}: keyframe image {rel!r} lies outside the "
                 "window folder"
             ) from None
         if not path.is_file():

@@ -7,15 +7,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from crashcast import runs
 from crashcast.config import CrashcastConfig
-from crashcast.errors import SchemaError
-from crashcast.evaluation.splits import train_val_test
-from crashcast.features.window_meta import read_window_meta
-from crashcast.prompts.builder import Prompt, build_prompt
+from crashcast.data.splits import train_val_test
+from crashcast.prompts.builder import Prompt
 from crashcast.prompts.exports import SplitExport, export_prompts
-from crashcast.risk.windows import load_features
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import inside
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +27,7 @@ def split_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] =
     if unknown:
         raise ValueError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
     run_dir = Path(run_dir)
-    df = load_features(run_dir)
+    df = runs.load_features(run_dir)
     ev = cfg.evaluation
     part = train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)  # the split `evaluate` uses
     rows = {"train": part.train, "val": part.val, "test": part.test}
@@ -41,12 +38,10 @@ def split_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] =
         prompts = []
         for r in df.iloc[rows[split]].itertuples(index=False):
             try:
-                meta_path = inside(run_dir, RunLayout.rel_window_dir(r.clip_id, r.phase, r.horizon_s) / "window_meta.json")
-                meta = read_window_meta(meta_path)
-                prompts.append(build_prompt(meta, meta_path.parent, cfg.features.top_k, rationale=use_rationale))
-            except (SchemaError, ValueError, OSError) as e:
-                log.warning("prompts: window %s left out: %s (rerun `crashcast extract` on this run)", r.window_id, e)
-                skipped.append(f"{r.window_id}: {e}")
+                folder = runs.window_dir(run_dir, r.clip_id, r.phase, r.horizon_s)
+                prompts.append(runs.window_prompt(runs.read_meta(folder), folder, cfg.features.top_k, use_rationale))
+            except runs.RunFileError as e:
+                skipped.append(runs.left_out("prompts", r.window_id, e))
         out[split] = prompts
     return out, skipped
 

@@ -3,7 +3,7 @@ asked for) its window_meta.json and keyframe overlays, which make its prompt.
 
 Tabular models read `table`; the vision-language models read `prompts()`; everyone reads `labels`,
 `soft_targets` and `ids`. A `WindowSet` comes from a run folder (`from_run`: the feature table, with
-each window's folder found through the run layout), from in-memory window metadata (`from_metas`:
+each window read through `crashcast.runs`), from in-memory window metadata (`from_metas`:
 `crashcast predict`, which writes its keyframe overlays to a scratch folder), or from a bare table
 (`from_frame`: tabular models only; asking it for prompts is an error that says so).
 """
@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from crashcast.errors import CrashcastError, SchemaError
+from crashcast import runs
+from crashcast.errors import CrashcastError
+from crashcast.runs import META_COLUMNS, load_features
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import inside
 
 if TYPE_CHECKING:
     from crashcast.features.window_meta import WindowMeta
@@ -29,32 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Columns every evaluation reads (identifiers, labels, the timeline of each clip).
-META_COLUMNS = ("window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target")
-
-
-def load_features(run_dir: Path, columns: Sequence[str] = META_COLUMNS) -> pd.DataFrame:
-    """The run's feature table, checked: a readable Parquet file, the given columns present, 0/1 labels."""
-    path = RunLayout(run_dir).features
-    if not path.exists():
-        raise CrashcastError(f"{path}: not found; run `crashcast extract` first")
-    import pyarrow as pa
-
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid for random bytes or a cut file
-        raise CrashcastError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}); "
-                             "rerun `crashcast extract` to rebuild it") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise CrashcastError(f"{path}: missing column(s) {', '.join(missing)}; it was not written by this version of "
-                             "`crashcast extract` (rerun it)")
-    if df.empty:
-        raise CrashcastError(f"{path}: no windows (did every clip fail? see errors.jsonl)")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    if not labels.isin([0, 1]).all():
-        raise CrashcastError(f"{path}: column label must be 0 or 1 in every row")
-    return df.reset_index(drop=True)
+__all__ = ["META_COLUMNS", "WindowSet", "as_windows", "load_features"]
 
 
 @dataclass
@@ -130,39 +106,25 @@ class WindowSet:
         if self.root is None:
             return None
         r = self.table.iloc[i]
-        return inside(self.root, RunLayout.rel_window_dir(r["clip_id"], r["phase"], r["horizon_s"]))
+        return runs.window_dir(self.root, r["clip_id"], r["phase"], r["horizon_s"])
 
     def meta(self, i: int) -> WindowMeta:
         """Window i's metadata, read from its window_meta.json the first time (a missing or damaged
-        file raises CrashcastError naming it)."""
+        file raises `runs.RunFileError` naming it)."""
         if self.metas is not None:
             return self.metas[i]
         if i not in self._cache:
             folder = self.window_dir(i)
             if folder is None:
                 raise CrashcastError(f"window {self.table['window_id'].iloc[i]}: only its feature-table row is here (no "
-                                     "window_meta.json); models that read prompts need the run folder")
-            from crashcast.features.window_meta import read_window_meta
-
-            path = folder / "window_meta.json"
-            try:
-                self._cache[i] = read_window_meta(path)
-            except (SchemaError, ValueError, OSError) as e:
-                raise CrashcastError(f"{path}: cannot read this window's metadata ({e}); rerun `crashcast extract` "
-                                     "on the run") from None
+                                     f"{RunLayout.WINDOW_META}); models that read prompts need the run folder")
+            self._cache[i] = runs.read_meta(folder)
         return self._cache[i]
 
     def prompt(self, i: int, top_k: int = 3, rationale: bool = False, template: str | Path | None = None) -> Prompt:
         """Window i as a prompt (`crashcast.prompts.builder.build_prompt`): three keyframe overlays when the
         window has them, the table of its `top_k` closest objects, Task and Note."""
-        from crashcast.prompts.builder import DEFAULT_TEMPLATE, build_prompt
-
-        meta = self.meta(i)
-        try:
-            return build_prompt(meta, self.window_dir(i), top_k, template or DEFAULT_TEMPLATE, rationale=rationale)
-        except (ValueError, OSError) as e:
-            where = self.window_dir(i) or meta.window_id
-            raise CrashcastError(f"{where}: cannot build this window's prompt ({e}); rerun `crashcast extract`") from None
+        return runs.window_prompt(self.meta(i), self.window_dir(i), top_k, rationale, template)
 
     def prompts(self, top_k: int = 3, rationale: bool = False, template: str | Path | None = None) -> list[Prompt]:
         return [self.prompt(i, top_k, rationale, template) for i in range(len(self))]

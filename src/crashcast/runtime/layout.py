@@ -33,72 +33,88 @@ class RunLayout:
 
     root: Path
 
+    CONFIG = "config.yaml"
+    CLIPS = "clips"
+    WINDOW_META = "window_meta.json"  # in each window folder, beside its keyframe overlays
+    FEATURES = "features.parquet"
+    ERRORS = "errors.jsonl"
+    METRICS_JSON = "metrics.json"
+    METRICS_MD = "metrics.md"
+    MODELS = "models"
+    PREDICTIONS = "predictions"
+    PROMPTS = "prompts"
+    REPORT = "report"
+    REPORT_PAGE = "index.html"
+
     #: what crashcast writes in a run folder; `--new-run` removes these (and nothing else)
-    OUTPUTS = ("clips", "features.parquet", "errors.jsonl", "metrics.json", "metrics.md", "predictions", "models",
-               "prompts", "report")
+    OUTPUTS = (CLIPS, FEATURES, ERRORS, METRICS_JSON, METRICS_MD, PREDICTIONS, MODELS, PROMPTS, REPORT)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
     @property
     def config(self) -> Path:
-        return self.root / "config.yaml"
+        return self.root / self.CONFIG
 
     @property
     def clips(self) -> Path:
-        return self.root / "clips"
+        return self.root / self.CLIPS
 
     def clip_dir(self, clip_id: str) -> Path:
         return self.clips / clip_id
 
-    @staticmethod
-    def rel_window_dir(clip_id: str, phase: str, horizon_s: float) -> Path:
-        return Path("clips") / str(clip_id) / window_folder(phase, horizon_s)
+    @classmethod
+    def rel_window_dir(cls, clip_id: str, phase: str, horizon_s: float) -> Path:
+        return Path(cls.CLIPS) / str(clip_id) / window_folder(phase, horizon_s)
 
     def window_dir(self, clip_id: str, phase: str, horizon_s: float) -> Path:
         return self.root / self.rel_window_dir(clip_id, phase, horizon_s)
 
     @property
     def features(self) -> Path:
-        return self.root / "features.parquet"
+        return self.root / self.FEATURES
 
     @property
     def errors(self) -> Path:
-        return self.root / "errors.jsonl"
+        return self.root / self.ERRORS
 
     @property
     def metrics_json(self) -> Path:
-        return self.root / "metrics.json"
+        return self.root / self.METRICS_JSON
 
     @property
     def metrics_md(self) -> Path:
-        return self.root / "metrics.md"
+        return self.root / self.METRICS_MD
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        return self.root / self.MODELS
 
     def model_dir(self, name: str) -> Path:
         return self.models / name
 
     @property
     def predictions(self) -> Path:
-        return self.root / "predictions"
+        return self.root / self.PREDICTIONS
 
-    @staticmethod
-    def rel_prediction(model: str) -> Path:
-        return Path("predictions") / f"{model}.csv"
+    @classmethod
+    def rel_prediction(cls, model: str) -> Path:
+        return Path(cls.PREDICTIONS) / f"{model}.csv"
 
     def prediction(self, model: str) -> Path:
         return self.root / self.rel_prediction(model)
 
     @property
     def prompts(self) -> Path:
-        return self.root / "prompts"
+        return self.root / self.PROMPTS
 
     @property
     def report(self) -> Path:
-        return self.root / "report"
+        return self.root / self.REPORT
+
+    @property
+    def report_page(self) -> Path:
+        return self.report / self.REPORT_PAGE
 
 
 def record_error(run_dir: Path, clip_id: str | None, stage: str, error: str, error_type: str | None = None,

@@ -201,6 +201,13 @@ class VlmConfig(Section):
     positive_weight: float = Field(3.0, gt=0, description="weight of positive windows in the MSE term")
     negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
     rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
-    max_new_tokens: int = Field(24, ge=4)
+    max_new_tokens: int = Field(24, ge=4, json_schema_extra={"scoring_only": True},
+                                description="how a trained model answers, not what it learnt: not compared when an adapter is reused")
     max_pixels: int | None = Field(None, ge=28 * 28, description="cap on image pixels the processor keeps (None: its default)")
     seed: int = 0
+
+    @classmethod
+    def scoring_only(cls) -> tuple[str, ...]:
+        """The fields that change how a trained model answers, not what it learnt (marked on the field)."""
+        return tuple(n for n, f in cls.model_fields.items()
+                     if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("scoring_only"))

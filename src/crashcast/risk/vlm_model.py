@@ -202,12 +202,9 @@ def trained_config(folder: Path) -> VlmConfig | None:
         return None
 
 
-#: settings that change how a trained model answers, not what it learnt: not compared for reuse
-SCORING_ONLY = ("max_new_tokens",)
-
-
 def _training_settings(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in SCORING_ONLY}
+    """The settings an adapter's reuse compares: all but the scoring-only ones (`VlmConfig.scoring_only`)."""
+    return {k: v for k, v in config.items() if k not in VlmConfig.scoring_only()}
 
 
 def _trained_with(folder: Path) -> dict | None:

@@ -69,7 +69,7 @@ def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsy
     assert _cli(argv) == 0
     folder = run / "models" / "vlm-baseline"
     assert (folder / "adapter_model.safetensors").is_file()
-    card = json.loads((folder / "crashcast_model.json").read_text())
+    card = json.loads((folder / "model.json").read_text())["training"]
     from crashcast.prompts.dataset import split_prompts
     from crashcast.risk.finetune import prompts_hash
 

@@ -213,9 +213,10 @@ def test_qlora_training_fits_the_toy_problem_and_reloads(preset, tiny_cache, off
         p.name for p in out.iterdir()}
     assert not (out / CHECKPOINTS).exists()
     card = json.loads((out / MODEL_CARD_JSON).read_text())
-    assert card["config"]["mode"] == cfg.mode and card["config"]["mse_weight"] == cfg.mse_weight
-    assert card["data"]["train_hash"] == prompts_hash(kept) == result.data_hash
-    assert card["metrics"]["best_eval_loss"] == pytest.approx(result.best_eval_loss)
+    assert card["kind"] == f"vlm-{cfg.mode}" and card["adapter"] is True and not (out / "crashcast_model.json").exists()
+    assert card["params"]["mode"] == cfg.mode and card["params"]["mse_weight"] == cfg.mse_weight
+    assert card["training"]["data"]["train_hash"] == prompts_hash(kept) == result.data_hash
+    assert card["training"]["metrics"]["best_eval_loss"] == pytest.approx(result.best_eval_loss)
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert keys and not any("visual" in k for k in keys)  # the language model's layers only

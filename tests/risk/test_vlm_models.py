@@ -40,6 +40,7 @@ from crashcast.evaluation.experiments import check_request
 from crashcast.extract import extract_run
 from crashcast.features.window_meta import read_window_meta
 from crashcast.prompts.builder import build_prompt
+from crashcast.risk.vlm import training_record
 from crashcast.risk.vlm_model import reason_of, vlm_config
 from crashcast.risk.vlm_output import parse_probability
 from crashcast.risk.windows import WindowSet
@@ -292,12 +293,13 @@ def test_evaluate_writes_the_vlm_beside_the_tabular_models(vlm_run):
     assert "parse_failures" not in results["models"]["physics"]
 
     folder = vlm_run.folder
-    for name in ("model.json", "adapter_config.json", ADAPTER, "crashcast_model.json"):
+    for name in ("model.json", "adapter_config.json", ADAPTER):
         assert (folder / name).is_file(), name
+    assert not (folder / "crashcast_model.json").exists()  # one card per model folder
     card = json.loads((folder / "model.json").read_text())
     assert card["kind"] == "vlm-baseline" and card["features"] == [] and card["adapter"] is True
     assert card["params"]["base_model"] == "random:tiny" and card["params"]["epochs"] == 1
-    trained = json.loads((folder / "crashcast_model.json").read_text())
+    trained = training_record(folder)
     assert trained["config"] == card["params"]  # the adapter was trained with the settings model.json names
 
     # it was trained on the split's training windows and validated on its validation windows only
@@ -338,7 +340,7 @@ def test_a_second_evaluate_reuses_the_adapter_and_a_new_setting_retrains_only_wh
     run = tmp_path / "run"
     shutil.copytree(vlm_run.run, run)
     folder = run / "models" / "vlm-baseline"
-    adapter, card = folder / ADAPTER, folder / "crashcast_model.json"
+    adapter, card = folder / ADAPTER, folder / "model.json"
     before, card_before = _fingerprint(adapter), card.read_bytes()
     first = _read_predictions(run / "predictions" / "vlm-baseline.csv")
 
@@ -388,7 +390,7 @@ def test_train_vlm_writes_a_loadable_folder_that_evaluate_uses(extracted, tiny_c
     model = load_model(folder)
     assert isinstance(model, VlmBaseline) and model.adapter == folder
     assert model.config.base_model == "random:tiny" and model.config.epochs == 1 and model.calibration.method == "none"
-    trained = json.loads((folder / "crashcast_model.json").read_text())["config"]
+    trained = training_record(folder)["config"]
     before = _fingerprint(folder / ADAPTER)
 
     # no vlm overrides: the settings the adapter was trained with, not the paper preset's (Qwen 3B)
@@ -445,9 +447,9 @@ def test_an_adapter_with_an_unreadable_card_is_not_replaced_unasked(extracted, t
     folder = tmp_path / "vlm-baseline"
     folder.mkdir()
     (folder / "adapter_config.json").write_text("{}")
-    (folder / "crashcast_model.json").write_text("{ not json")
+    (folder / "model.json").write_text("{ not json")
     ws = WindowSet.from_run(extracted)
     model = create_model("vlm-baseline", vlm_config("baseline", TINY).model_dump(mode="json"))
     with pytest.raises(ModelError, match=r"card cannot be read.*--retrain-vlm"):
         model.fit(ws.subset([0, 1]), ws.subset([2]), workdir=folder)
-    assert (folder / "crashcast_model.json").read_text() == "{ not json"
+    assert (folder / "model.json").read_text() == "{ not json"

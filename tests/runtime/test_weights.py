@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from crashcast import readiness as R
 from crashcast.config import BackendConfig, load_config
 from crashcast.errors import ConfigError
 from crashcast.perception import registry
-from crashcast import readiness as R
 from crashcast.runtime import packages as P
 from crashcast.runtime import weights as W
 from crashcast.runtime.context import weights_dir_for

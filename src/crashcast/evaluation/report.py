@@ -34,7 +34,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     import jinja2
 
-    import crashcast
+    from crashcast.version import __version__
 
     run = Path(run_dir)
     metrics_path = RunLayout(run).metrics_json
@@ -71,7 +71,7 @@ def write_report(run_dir: str | Path) -> Path:
         run_name=run.resolve().name, raw_ranking=raw_ranking, **summary,
         metric_names=[m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS],
         table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
-        gallery=gallery, version=crashcast.__version__,
+        gallery=gallery, version=__version__,
     )
     out = RunLayout(run).report_page
     atomic_write_text(out, html)

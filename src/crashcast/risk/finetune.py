@@ -12,7 +12,7 @@ multi-GPU works unchanged) over `Prompt`s:
   teacher forcing (crashcast.risk.vlm_output), on the negatives down-sampled to `negative_fraction`;
 - validation loss (the same loss) every epoch, the best epoch's adapter kept;
 - the adapter saved as safetensors in `out_dir` with a model card: README.md and
-  `crashcast_model.json` (the config, hashes of the training and validation prompts, metrics).
+  `model.json` (its settings, hashes of the training and validation prompts, metrics).
 
 Decisions:
 - HF Trainer, not TRL's SFTTrainer: the loss needs the soft target and label of every sample next
@@ -440,20 +440,28 @@ def _versions() -> dict[str, str]:
 
 
 def write_model_card(out_dir: Path, cfg: VlmConfig, result: TrainResult, train: Sequence[Prompt]) -> None:
-    """README.md (for people and the hub) and crashcast_model.json (for `load_trained`) in `out_dir`."""
+    """README.md (for people and the hub) and model.json, the folder's one card: the risk model it
+    is (`kind`, its settings as `params`, no calibration yet) and what it was trained on (`training`:
+    prompt hashes and counts, metrics, versions), so `load_model`, `load_trained` and a later `fit`
+    (which reuses an adapter trained on the same prompts with the same settings) all read it."""
+    from crashcast.risk.calibration import Calibrator
     from crashcast.runtime.store import atomic_write_json, atomic_write_text
 
     templates = sorted({p.template for p in train})
     n_pos = sum(p.label == 1 for p in train)
     card = {
-        "kind": "vlm",
-        "mode": cfg.mode,
-        "config": cfg.model_dump(mode="json"),
-        "data": {"train_hash": result.data_hash, "val_hash": result.val_hash, "n_train": result.n_train,
-                 "n_train_positive": n_pos, "n_val": result.n_val, "templates": templates},
-        "metrics": result.metrics,
-        "versions": _versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": f"vlm-{cfg.mode}",
+        "features": [],
+        "calibration": Calibrator().to_dict(),
+        "params": cfg.model_dump(mode="json"),
+        "adapter": True,
+        "training": {
+            "data": {"train_hash": result.data_hash, "val_hash": result.val_hash, "n_train": result.n_train,
+                     "n_train_positive": n_pos, "n_val": result.n_val, "templates": templates},
+            "metrics": result.metrics,
+            "versions": _versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
     }
     atomic_write_json(out_dir / MODEL_CARD_JSON, card)
     m = result.metrics
@@ -483,8 +491,8 @@ def write_model_card(out_dir: Path, cfg: VlmConfig, result: TrainResult, train: 
         "",
         *[f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in m.items()],
         "",
-        f"Load with `crashcast.risk.vlm.load_trained('{out_dir.name}')`; the config it was trained with is in "
-        f"`{MODEL_CARD_JSON}`.",
+        f"Load with `crashcast.risk.models.load_model('{out_dir.name}')`; the settings it was trained with and "
+        f"its training record are in `{MODEL_CARD_JSON}`.",
         "",
     ]
     atomic_write_text(out_dir / "README.md", "\n".join(lines))

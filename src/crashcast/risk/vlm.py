@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_CARD_JSON = "crashcast_model.json"
+MODEL_CARD_JSON = "model.json"  # the one card of a model folder (`risk.base.MODEL_JSON`)
+#: the second card crashcast < 0.2 wrote beside model.json; still read
+LEGACY_CARD_JSON = "crashcast_model.json"
 """What `train_vlm` writes beside the adapter: the config, the data hash and the metrics."""
 RATIONALE_TOKENS = 48
 """About how many tokens an answer with its `Reason:` line takes with Qwen's tokenizer."""
@@ -193,15 +195,31 @@ def load_vlm(cfg: VlmConfig, adapter: Path | None = None, device: str = "auto",
     return RiskVlm(model, processor, cfg, device)
 
 
+def training_record(folder: Path) -> dict:
+    """What the adapter in `folder` was trained with: {"config": its VlmConfig settings, "data": the
+    prompt hashes and counts, "metrics", "versions", "created"}, from the folder's model.json (its
+    `params` and `training`), or from a crashcast < 0.2 folder's crashcast_model.json. Raises
+    OSError, ValueError, KeyError or TypeError when there is none or it cannot be read."""
+    folder = Path(folder)
+    path = folder / MODEL_CARD_JSON
+    card = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if isinstance(card, dict) and isinstance(card.get("training"), dict):
+        return {"config": card["params"], **card["training"]}
+    legacy = json.loads((folder / LEGACY_CARD_JSON).read_text(encoding="utf-8"))
+    return {"config": legacy["config"], **{k: v for k, v in legacy.items() if k not in ("config", "kind", "mode")}}
+
+
 def load_trained(folder: Path, device: str = "auto", weights_dir: Path | None = None,
                  base_model: str | None = None) -> RiskVlm:
-    """A fine-tuned model folder (adapter + crashcast_model.json) loaded with the config it was trained
-    with; `base_model` overrides where the base weights come from (another path to the same model)."""
+    """A fine-tuned model folder (adapter + model.json) loaded with the config it was trained with;
+    `base_model` overrides where the base weights come from (another path to the same model)."""
     folder = Path(folder)
-    card = folder / MODEL_CARD_JSON
-    if not card.exists():
-        raise ConfigError(f"{folder}: no {MODEL_CARD_JSON}; not a model folder written by `crashcast train vlm`")
-    cfg = VlmConfig.model_validate(json.loads(card.read_text(encoding="utf-8"))["config"])
+    try:
+        config = training_record(folder)["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{folder}: no readable training record in {MODEL_CARD_JSON} ({type(e).__name__}: {e}); "
+                          "not a model folder written by `crashcast train vlm`") from None
+    cfg = VlmConfig.model_validate(config)
     if base_model is not None:
         cfg = cfg.model_copy(update={"base_model": base_model})
     return load_vlm(cfg, adapter=folder, device=device, weights_dir=weights_dir)

@@ -19,7 +19,6 @@ torch, transformers and peft are imported only when a model is loaded or trained
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["zero-shot", "baseline", "enhanced"]
 #: files of a trained folder that belong to the adapter (copied when the model is saved elsewhere)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "crashcast_model.json", "README.md")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 
 
 def vlm_config(mode: Mode, overrides: list[str] | tuple[str, ...] = ()) -> VlmConfig:
@@ -73,6 +72,8 @@ class VlmRiskModel(RiskModel):
         self.top_k = top_k
         self.retrain = retrain
         self._scorer: Any = None
+        #: what the adapter was trained on (model.json's `training`), kept when the model is saved
+        self.training: dict | None = _training_of(self.adapter)
 
     @classmethod
     def needs(cls, settings: Any = None) -> list[str]:
@@ -119,6 +120,7 @@ class VlmRiskModel(RiskModel):
             train_vlm(train_p, val_p, self.config, workdir, device=self.runtime.runtime.device,
                       weights_dir=self.runtime.weights_dir)
         self.adapter = workdir
+        self.training = _training_of(workdir)
         self._scorer = None
         return self
 
@@ -155,7 +157,8 @@ class VlmRiskModel(RiskModel):
     # --- persistence
 
     def card(self) -> dict:
-        return {**super().card(), "prompt_top_k": self.top_k, "adapter": self.adapter is not None}
+        card = {**super().card(), "prompt_top_k": self.top_k, "adapter": self.adapter is not None}
+        return {**card, "training": self.training} if self.training else card
 
     def _save_weights(self, folder: Path) -> None:
         if self.adapter is None or self.adapter.resolve() == folder.resolve():
@@ -183,6 +186,18 @@ def _card_name() -> str:
     return MODEL_CARD_JSON
 
 
+def _training_of(adapter: Path | None) -> dict | None:
+    """model.json's `training` record of the adapter in `adapter` (None: no adapter, or none readable)."""
+    from crashcast.risk.vlm import training_record
+
+    if adapter is None or not (adapter / "adapter_config.json").exists():
+        return None
+    try:
+        return {k: v for k, v in training_record(adapter).items() if k != "config"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def reason_of(scored: Any) -> str:
     """The reason shown for one scored window (`risk.vlm.Scored`): the model's `Reason:` line; else
     'no reason given' when it wrote a readable number only, or what was wrong with its answer."""
@@ -193,11 +208,10 @@ def reason_of(scored: Any) -> str:
 
 def trained_config(folder: Path) -> VlmConfig | None:
     """The settings the adapter in `folder` was trained with (None: no readable adapter there)."""
-    from crashcast.risk.vlm import MODEL_CARD_JSON
+    from crashcast.risk.vlm import training_record
 
     try:
-        config = json.loads((folder / MODEL_CARD_JSON).read_text(encoding="utf-8"))["config"]
-        return VlmConfig.model_validate(config) if (folder / "adapter_config.json").exists() else None
+        return VlmConfig.model_validate(training_record(folder)["config"]) if (folder / "adapter_config.json").exists() else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -210,17 +224,16 @@ def _training_settings(config: dict) -> dict:
 def _trained_with(folder: Path) -> dict | None:
     """The training settings and data hashes of the adapter in `folder`; None when there is no adapter;
     {"unreadable": why} when there is one whose card cannot be read (it is not replaced unasked either)."""
-    from crashcast.risk.vlm import MODEL_CARD_JSON
+    from crashcast.risk.vlm import MODEL_CARD_JSON, training_record
 
     if not (folder / "adapter_config.json").exists():
         return None
-    path = folder / MODEL_CARD_JSON
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-        return {"config": _training_settings(card["config"]), "train_hash": card["data"]["train_hash"],
-                "val_hash": card["data"]["val_hash"]}
+        record = training_record(folder)
+        return {"config": _training_settings(record["config"]), "train_hash": record["data"]["train_hash"],
+                "val_hash": record["data"]["val_hash"]}
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return {"unreadable": f"{path}: {type(e).__name__}: {e}"}
+        return {"unreadable": f"{folder / MODEL_CARD_JSON}: {type(e).__name__}: {e}"}
 
 
 def _difference(have: dict, want: dict) -> str:

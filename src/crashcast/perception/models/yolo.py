@@ -44,6 +44,7 @@ from pydantic import Field, field_validator
 from crashcast.config import BackendConfig
 from crashcast.errors import ConfigError
 from crashcast.perception.base import FrameContext
+from crashcast.perception.models._common import check_rgb_frames
 from crashcast.perception.models.labels import ROAD_USERS, coarse_class
 from crashcast.perception.registry import register
 from crashcast.runtime.devices import BuildContext
@@ -150,9 +151,7 @@ class YoloDetector:
         """Boxes per frame (one ultralytics call for the whole batch)."""
         if len(frames) == 0:
             return []
-        for f in frames:
-            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {f.shape} {f.dtype}")
+        check_rgb_frames(frames, self.name)
         bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]  # ultralytics expects OpenCV BGR
         results = self.model.predict(
             bgr,

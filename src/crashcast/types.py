@@ -170,28 +170,36 @@ class Detections:
         )
 
     def to_supervision(self) -> Any:
-        """As `supervision.Detections` (class ids index `CLASS_NAMES`)."""
+        """As `supervision.Detections`: class ids index `CLASS_NAMES` ("object" for any other name); the
+        class names and, when set, the sources ride in its per-detection `data` ("class_name",
+        "source"), so `from_supervision` gives back every field and anything that indexes the
+        supervision detections (a tracker) keeps them with their boxes."""
         import supervision as sv
 
-        class_id = np.array([_class_index(c) for c in self.class_name], dtype=int)
+        data = {"class_name": self.class_name.copy()}
+        if self.source is not None:
+            data["source"] = self.source.copy()
         return sv.Detections(
             xyxy=self.xyxy.astype(np.float32),
             confidence=self.confidence,
-            class_id=class_id,
+            class_id=np.array([_class_index(c) for c in self.class_name], dtype=int),
             mask=self.mask,
             tracker_id=self.tracker_id,
-            data={"class_name": self.class_name.astype(str)} if len(self) else {},
+            data=data,
         )
 
     @classmethod
     def from_supervision(cls, det: Any) -> Detections:
+        """From `supervision.Detections`: class names from `data["class_name"]` (else from the class ids,
+        as `CLASS_NAMES` indices), `source` from `data["source"]` (else None), confidence 1 when it has none."""
         n = len(det)
-        names = det.data.get("class_name") if det.data else None
+        data = det.data or {}
+        names = data.get("class_name")
         if names is None:
             ids = det.class_id if det.class_id is not None else np.full(n, len(CLASS_NAMES) - 1)
             names = np.array([CLASS_NAMES[int(i)] if 0 <= int(i) < len(CLASS_NAMES) else "object" for i in ids])
         conf = det.confidence if det.confidence is not None else np.ones(n, np.float32)
-        return cls(det.xyxy, conf, np.asarray(names, dtype=object), det.mask, det.tracker_id)
+        return cls(det.xyxy, conf, np.asarray(names, dtype=object), det.mask, det.tracker_id, data.get("source"))
 
 
 def _class_index(name: str) -> int:

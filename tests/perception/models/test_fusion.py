@@ -1,10 +1,13 @@
-"""The paper's detector fusion: class-aware NMS over the pooled boxes, the mask-IoU merge, source
-bookkeeping, and the backend built from the registry with random YOLO and Grounding DINO models."""
+"""The paper's detector fusion: class-aware NMS over the pooled boxes, the mask-IoU merge (both on
+supervision's IoU and NMS, checked against an independent exact computation and against torchvision's
+`batched_nms`, which the NMS used before), source bookkeeping, and the backend built from the registry
+with random YOLO and Grounding DINO models."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -15,7 +18,6 @@ from crashcast.perception import registry
 from crashcast.perception.models.fusion import (
     FusionConfig,
     FusionDetector,
-    box_iou,
     class_aware_nms,
     concat,
     mask_merge,
@@ -50,13 +52,17 @@ def test_config():
     assert names == ["yolov8x.pt", "IDEA-Research/grounding-dino-tiny"]
 
 
-def test_box_iou():
-    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
-    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float32)
-    np.testing.assert_allclose(box_iou(a, b), [[50 / 150, 0, 1], [0, 0, 0]])
-
-
-pytest.importorskip("torchvision")
+def test_merging_needs_no_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from crashcast.perception.models.fusion import class_aware_nms, mask_merge\n"
+        "b = np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32)\n"
+        "assert class_aware_nms(b, np.array([0.5, 0.9]), np.zeros(2, int), 0.5).tolist() == [1]\n"
+        "m = np.ones((2, 12, 12), bool)\n"
+        "assert mask_merge(b, np.array([0.5, 0.9]), m).tolist() == [1]\n"
+        "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_nms_keeps_the_higher_scoring_of_two_overlapping_same_class_boxes():
@@ -71,32 +77,79 @@ def test_nms_keeps_the_higher_scoring_of_two_overlapping_same_class_boxes():
     assert class_aware_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).tolist() == []
 
 
-def greedy_nms_numpy(xyxy, scores, classes, thr):
-    """An independent plain-numpy greedy NMS, per class."""
+def test_nms_ties_keep_the_earlier_box_and_an_iou_at_the_threshold_is_not_above_it():
+    same = np.array([[0, 0, 10, 10]] * 3, np.float32)
+    assert class_aware_nms(same, np.full(3, 0.5), np.zeros(3, int), 0.5).tolist() == [0]
+    assert class_aware_nms(same, np.full(3, 0.5), np.array([1, 0, 1]), 0.5).tolist() == [0, 1]
+    half = np.array([[0, 0, 10, 10], [0, 0, 10, 20]], np.float32)  # IoU exactly 0.5
+    assert class_aware_nms(half, np.array([0.9, 0.8]), np.zeros(2, int), 0.5).tolist() == [0, 1]
+    assert class_aware_nms(half, np.array([0.9, 0.8]), np.zeros(2, int), 0.49).tolist() == [0]
+
+
+def exact_iou(a, b) -> Fraction:
+    """Box IoU as an exact fraction of the float32 coordinates (0 for an empty union)."""
+    ax0, ay0, ax1, ay1 = (Fraction(float(v)) for v in a)
+    bx0, by0, bx1, by1 = (Fraction(float(v)) for v in b)
+    w = max(Fraction(0), min(ax1, bx1) - max(ax0, bx0))
+    h = max(Fraction(0), min(ay1, by1) - max(ay0, by0))
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - w * h
+    return w * h / union if union > 0 else Fraction(0)
+
+
+def reference_nms(xyxy, scores, classes, thr):
+    """Independent greedy NMS, per class, in plain Python: boxes by decreasing float32 score (equal
+    scores: the earlier box first); a box goes when a kept box of its class overlaps it by an IoU that,
+    rounded to float32 (as torchvision's and supervision's IoUs are), is above `thr`."""
+    order = sorted(range(len(xyxy)), key=lambda i: (-float(np.float32(scores[i])), i))
     keep = []
-    for c in np.unique(classes):
-        idx = np.flatnonzero(classes == c)
-        idx = idx[np.argsort(-scores[idx], kind="stable")]
-        while len(idx):
-            keep.append(idx[0])
-            ious = box_iou(xyxy[idx[:1]], xyxy[idx[1:]])[0]
-            idx = idx[1:][ious <= thr]
-    return sorted(int(k) for k in keep)
+    for i in order:
+        if all(
+            classes[k] != classes[i] or not float(np.float32(float(exact_iou(xyxy[k], xyxy[i])))) > thr
+            for k in keep
+        ):
+            keep.append(i)
+    return keep
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_batched_nms_agrees_with_plain_numpy_greedy_nms(seed):
+def random_boxes(rng, n, grid):
+    """n boxes: on an integer grid (exact IoU ties, IoUs equal to a threshold) or anywhere."""
+    if grid:
+        xy, wh = rng.integers(0, 60, (n, 2)), rng.integers(1, 40, (n, 2))
+    else:
+        xy, wh = rng.uniform(0, 640, (n, 2)), rng.uniform(5, 200, (n, 2))
+    return np.hstack([xy, xy + wh]).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nms_is_the_reference_greedy_nms_with_ties_and_classes(seed):
+    """The same boxes kept, in the same order, as an independent computation: random boxes, many equal
+    scores, four classes overlapping one another, thresholds that integer boxes hit exactly."""
     rng = np.random.default_rng(seed)
-    n = 60
-    xy = rng.uniform(0, 200, (n, 2))
-    wh = rng.uniform(10, 80, (n, 2))
-    xyxy = np.hstack([xy, xy + wh]).astype(np.float32)
-    scores = rng.permutation(n).astype(np.float32) / n  # distinct scores: one correct answer
-    classes = rng.integers(0, 3, n)
-    for thr in (0.3, 0.5, 0.7):
-        assert sorted(class_aware_nms(xyxy, scores, classes, thr).tolist()) == greedy_nms_numpy(
-            xyxy, scores, classes, thr
-        )
+    for trial in range(20):
+        n = int(rng.integers(0, 50))
+        xyxy = random_boxes(rng, n, grid=trial % 2 == 0)
+        scores = (rng.integers(0, 6, n) / 6).astype(np.float32)  # ties
+        classes = rng.integers(0, 4, n)
+        for thr in (0.3, 0.5, 0.7):
+            assert class_aware_nms(xyxy, scores, classes, thr).tolist() == reference_nms(xyxy, scores, classes, thr)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nms_is_torchvisions_batched_nms(seed):
+    """What the fusion used before: torchvision's `batched_nms`, indices and order."""
+    torch = pytest.importorskip("torch")
+    ops = pytest.importorskip("torchvision.ops")
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(20):
+        n = int(rng.integers(0, 80))
+        xyxy = random_boxes(rng, n, grid=trial % 2 == 0)
+        scores = (rng.integers(0, 6, n) / 6).astype(np.float32)
+        classes = rng.integers(0, 4, n)
+        for thr in (0.3, 0.5, 0.7):
+            expected = ops.batched_nms(
+                torch.as_tensor(xyxy), torch.as_tensor(scores), torch.as_tensor(classes), thr
+            ).tolist()
+            assert class_aware_nms(xyxy, scores, classes, thr).tolist() == expected
 
 
 def masks_for(shape, *rects):
@@ -133,6 +186,56 @@ def test_mask_merge_is_greedy_like_nms():
     masks = masks_for((100, 130), (0, 0, 100, 100), (10, 0, 110, 100), (20, 0, 120, 100))
     # neighbours: box/mask IoU 90/110 = 0.82; A and C: 80/120 = 0.67
     assert mask_merge(xyxy, np.array([0.9, 0.8, 0.7]), masks, 0.5, 0.7).tolist() == [0, 2]
+
+
+def reference_mask_merge(xyxy, scores, masks, box_thr, mask_thr, classes=None):
+    """Independent mask merge in plain Python: boxes by decreasing score (equal scores: the earlier
+    first); a box goes when a kept box (of its class, when classes are given) overlaps it by a box IoU
+    above `box_thr` and a mask IoU, counted in the union of the two boxes, above `mask_thr`, both IoUs
+    and thresholds compared as float32 (supervision's IoUs are float32)."""
+    f32 = np.float32
+    h, w = masks.shape[1:]
+
+    def same_object(i, k):
+        if classes is not None and classes[i] != classes[k]:
+            return False
+        if not f32(float(exact_iou(xyxy[i], xyxy[k]))) > f32(box_thr):
+            return False
+        x0 = int(np.floor(max(0, min(xyxy[i][0], xyxy[k][0]))))
+        y0 = int(np.floor(max(0, min(xyxy[i][1], xyxy[k][1]))))
+        x1 = int(np.ceil(min(w, max(xyxy[i][2], xyxy[k][2]))))
+        y1 = int(np.ceil(min(h, max(xyxy[i][3], xyxy[k][3]))))
+        a, b = masks[i, y0:y1, x0:x1], masks[k, y0:y1, x0:x1]
+        union = int((a | b).sum())
+        iou = Fraction(int((a & b).sum()), union) if union else Fraction(0)
+        return f32(float(iou)) > f32(mask_thr)
+
+    keep = []
+    for i in sorted(range(len(xyxy)), key=lambda i: (-float(scores[i]), i)):
+        if not any(same_object(i, k) for k in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_merge_is_the_reference_merge_with_ties_and_classes(seed):
+    rng = np.random.default_rng(seed)
+    h, w = 100, 140
+    for trial in range(15):
+        n = int(rng.integers(0, 25))
+        xy, wh = rng.integers(0, 90, (n, 2)), rng.integers(3, 50, (n, 2))
+        xyxy = np.hstack([xy, xy + wh]).astype(np.float32)
+        if trial % 2:  # off the pixel grid
+            xyxy += rng.uniform(-0.5, 0.5, (n, 4)).astype(np.float32)
+        masks = np.zeros((n, h, w), bool)
+        for k, (x0, y0, x1, y1) in enumerate(np.round(xyxy).astype(int)):
+            masks[k, max(0, y0) : y1, max(0, x0) : x1] = rng.random((h, w))[max(0, y0) : y1, max(0, x0) : x1] < 0.9
+        scores = (rng.integers(0, 4, n) / 4).astype(np.float32)  # ties
+        classes = rng.integers(0, 3, n)
+        for box_thr, mask_thr in ((0.5, 0.7), (0.3, 0.5), (0.1, 0.3)):
+            for cls in (None, classes):
+                got = mask_merge(xyxy, scores, masks, box_thr, mask_thr, cls).tolist()
+                assert got == reference_mask_merge(xyxy, scores, masks, box_thr, mask_thr, cls)
 
 
 class FixedDetector:
@@ -257,7 +360,7 @@ def test_registry_fusion_of_random_yolo_and_dino(fused):
             assert match.any() and cls in pooled.class_name[match] and src in pooled.source[match]
         for c in set(det.class_name):
             sel = det.xyxy[det.class_name == c]
-            iou = box_iou(sel, sel)
+            iou = np.array([[float(exact_iou(a, b)) for b in sel] for a in sel])
             np.fill_diagonal(iou, 0)
             assert (iou <= 0.5 + 1e-6).all()
         assert set(det.source) <= {"yolo", "grounding-dino"}

@@ -238,6 +238,22 @@ def test_mask_helpers_against_direct_computation():
     assert np.array_equal(box_masks(np.array([[5, 0, 15, 10]]), (H, W))[0], b)
 
 
+def test_mask_iou_is_the_float32_quotient_of_pixel_counts():
+    """supervision's mask IoU, as the dictionary uses it: float32, exactly count(a & b) / count(a | b)
+    rounded to float32 (0 where both are empty), so thresholds compare as before."""
+    rng = np.random.default_rng(0)
+    a = rng.random((6, 30, 40)) < rng.uniform(0, 0.6, (6, 1, 1))
+    b = rng.random((5, 30, 40)) < rng.uniform(0, 0.6, (5, 1, 1))
+    a[0] = b[0] = False
+    iou = mask_iou(a, b)
+    assert iou.dtype == np.float32 and iou.shape == (6, 5)
+    for i in range(6):
+        for j in range(5):
+            union = int((a[i] | b[j]).sum())
+            expected = np.float32(int((a[i] & b[j]).sum())) / np.float32(union) if union else np.float32(0)
+            assert iou[i, j] == expected
+
+
 # ---- the real model (tiny, random weights) -----------------------------------------------------
 
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,

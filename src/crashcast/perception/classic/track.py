@@ -11,7 +11,8 @@ from crashcast.types import Detections
 
 
 class ByteTrack:
-    """`Tracker` wrapping `trackers.ByteTrackTracker`; keeps class names and masks with each box."""
+    """`Tracker` wrapping `trackers.ByteTrackTracker`; keeps class names, sources and masks with each box
+    (`Detections.to_supervision` carries them)."""
 
     name = "bytetrack"
 
@@ -33,16 +34,9 @@ class ByteTrack:
         if len(detections) == 0:
             self._tracker.update(Detections.empty().to_supervision())
             return detections
-        sv_det = detections.to_supervision()
-        if detections.source is not None:
-            sv_det.data["source"] = detections.source.astype(str)
-        tracked = self._tracker.update(sv_det)
+        tracked = self._tracker.update(detections.to_supervision())  # class names, sources ride in its data
         keep = tracked.tracker_id >= 0 if tracked.tracker_id is not None else np.zeros(len(tracked), bool)
-        tracked = tracked[keep]
-        out = Detections.from_supervision(tracked)
-        if "source" in tracked.data:
-            out.source = np.asarray(tracked.data["source"], dtype=object)
-        return out
+        return Detections.from_supervision(tracked[keep])
 
 
 class ByteTrackConfig(BackendConfig):

@@ -3,8 +3,9 @@ boxes pooled and de-duplicated.
 
 Two steps, as the authors did them:
 1. `detect`: every sub-detector runs on the batch; per frame the boxes are concatenated and reduced by
-   class-aware NMS on crashcast's coarse classes (torchvision's `batched_nms`, IoU `iou_threshold`,
-   0.5 by default), so YOLO's "car" and DINO's "car." on one object become one box, the higher-scoring.
+   class-aware NMS on crashcast's coarse classes (supervision's `box_non_max_suppression`, IoU
+   `iou_threshold`, 0.5 by default), so YOLO's "car" and DINO's "car." on one object become one box,
+   the higher-scoring.
 2. `merge_masks` (the `MaskMerger` Protocol; the pipeline calls it once the segmenter filled the
    masks): boxes that overlap by box IoU > `merge_box_iou` (0.5) *and* whose masks overlap by mask
    IoU > `merge_mask_iou` (0.7) are one object; the higher score wins. This also catches what NMS
@@ -12,7 +13,8 @@ Two steps, as the authors did them:
    cyclist by the other), so by default it ignores classes (`merge_same_class_only: false`).
 
 Every kept box keeps its `source` (the name of the detector that found it). The suppression rules are
-plain functions (`class_aware_nms`, `mask_merge`: numpy in, numpy out) so they can be tested alone.
+plain functions (`class_aware_nms`, `mask_merge`: numpy in, numpy out) so they can be tested alone;
+their IoUs are supervision's (`box_iou_batch`, `mask_iou_batch`), so the merging needs no torch.
 """
 
 from __future__ import annotations
@@ -71,51 +73,43 @@ class FusionConfig(BackendConfig):
 # --- the suppression rules (numpy in, numpy out) ---------------------------------------------------
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) IoU of xyxy boxes a (n, 4) and b (m, 4); 0 where the union is empty."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    w = (np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])).clip(0)
-    h = (np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])).clip(0)
-    inter = w * h
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def class_aware_nms(
     xyxy: np.ndarray, scores: np.ndarray, class_idx: np.ndarray, iou_threshold: float
 ) -> np.ndarray:
-    """Indices of the boxes kept by per-class greedy NMS (torchvision's `batched_nms`), highest score
-    first: a box is dropped when a higher-scoring box of its class overlaps it by IoU > iou_threshold."""
-    if len(xyxy) == 0:
+    """Indices of the boxes kept by per-class greedy NMS, highest score first (equal scores: the earlier
+    box first): a box is dropped when a kept, higher-ranked box of its class overlaps it by IoU >
+    iou_threshold (the IoU rounded to float32, as torchvision's `batched_nms`, used before, had it).
+    supervision's `box_non_max_suppression` does the suppression; its own ordering (an unstable
+    descending argsort) would put equal scores in reverse order, so the boxes go to it already ranked,
+    with their rank as the score."""
+    n = len(xyxy)
+    if n == 0:
         return np.zeros(0, np.int64)
-    import torch
-    from torchvision.ops import batched_nms
+    import supervision as sv
 
-    keep = batched_nms(
-        torch.as_tensor(np.asarray(xyxy, np.float32)),
-        torch.as_tensor(np.asarray(scores, np.float32)),
-        torch.as_tensor(np.asarray(class_idx, np.int64)),
-        float(iou_threshold),
-    )
-    return keep.numpy().astype(np.int64)
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    ranked = np.column_stack(
+        [np.asarray(xyxy, np.float32).reshape(-1, 4)[order], n - np.arange(n), np.asarray(class_idx)[order]]
+    ).astype(np.float64)
+    keep = sv.box_non_max_suppression(ranked, iou_threshold=float(iou_threshold))
+    return order[keep].astype(np.int64)
 
 
 def mask_iou_pairs(masks: np.ndarray, xyxy: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Mask IoU of each (i, j) in pairs (k, 2), counted inside the union of the two boxes only (a mask
-    outside its box is ignored: segmenters keep masks inside their prompt box)."""
-    out = np.zeros(len(pairs))
+    """(k,) float32 mask IoU (supervision's `mask_iou_batch`) of each (i, j) in pairs (k, 2), counted
+    inside the union of the two boxes only (a mask outside its box is ignored: segmenters keep masks
+    inside their prompt box)."""
+    import supervision as sv
+
+    out = np.zeros(len(pairs), np.float32)
     h, w = masks.shape[1:]
     for k, (i, j) in enumerate(pairs):
         x0 = int(np.floor(max(0, min(xyxy[i, 0], xyxy[j, 0]))))
         y0 = int(np.floor(max(0, min(xyxy[i, 1], xyxy[j, 1]))))
         x1 = int(np.ceil(min(w, max(xyxy[i, 2], xyxy[j, 2]))))
         y1 = int(np.ceil(min(h, max(xyxy[i, 3], xyxy[j, 3]))))
-        a, b = masks[i, y0:y1, x0:x1], masks[j, y0:y1, x0:x1]
-        union = np.count_nonzero(a | b)
-        out[k] = np.count_nonzero(a & b) / union if union else 0.0
+        crop = masks[[i, j], y0:y1, x0:x1]
+        out[k] = sv.mask_iou_batch(crop[:1], crop[1:])[0, 0]
     return out
 
 
@@ -131,20 +125,25 @@ def mask_merge(
     when a kept, higher-scoring box overlaps it by box IoU > box_iou_threshold and mask IoU >
     mask_iou_threshold (and has the same class, when `class_idx` is given).
 
-    xyxy (n, 4), scores (n,), masks (n, H, W) bool."""
+    xyxy (n, 4), scores (n,), masks (n, H, W) bool.
+
+    supervision's IoUs are float32 values; they are compared with the thresholds in float32, so an IoU
+    equal to a threshold (0.3 for instance, which float32 rounds up) is not above it."""
     n = len(xyxy)
     if n == 0:
         return np.zeros(0, np.int64)
+    import supervision as sv
+
     xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
     masks = np.asarray(masks, bool)
-    same = box_iou(xyxy, xyxy) > box_iou_threshold
+    same = sv.box_iou_batch(xyxy, xyxy) > np.float32(box_iou_threshold)
     if class_idx is not None:
         same &= np.asarray(class_idx)[:, None] == np.asarray(class_idx)[None, :]
     np.fill_diagonal(same, False)
     pairs = np.argwhere(np.triu(same))
     if len(pairs):  # only box-overlapping pairs need the (costly) mask comparison
         same[:] = False
-        hit = pairs[mask_iou_pairs(masks, xyxy, pairs) > mask_iou_threshold]
+        hit = pairs[mask_iou_pairs(masks, xyxy, pairs) > np.float32(mask_iou_threshold)]
         same[hit[:, 0], hit[:, 1]] = same[hit[:, 1], hit[:, 0]] = True
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     keep: list[int] = []
@@ -237,6 +236,6 @@ def _children(cfg: FusionConfig) -> list[tuple[str, BackendConfig]]:
     return [("detector", sub) for sub in cfg.detectors]
 
 
-@backend("detector", "fusion", FusionConfig, requires=("torch", "torchvision"), children=_children)
+@backend("detector", "fusion", FusionConfig, children=_children)  # supervision (a base dependency) merges
 def _build(cfg: FusionConfig, ctx: BuildContext) -> FusionDetector:
     return FusionDetector(cfg, [ctx.create("detector", sub) for sub in cfg.detectors])

@@ -33,9 +33,10 @@ from pydantic import Field, field_validator
 
 from crashcast.errors import ConfigError
 from crashcast.perception.base import FrameContext
+from crashcast.perception.models._common import check_rgb_frames, load_pretrained
 from crashcast.perception.models.labels import coarse_class
 from crashcast.perception.spec import BuildContext, backend
-from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
+from crashcast.runtime.weights import WeightFile, is_random
 from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
@@ -190,9 +191,7 @@ class GroundingDinoDetector:
 
         if len(frames) == 0:
             return []
-        for f in frames:
-            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {f.shape} {f.dtype}")
+        check_rgb_frames(frames, self.name)
         inputs = self.processor(images=list(frames), text=[self.query] * len(frames), return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
@@ -213,21 +212,14 @@ class GroundingDinoDetector:
 
 
 def _load(cfg: GroundingDinoConfig, ctx: BuildContext) -> tuple[Any, Any]:
-    from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
-
-    if is_random(cfg.weights):
-        model, processor = _random(cfg.weights[len(RANDOM_PREFIX) :], cfg.query)
-    else:
-        path = ctx.weights(cfg.weights)
-        try:
-            processor = GroundingDinoProcessor.from_pretrained(path)
-            model = GroundingDinoForObjectDetection.from_pretrained(path)
-        except (OSError, ValueError) as e:  # not on the hub cache / offline / not a Grounding DINO folder
-            raise ConfigError(
-                f"perception.detector.weights: cannot load {cfg.weights!r} ({type(e).__name__}: {e}). "
-                "Offline, put the hub snapshot in the weights folder (`crashcast weights list`) or give "
-                "its path"
-            ) from e
+    model, processor = load_pretrained(
+        cfg.weights,
+        ctx,
+        "GroundingDinoForObjectDetection",
+        "GroundingDinoProcessor",
+        lambda arch: _random(arch, cfg.query),
+        "perception.detector.weights",
+    )
     if cfg.shortest_edge or cfg.longest_edge:
         current = processor.image_processor.size  # a SizeDict (transformers 5), read like a dict
         processor.image_processor.size = {

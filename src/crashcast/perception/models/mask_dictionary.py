@@ -129,12 +129,11 @@ class TrackedObject:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) IoU between masks a (n, H, W) and b (m, H, W); 0 where both are empty."""
-    a = a.reshape(len(a), -1).astype(np.float32)
-    b = b.reshape(len(b), -1).astype(np.float32)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    """(n, m) float32 IoU between masks a (n, H, W) and b (m, H, W); 0 where both are empty
+    (supervision's `mask_iou_batch`, whose float32 pixel counts and quotients it keeps as float32)."""
+    import supervision as sv
+
+    return sv.mask_iou_batch(np.asarray(a, bool), np.asarray(b, bool)).astype(np.float32)
 
 
 def box_masks(xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from crashcast.perception.base import FrameContext
+from crashcast.perception.models._common import load_pretrained
 from crashcast.perception.models.mask_dictionary import box_masks
 from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, WeightFile, is_random
@@ -200,12 +201,8 @@ class Sam2Segmenter:
 
 def load_image_model(weights: str, ctx: BuildContext) -> tuple[Any, Any]:
     """`Sam2Model` and `Sam2Processor` from a hub id or folder, or a random one for `random:<arch>`."""
-    if is_random(weights):
-        return random_image_model(weights[len(RANDOM_PREFIX):])
-    from transformers import Sam2Model, Sam2Processor
-
-    path = ctx.weights(weights)
-    return Sam2Model.from_pretrained(path), Sam2Processor.from_pretrained(path)
+    return load_pretrained(weights, ctx, "Sam2Model", "Sam2Processor", random_image_model,
+                           "perception.segmenter.weights")
 
 
 # torchvision: transformers' SAM2 image processor imports torchvision.ops (batched_nms)

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from crashcast.perception.models._common import load_pretrained
 from crashcast.perception.models.mask_dictionary import DictionarySettings, MaskDictionary, Propagated
 from crashcast.perception.models.sam2 import architecture, check_weights, image_processor_for, sam2_weights
 from crashcast.perception.spec import BuildContext, backend
-from crashcast.runtime.weights import RANDOM_PREFIX, is_random
 from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
@@ -72,12 +72,9 @@ def random_video_model(arch: str) -> tuple[Any, Any]:
 
 
 def load_video_model(weights: str, ctx: BuildContext) -> tuple[Any, Any]:
-    if is_random(weights):
-        return random_video_model(weights[len(RANDOM_PREFIX):])
-    from transformers import Sam2VideoModel, Sam2VideoProcessor
-
-    path = ctx.weights(weights)
-    return Sam2VideoModel.from_pretrained(path), Sam2VideoProcessor.from_pretrained(path)
+    """`Sam2VideoModel` and `Sam2VideoProcessor` from a hub id or folder, or a random one for `random:<arch>`."""
+    return load_pretrained(weights, ctx, "Sam2VideoModel", "Sam2VideoProcessor", random_video_model,
+                           "perception.tracker.weights")
 
 
 def _remove_objects(session: Any, ids: Collection[int]) -> None:

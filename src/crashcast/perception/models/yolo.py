@@ -5,7 +5,9 @@ One `predict` call per batch: B frames in, B `Detections` out, boxes in the inpu
 (ultralytics letterboxes and maps boxes back). ultralytics reads numpy images as OpenCV BGR, and
 crashcast frames are RGB, so the channels are flipped before the call. Labels become crashcast's
 coarse classes through `labels.coarse_class`; by default only the checkpoint's classes that map onto
-road users are kept, filtered inside YOLO's own NMS.
+road users are kept, filtered inside YOLO's own NMS. Each result goes through supervision's
+`Detections.from_ultralytics`, so a segmentation checkpoint (yolo11n-seg.pt) also gives each box its
+mask, (n, H, W) at the frame's size.
 
 `weights: random:<arch>` builds an architecture with random weights and COCO names, offline:
 `random:tiny` (the YOLOv8n layout at half its width: 1.2 M parameters, for tests), `random:tiny-world`
@@ -43,6 +45,7 @@ from pydantic import Field, field_validator
 
 from crashcast.errors import ConfigError
 from crashcast.perception.base import FrameContext
+from crashcast.perception.models._common import check_rgb_frames
 from crashcast.perception.models.labels import ROAD_USERS, coarse_class
 from crashcast.perception.spec import BuildContext, backend
 from crashcast.runtime.weights import RANDOM_PREFIX, ULTRALYTICS_CLIP, WeightFile, is_random
@@ -149,9 +152,7 @@ class YoloDetector:
         """Boxes per frame (one ultralytics call for the whole batch)."""
         if len(frames) == 0:
             return []
-        for f in frames:
-            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {f.shape} {f.dtype}")
+        check_rgb_frames(frames, self.name)
         bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]  # ultralytics expects OpenCV BGR
         results = self.model.predict(
             bgr,
@@ -167,25 +168,29 @@ class YoloDetector:
         return [self._detections(r, f.shape) for r, f in zip(results, frames, strict=True)]
 
     def _detections(self, result: Any, shape: tuple[int, ...]) -> Detections:
-        boxes = result.boxes
-        if boxes is None or len(boxes) == 0:
-            return Detections(
-                np.zeros((0, 4), np.float32),
-                np.zeros(0, np.float32),
-                np.zeros(0, object),
-                source=np.zeros(0, object),
-            )
+        """One frame's result through `supervision.Detections.from_ultralytics`: boxes clipped to the
+        frame, coarse classes, and a segmentation checkpoint's masks at the frame's size."""
+        import supervision as sv
+        import torch
+
+        if result.masks is not None and result.masks.data.dtype == torch.float16:
+            result = result.to(dtype=torch.float32)  # supervision resizes masks with OpenCV, which has no float16
+        det = sv.Detections.from_ultralytics(result)
         h, w = shape[:2]
-        xyxy = boxes.xyxy.float().cpu().numpy()
+        xyxy = det.xyxy.astype(np.float32).reshape(-1, 4)
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
-        cls = boxes.cls.cpu().numpy().astype(int)
-        names = np.array([self.coarse.get(int(c), "object") for c in cls], dtype=object)
+        names = np.array([self.coarse.get(int(c), "object") for c in det.class_id], dtype=object)
+        conf = det.confidence if det.confidence is not None else np.ones(len(det), np.float32)
+        mask = det.mask
+        if mask is None and len(det) == 0 and self.model.task == "segment":  # no box: still a (0, H, W) mask
+            mask = np.zeros((0, h, w), bool)
         return Detections(
             xyxy,
-            boxes.conf.float().cpu().numpy().clip(0, 1),
+            conf.astype(np.float32).clip(0, 1),
             names,
-            source=np.full(len(cls), SOURCE, dtype=object),
+            mask=mask,
+            source=np.full(len(det), SOURCE, dtype=object),
         )
 
 

@@ -31,7 +31,7 @@ from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
 from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
-from crashcast.risk.models import MODELS, TRAINING_FREE, create_model
+from crashcast.risk.models import MODELS, create_model, model_class
 from crashcast.risk.windows import META_COLUMNS, WindowSet, load_features
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import atomic_write_text
@@ -190,23 +190,22 @@ class Scored:
 
 def _new_model(name: str, cfg: CrashcastConfig, vlm_overrides: tuple[str, ...] = (), workdir: Path | None = None,
                retrain_vlm: bool = False) -> RiskModel:
-    """An untrained model: the training-free rules take the config's physics parameters. A VLM takes
-    the runtime (device, weights folder with its $CRASHCAST_WEIGHTS_DIR fallback, batch size), the config's top_k, and its settings: the
-    `paper-<mode>` preset with `vlm_overrides`; without overrides, those of the adapter already in
-    `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was trained);
-    `retrain_vlm` lets it replace an adapter trained otherwise."""
-    if name in TRAINING_FREE:
-        return create_model(name, cfg.physics.model_dump())
-    if name.startswith("vlm-"):
-        from crashcast.risk.vlm_model import trained_config, vlm_config
+    """An untrained model, its settings taken from the config section its class names
+    (`RiskModel.settings_from`: the rules their physics parameters). A VLM takes the runtime (device,
+    weights folder with its $CRASHCAST_WEIGHTS_DIR fallback, batch size), the config's top_k, and its
+    settings: the `paper-<mode>` preset with `vlm_overrides`; without overrides, those of the adapter
+    already in `workdir` (`crashcast train vlm --config my.yaml` then `evaluate` uses what was
+    trained); `retrain_vlm` lets it replace an adapter trained otherwise."""
+    from crashcast.risk.vlm_model import VlmRiskModel, trained_config, vlm_config
 
-        mode = MODELS[name].mode  # type: ignore[attr-defined]
+    cls = model_class(name)
+    if issubclass(cls, VlmRiskModel):
         settings = trained_config(workdir) if workdir is not None and not vlm_overrides else None
-        if settings is None or settings.mode != mode:
-            settings = vlm_config(mode, vlm_overrides)
+        if settings is None or settings.mode != cls.mode:
+            settings = vlm_config(cls.mode, vlm_overrides)
         return create_model(name, settings.model_dump(mode="json"), runtime=cfg.runtime, top_k=cfg.features.top_k,
                             retrain=retrain_vlm)
-    return create_model(name)
+    return create_model(name, cls.settings_from(cfg))
 
 
 def _fit_part(model: RiskModel, ws: WindowSet, part: Split, calibration: str, workdir: Path) -> RiskModel:

@@ -71,6 +71,11 @@ class RiskModel:
         self.settings: Any = self.Config.model_validate(self.params) if self.Config is not None else None
 
     @classmethod
+    def settings_from(cls, config: Any) -> dict | None:
+        """The model's settings held in a crashcast config (None: its own defaults)."""
+        return None
+
+    @classmethod
     def needs(cls, settings: Any = None) -> list[str]:
         """The packages (import names) a model of these settings needs to run."""
         return list(cls.requires)

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from crashcast.features.table import TTC_CAP_S
@@ -41,6 +43,10 @@ class _Rule(RiskModel):
         return list(RULE_COLUMNS)
 
     Config = PhysicsConfig
+
+    @classmethod
+    def settings_from(cls, config: Any) -> dict:
+        return config.physics.model_dump()
 
     @property
     def config(self) -> PhysicsConfig:

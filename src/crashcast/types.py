@@ -243,7 +243,7 @@ class CameraModel:
         return CameraModel(self.focal_px, self.cx, self.cy - top, self.horizon_y - top, self.height_m)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectMeasurement:
     """One tracked object in one perceived frame, as `Perception` measures it; `ObjectTrack` holds
     the same fields as columns (one row per frame the track was seen in).

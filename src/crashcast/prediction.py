@@ -170,7 +170,7 @@ def predict(
                 # a model reading prompts sees the overlays extraction draws: with the masks
                 result = perception.step(frame, t, keep_masks=scratch is not None)
                 last_det = result.detections
-                last_depths = {o["track_id"]: o["depth_m"] for o in result.objects}
+                last_depths = {o.track_id: o.depth_m for o in result.objects}
             if t + 1e-9 >= next_t:
                 perc = perception.result()
                 win = _window_at(t, cfg, path.stem)

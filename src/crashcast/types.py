@@ -251,17 +251,48 @@ class CameraModel:
         return CameraModel(self.focal_px, self.cx, self.cy - top, self.horizon_y - top, self.height_m)
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectMeasurement:
+    """One tracked object in one perceived frame, as `Perception` measures it; `ObjectTrack` holds
+    the same fields as columns (one row per frame the track was seen in).
+
+    frame_index: the perceived frame (counted from the clip's first perceived frame); track_id,
+    class_name, confidence ([0, 1]): the tracked detection's; box_xyxy: (4,) full-frame pixels;
+    depth_m: median depth inside the mask, metres (NaN without a mask or a finite depth there);
+    mask_area_px: the mask's pixels (the box's area without a mask); occlusion: the box's unmasked
+    fraction in [0, 1]; flow_mag_px: mean flow magnitude inside the mask, pixels/frame (0 without
+    flow); flow_ang_deg: angle of the mean flow vector (degrees, image coordinates, 0 = right,
+    90 = down); expansion_per_frame: relative scale growth per frame (s - 1) from the flow inside
+    the mask, NaN where it cannot be measured; centroid_px: (2,) the mask's pixel centroid (u, v)
+    in full-frame pixels (the box centre without a mask or with an empty one).
+    """
+
+    frame_index: int
+    track_id: int
+    class_name: str
+    box_xyxy: tuple[float, float, float, float]
+    depth_m: float
+    mask_area_px: float
+    occlusion: float
+    flow_mag_px: float
+    flow_ang_deg: float
+    expansion_per_frame: float
+    confidence: float
+    centroid_px: tuple[float, float]
+
+
 @dataclass
 class ObjectTrack:
-    """One tracked object over a clip span, sampled at the frames where it was seen.
+    """One tracked object over a clip span, sampled at the frames where it was seen: the columnar
+    form of its `ObjectMeasurement`s (see there for each field's meaning and units).
 
     frame_index: (T,) int frame indices into the clip span; box_xyxy: (T, 4) pixels; depth_m:
     (T,) metres; mask_area_px: (T,); occlusion: (T,) unmasked fraction of the box; flow_mag_px:
     (T,) mean flow magnitude inside the mask (pixels/frame); flow_ang_deg: (T,) mean flow angle
-    (degrees, image coordinates, 0 = right, 90 = down); expansion: (T,) relative scale growth per
-    frame measured from the flow inside the box (s - 1); confidence: (T,); centroid_px: (T, 2) the
-    mask's pixel centroid (u, v) in full-frame pixels (the box centre where there is no mask), which
-    kinematics back-projects with the depth into the 3D centroid.
+    (degrees, image coordinates, 0 = right, 90 = down); expansion_per_frame: (T,) relative scale
+    growth per frame measured from the flow inside the mask (s - 1); confidence: (T,); centroid_px:
+    (T, 2) the mask's pixel centroid (u, v) in full-frame pixels (the box centre where there is no
+    mask), which kinematics back-projects with the depth into the 3D centroid. All float64.
     """
 
     track_id: int
@@ -273,12 +304,34 @@ class ObjectTrack:
     occlusion: np.ndarray
     flow_mag_px: np.ndarray
     flow_ang_deg: np.ndarray
-    expansion: np.ndarray
+    expansion_per_frame: np.ndarray
     confidence: np.ndarray
     centroid_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame_index)
+
+    @classmethod
+    def from_measurements(cls, measurements: list[ObjectMeasurement], class_name: str, first_index: int = 0) -> ObjectTrack:
+        """The track of one object's measurements (in time order). `class_name`: the track's class
+        (a frame's label may differ); `frame_index` counts from the perceived frame `first_index`."""
+        if not measurements:
+            raise ValueError("ObjectTrack.from_measurements needs at least one measurement")
+        ids = {m.track_id for m in measurements}
+        if len(ids) != 1:
+            raise ValueError(f"ObjectTrack.from_measurements got the measurements of several tracks: {sorted(ids)}")
+
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(m, name) for m in measurements], dtype=np.float64)
+
+        return cls(
+            track_id=measurements[0].track_id, class_name=class_name,
+            frame_index=np.array([m.frame_index for m in measurements], dtype=np.int64) - first_index,
+            box_xyxy=column("box_xyxy").reshape(-1, 4), depth_m=column("depth_m"), mask_area_px=column("mask_area_px"),
+            occlusion=column("occlusion"), flow_mag_px=column("flow_mag_px"), flow_ang_deg=column("flow_ang_deg"),
+            expansion_per_frame=column("expansion_per_frame"), confidence=column("confidence"),
+            centroid_px=column("centroid_px").reshape(-1, 2),
+        )
 
 
 @dataclass

@@ -4,6 +4,7 @@ depth aligned to the road (never used as metres), worker setup failures stopping
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -25,7 +26,7 @@ from crashcast.perception.depth_align import align_to_ground, fit_disparity
 from crashcast.perception.pipeline import Perception, perceive
 from crashcast.perception.spec import BuildContext
 from crashcast.runtime.executor import WorkerSetupError
-from crashcast.types import CameraModel, DepthMap
+from crashcast.types import CameraModel, DepthMap, ObjectMeasurement, ObjectTrack
 
 
 class CountingConfig(MotionDetectorConfig):
@@ -184,6 +185,51 @@ def test_batches_and_streaming_give_the_same_perception(synth_small):
     for f, t in zip(clip.frames, clip.times_s, strict=True):
         streamed.step(f, float(t))
     assert one.tracks and _summary(one) == _summary(eight) == _summary(streamed.result())
+
+
+def test_tracks_are_the_columns_of_the_streamed_measurements(synth_small):
+    """What `step` returns per object, regrouped by track id, is what `result().tracks` holds; with
+    a history, only the measurements of the kept frames (counted from the first kept one)."""
+    clip = _frames(synth_small)[1]
+    cfg = load_config("classic").perception
+    w, h = clip.size
+    p = Perception(Backends.build(cfg), cfg, w, h, clip.fps, clip.clip_id, history_s=1.5)
+    frames = []
+    for f, t in zip(clip.frames, clip.times_s, strict=True):
+        r = p.step(f, float(t))
+        # one measurement per tracked detection, in its order and full-frame coordinates
+        assert [m.track_id for m in r.objects] == ([] if r.detections.tracker_id is None else r.detections.tracker_id.tolist())
+        assert [m.frame_index for m in r.objects] == [r.index] * len(r.detections)
+        assert np.array([m.box_xyxy for m in r.objects]).reshape(-1, 4).tolist() == r.detections.xyxy.astype(float).tolist()
+        frames.append(r)
+    perc = p.result()
+    assert p.first_index > 0 and len(perc.times_s) == len(frames) - p.first_index  # the history forgot frames
+    kept = [m for r in frames[p.first_index:] for m in r.objects]
+    assert perc.tracks and sorted(t.track_id for t in perc.tracks) == sorted({m.track_id for m in kept})
+    for track in perc.tracks:
+        ms = [m for m in kept if m.track_id == track.track_id]
+        np.testing.assert_array_equal(track.frame_index, [m.frame_index - p.first_index for m in ms])
+        np.testing.assert_array_equal(perc.times_s[track.frame_index], [frames[m.frame_index].time_s for m in ms])
+        for name in ("box_xyxy", "depth_m", "mask_area_px", "occlusion", "flow_mag_px", "flow_ang_deg",
+                     "expansion_per_frame", "confidence", "centroid_px"):
+            np.testing.assert_array_equal(getattr(track, name), [getattr(m, name) for m in ms], err_msg=name)
+        # the track's class: the most confident over its whole life, forgotten frames included
+        votes: dict[str, float] = {}
+        for m in (m for r in frames for m in r.objects if m.track_id == track.track_id):
+            votes[m.class_name] = votes.get(m.class_name, 0.0) + m.confidence
+        assert track.class_name == max(votes, key=votes.get)
+
+
+def test_a_track_is_made_of_one_objects_measurements():
+    m = ObjectMeasurement(frame_index=3, track_id=1, class_name="vehicle", box_xyxy=(1.0, 2.0, 3.0, 4.0), depth_m=9.0,
+                          mask_area_px=4.0, occlusion=0.0, flow_mag_px=0.5, flow_ang_deg=90.0, expansion_per_frame=np.nan,
+                          confidence=0.8, centroid_px=(2.0, 3.0))
+    track = ObjectTrack.from_measurements([m], "vehicle", first_index=2)
+    assert track.frame_index.tolist() == [1] and track.box_xyxy.shape == (1, 4) and track.centroid_px.shape == (1, 2)
+    with pytest.raises(ValueError, match="several tracks"):
+        ObjectTrack.from_measurements([m, dataclasses.replace(m, track_id=2, frame_index=4)], "vehicle")
+    with pytest.raises(ValueError, match="at least one"):
+        ObjectTrack.from_measurements([], "vehicle")
 
 
 # --------------------------------------------------------------------------- relative depth

@@ -29,8 +29,8 @@ def _lead_depths(clip, truth, cfg):
             assert ys.min() >= box[1] - 1 and ys.max() <= box[3] + 1 and xs.min() >= box[0] - 1 and xs.max() <= box[2] + 1
             tb = lead["box_xyxy"]
             if tb and abs(box[3] - tb[3]) < 4 and box[0] < tb[2] and box[2] > tb[0]:  # the lead's ground contact
-                obj = next(o for o in r.objects if o["track_id"] == int(r.detections.tracker_id[i]))
-                out.append((round(float(t), 3), obj["depth_m"], lead["depth_m"]))
+                obj = next(o for o in r.objects if o.track_id == int(r.detections.tracker_id[i]))
+                out.append((round(float(t), 3), obj.depth_m, lead["depth_m"]))
     return p, out
 
 

@@ -98,18 +98,18 @@ def object_kinematics(track: ObjectTrack, times_s: np.ndarray, window: Window, c
             for v in per_kf.values():
                 v.append(None)
             continue
-        j = int(np.flatnonzero(near)[np.argmin(np.abs(t[near] - kt))])
+        j = int(np.flatnonzero(near)[np.argmin(np.abs(t[near] - kt))])  # the nearest frame, in the window
+        idx = np.flatnonzero(in_win)[j]  # the same frame, in the track
         zs = z[near & finite]
         zk = float(np.median(zs)) if len(zs) else None
         box = boxes[j]
         per_kf["depth"].append(zk)
         per_kf["box"].append([round(float(b), 1) for b in box])
         if track.centroid_px is not None:  # the mask's pixel centroid (the box centre where there was no mask)
-            u, v = (float(c) for c in track.centroid_px[np.flatnonzero(in_win)[j]])
+            u, v = (float(c) for c in track.centroid_px[idx])
         else:
             u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         per_kf["centroid"].append(back_project(u, v, zk, cam) if zk is not None else None)
-        idx = np.flatnonzero(in_win)[j]
         per_kf["area"].append(float(track.mask_area_px[idx]))
         per_kf["occl"].append(float(track.occlusion[idx]))
         per_kf["mag"].append(float(track.flow_mag_px[idx]))
@@ -138,10 +138,11 @@ def object_kinematics(track: ObjectTrack, times_s: np.ndarray, window: Window, c
     ttc_depth = math.inf
     if closing is not None and closing > MIN_CLOSING_MPS and math.isfinite(z_end):
         ttc_depth = max(0.0, (z_end - ego_front_m) / closing)
-    exp_recent = (t >= window.end_s - EXPANSION_FIT_S) & np.isfinite(track.expansion[in_win])
+    expansion = track.expansion_per_frame[in_win]
+    exp_recent = (t >= window.end_s - EXPANSION_FIT_S) & np.isfinite(expansion)
     ttc_scale = math.inf
     if exp_recent.sum() >= 2:
-        a = float(np.median(track.expansion[in_win][exp_recent])) * fps  # 1/s
+        a = float(np.median(expansion[exp_recent])) * fps  # 1/s
         if a > 0.02:
             ttc_scale = 1.0 / a  # time to reach the camera
             if math.isfinite(z_end) and z_end > 0:

@@ -27,7 +27,15 @@ from crashcast.perception.bundle import Backends
 from crashcast.perception.depth_align import apply_fit, fit_to_ground
 from crashcast.perception.egomotion import fit_road_motion, magnitude
 from crashcast.perception.motion_stats import corridor_mask, ego_path_looming, expansion_rate, mean_flow
-from crashcast.types import CameraModel, ClipFrames, ClipPerception, DepthMap, Detections, ObjectTrack
+from crashcast.types import (
+    CameraModel,
+    ClipFrames,
+    ClipPerception,
+    DepthMap,
+    Detections,
+    ObjectMeasurement,
+    ObjectTrack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +44,24 @@ LOOMING_MEDIAN = 5  # perceived frames (0.5 s at the default 10 Hz)
 
 @dataclass
 class _TrackLog:
-    """One track's class votes (over its whole life) and its rows (index, box, depth, ...; only
-    those still in the history when `Perception` forgets old frames). `last_index`: the last
-    perceived frame it was seen in."""
+    """One track's class votes (over its whole life) and its measurements (only those still in the
+    history when `Perception` forgets old frames). `last_index`: the last perceived frame it was
+    seen in."""
 
     class_votes: dict[str, float] = field(default_factory=dict)
-    rows: list[tuple] = field(default_factory=list)
+    measurements: list[ObjectMeasurement] = field(default_factory=list)
     last_index: int = -1
 
 
 @dataclass
 class FrameResult:
-    """One processed frame: tracked detections, per-object measurements, scene looming (1/s)."""
+    """One processed frame: tracked detections (full-frame coordinates), one measurement per
+    detection (in the same order), the scene's raw looming (1/s)."""
 
     index: int
     time_s: float
     detections: Detections
-    objects: list[dict]
+    objects: list[ObjectMeasurement]
     looming: float
 
 
@@ -100,7 +109,8 @@ class Perception:
     - `step(frame, time_s)` (streaming prediction): one frame at a time, causal; the span stages run
       their per-frame form.
 
-    `backends` are built once per worker (`Backends.build`) and reset here for the new clip.
+    `backends` are built once per worker (`Backends.build`) and reset here for the new clip;
+    `backend_names` says which ones ran (stage -> name, as written in `window_meta.json`).
     `history_s` None keeps every frame (extraction: the result covers the whole span). A number
     keeps only the frames of the last `history_s` seconds (streaming): older frames, their track
     rows and the tracks left without rows are forgotten as new frames arrive, so memory and the
@@ -116,7 +126,7 @@ class Perception:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         backends.reset()  # a new clip: no tracks or video memory from the previous one
-        self.backends_used = backends
+        self.backends = backends
         self.flow, self.detector, self.segmenter = backends.flow, backends.detector, backends.segmenter
         self.tracker, self.depth = backends.tracker, backends.depth
         self.cfg = cfg
@@ -156,8 +166,9 @@ class Perception:
         self.seconds: dict[str, float] = {}  # wall time per stage, summed over frames (see benchmarks/)
 
     @property
-    def backends(self) -> dict[str, str]:
-        return self.backends_used.names
+    def backend_names(self) -> dict[str, str]:
+        """Stage -> the name of its backend (`ClipPerception.backends`)."""
+        return self.backends.names
 
     # ------------------------------------------------------------------ the two ways in
 
@@ -332,18 +343,16 @@ class Perception:
                 expansion = expansion_rate(flow.uv, mask)
             else:
                 mag, ang, expansion = 0.0, 0.0, None
-            tid = int(det.tracker_id[i])
-            rec = {
-                "track_id": tid, "class_name": str(det.class_name[i]), "box": (x1, y1, x2, y2), "depth_m": z,
-                "mask_area": area, "occlusion": float(np.clip(1.0 - area / box_area, 0.0, 1.0)),
-                "flow_mag": mag, "flow_ang": ang, "expansion": np.nan if expansion is None else expansion,
-                "confidence": float(det.confidence[i]),
-            }
-            objects.append(rec)
-            log_ = self._tracks.setdefault(tid, _TrackLog())
-            log_.class_votes[rec["class_name"]] = log_.class_votes.get(rec["class_name"], 0.0) + rec["confidence"]
-            log_.rows.append((index, x1, y1, x2, y2, z, area, rec["occlusion"], mag, ang, rec["expansion"], rec["confidence"],
-                              u, v))
+            m = ObjectMeasurement(
+                frame_index=index, track_id=int(det.tracker_id[i]), class_name=str(det.class_name[i]),
+                box_xyxy=(x1, y1, x2, y2), depth_m=z, mask_area_px=area, occlusion=float(np.clip(1.0 - area / box_area, 0.0, 1.0)),
+                flow_mag_px=float(mag), flow_ang_deg=float(ang), expansion_per_frame=np.nan if expansion is None else float(expansion),
+                confidence=float(det.confidence[i]), centroid_px=(float(u), float(v)),
+            )
+            objects.append(m)
+            log_ = self._tracks.setdefault(m.track_id, _TrackLog())
+            log_.class_votes[m.class_name] = log_.class_votes.get(m.class_name, 0.0) + m.confidence
+            log_.measurements.append(m)
             log_.last_index = index
         kept = _to_full_frame(det, y0, y0 + p.frame.shape[0], p.keep_masks)
         self._lap("objects", t)
@@ -370,10 +379,10 @@ class Perception:
         for tid in list(self._tracks):
             tl = self._tracks[tid]
             k = 0
-            while k < len(tl.rows) and tl.rows[k][0] < self.first_index:
+            while k < len(tl.measurements) and tl.measurements[k].frame_index < self.first_index:
                 k += 1
-            del tl.rows[:k]
-            if not tl.rows and self.frames_processed - 1 - tl.last_index > self._revivable_frames:
+            del tl.measurements[:k]
+            if not tl.measurements and self.frames_processed - 1 - tl.last_index > self._revivable_frames:
                 del self._tracks[tid]
 
     def _lap(self, stage: str, since: float) -> float:
@@ -382,24 +391,14 @@ class Perception:
         return now
 
     def state_size(self) -> dict[str, int]:
-        """What the state holds: frames, track rows, track logs (bounded when `history_s` is set)."""
-        return {"frames": len(self.times), "track_rows": sum(len(tl.rows) for tl in self._tracks.values()),
+        """What the state holds: frames, track rows (measurements), track logs (bounded when `history_s` is set)."""
+        return {"frames": len(self.times), "track_rows": sum(len(tl.measurements) for tl in self._tracks.values()),
                 "tracks": len(self._tracks)}
 
     def tracks(self) -> list[ObjectTrack]:
-        """The tracks with rows in the kept frames; `frame_index` indexes the kept frames (`times`)."""
-        out = []
-        for tid, tl in sorted(self._tracks.items()):
-            if not tl.rows:
-                continue
-            a = np.array(tl.rows, dtype=np.float64)
-            out.append(ObjectTrack(
-                track_id=tid, class_name=max(tl.class_votes, key=tl.class_votes.get),
-                frame_index=a[:, 0].astype(int) - self.first_index, box_xyxy=a[:, 1:5], depth_m=a[:, 5], mask_area_px=a[:, 6],
-                occlusion=a[:, 7], flow_mag_px=a[:, 8], flow_ang_deg=a[:, 9], expansion=a[:, 10], confidence=a[:, 11],
-                centroid_px=a[:, 12:14],
-            ))
-        return out
+        """The tracks with measurements in the kept frames; `frame_index` indexes the kept frames (`times`)."""
+        return [ObjectTrack.from_measurements(tl.measurements, max(tl.class_votes, key=tl.class_votes.get), self.first_index)
+                for _, tl in sorted(self._tracks.items()) if tl.measurements]
 
     def result(self) -> ClipPerception:
         """The kept frames' perception (all of them unless `history_s` is set)."""
@@ -409,7 +408,7 @@ class Perception:
         return ClipPerception(
             clip_id=self.clip_id, times_s=np.array(self.times), frame_size=self.frame_size,
             camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=list(self.detections),
-            backends=self.backends, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
+            backends=self.backend_names, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
             depth_kind="ground-aligned" if "ground-aligned" in self.depth_kinds else "metric",
         )
 

@@ -11,6 +11,9 @@ predictions/*.csv, model.json and timeline file. Run it before and after a chang
     python tools/output_fingerprint.py --compare /tmp/fp-before/manifest.json /tmp/fp-after/manifest.json
 
 Slow on purpose (a few minutes on 2 cores): it runs what users run. `--quick` keeps 3 real clips.
+The `tiny` preset builds some of its random models from the global random state, so each CLI call
+runs with Python's, numpy's and torch's generators seeded (same seed, same models); text files are
+hashed with the output folder's path replaced by `<OUT>` (timeline.json names its input video).
 """
 
 from __future__ import annotations
@@ -33,8 +36,15 @@ TINY_VLM = ["vlm.base_model=random:tiny", "vlm.max_pixels=3136", "vlm.learning_r
             "vlm.gradient_accumulation=1", "vlm.epochs=1"]
 
 
+SEEDED = ("import random, sys, numpy\n"
+          "random.seed(0); numpy.random.seed(0)\n"
+          "try:\n    import torch; torch.manual_seed(0)\nexcept ImportError:\n    pass\n"
+          "from crashcast.cli import main\n"
+          "main(sys.argv[1:])\n")
+
+
 def cli(*args: str) -> None:
-    cmd = [sys.executable, "-m", "crashcast.cli", *args]
+    cmd = [sys.executable, "-c", SEEDED, *args]
     print("+ crashcast", " ".join(args), flush=True)
     r = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
     if r.returncode not in (0, 1):  # 1: some clip or video failed (recorded), which is an output too
@@ -65,7 +75,7 @@ def run_all(out: Path, real: Path, quick: bool) -> dict[str, str]:
     cli("evaluate", str(run), "--models", "ttc,physics,lightgbm,xgboost,mlp")
     vlm_sets = [a for s in TINY_VLM for a in ("--set", s)]
     cli("evaluate", str(out / "syn-tiny"), "--models", "physics,vlm-zero-shot,vlm-baseline", *vlm_sets)
-    videos = sorted(syn.glob("*.mp4"))[:2] + [real / "ccd_000007.mp4"]
+    videos = [*sorted(syn.glob("*.mp4"))[:2], real / "ccd_000007.mp4"]
     cli("predict", *map(str, videos), "--backend", "classic", "--out", str(out / "pred-physics"))
     cli("predict", *map(str, videos[:2]), "--backend", "classic", "--model", str(run / "models" / "lightgbm"),
         "--out", str(out / "pred-lightgbm"))
@@ -73,7 +83,10 @@ def run_all(out: Path, real: Path, quick: bool) -> dict[str, str]:
     manifest = {}
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name.endswith(KEEP) and "/report/" not in str(p):
-            manifest[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            data = p.read_bytes()
+            if p.suffix in (".json", ".csv"):
+                data = data.replace(str(out).encode(), b"<OUT>")
+            manifest[str(p.relative_to(out))] = hashlib.sha256(data).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"{len(manifest)} files fingerprinted: {out / 'manifest.json'}")
     return manifest

@@ -94,7 +94,8 @@ def test_real_clips_extract_validate_and_overlays_show_objects(real_dir, tmp_pat
                             "--missing-event", "end"])
     assert r.exit_code == 0, r.output
     metas = [read_window_meta(p) for p in tmp_path.glob("clips/*/*/window_meta.json")]
-    assert len(metas) == 9
+    clips = len((real_dir / "annotations.csv").read_text().splitlines()) - 1
+    assert clips >= 3 and len(metas) == 3 * clips  # max, mid and mini of every clip
     import cv2
 
     for m in metas:

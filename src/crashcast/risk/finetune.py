@@ -505,6 +505,7 @@ def train_vlm(train: Sequence[Prompt], val: Sequence[Prompt], cfg: VlmConfig, ou
     `keep_checkpoints` leaves the Trainer's epoch checkpoints in `out_dir/checkpoints`."""
     if cfg.mode == "zero-shot":
         raise ConfigError("vlm.mode zero-shot has nothing to train; use the paper-baseline or paper-enhanced preset")
+    packages.require(vlm_requires(cfg), f"fine-tuning the VLM ({cfg.mode})")  # before any work
     train = downsample(train, cfg.negative_fraction, cfg.seed)
     if not train:
         raise ConfigError("no training prompts")
@@ -512,7 +513,6 @@ def train_vlm(train: Sequence[Prompt], val: Sequence[Prompt], cfg: VlmConfig, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("training %s on %d prompts (%d positive), validating on %d", cfg.mode, len(train),
              sum(p.label == 1 for p in train), len(val))
-    packages.require(vlm_requires(cfg), f"fine-tuning the VLM ({cfg.mode})")
     model, processor, device = prepare_model(cfg, device, weights_dir)
     trainer = make_trainer(model, processor, train, val, cfg, out_dir, device)
     trainer.train()

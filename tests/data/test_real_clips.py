@@ -9,7 +9,7 @@ from crashcast.data.windows import clip_span, make_windows
 
 def test_real_clips_decode_and_window(real_dir):
     clips = read_csv(real_dir / "annotations.csv", missing_event="end")
-    assert {c.id for c in clips} == {"ccd_000007", "udacity_solid_white_right", "bus_dashcam_rollover"}
+    assert {"ccd_000007", "udacity_solid_white_right", "bus_dashcam_rollover"} <= {c.id for c in clips}
     for clip in clips:
         info = probe(clip.video_path)
         wins = make_windows(clip, info.duration_s)

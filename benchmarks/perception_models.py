@@ -47,8 +47,6 @@ import logging
 import math
 import os
 import platform
-import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import cpu_name, load_text  # benchmarks/machine.py (this folder is on sys.path)
+from machine import Meter, cpu_name, load_text, proc_memory  # benchmarks/machine.py (on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_FPS = 30.0  # perceived frames per second, end to end, one H100-class GPU, float16/bfloat16
@@ -373,57 +371,6 @@ class Row:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
 
-class Meter:
-    """Wall time with CUDA synchronisation, peak RSS (VmHWM, reset per stage where Linux allows it) and
-    peak GPU memory (torch.cuda.max_memory_allocated, reset per stage)."""
-
-    def __init__(self, device: str) -> None:
-        import torch
-
-        self.torch = torch
-        self.cuda = device.startswith("cuda")
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize()
-
-    def reset_peaks(self) -> None:
-        if self.cuda:
-            self.torch.cuda.reset_peak_memory_stats()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (the peak RSS) to the current RSS
-        except OSError:
-            pass
-
-    def peaks(self) -> tuple[float | None, float | None]:
-        gpu = self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None
-        return peak_rss_mb(), gpu
-
-    def time(self, fn: Callable[[], Any], repeat: int) -> tuple[Any, float, float | None, float | None]:
-        """fn's result, the median of `repeat` timed calls, and the peak memories over them."""
-        self.reset_peaks()
-        seconds = []
-        out = None
-        for _ in range(repeat):
-            self.sync()
-            t = time.perf_counter()
-            out = fn()
-            self.sync()
-            seconds.append(time.perf_counter() - t)
-        return out, statistics.median(seconds), *self.peaks()
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident memory (MiB): VmHWM, or ru_maxrss where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def batched(fn: Callable[[Sequence[Any]], list[Any]], items: Sequence[Any], size: int) -> list[Any]:
     out: list[Any] = []
     for i in range(0, len(items), size):
@@ -707,7 +654,7 @@ class Bench:
         clip = self.clip_frames()
         keep = [self.times[-1] - dt for dt in self.plan.keep_offsets if self.times[-1] - dt >= self.times[0] - 1e-6]
         runs = []
-        self.meter.reset_peaks()
+        self.meter.reset()
         for _ in range(self.args.repeat):
             self.meter.sync()
             t = time.perf_counter()
@@ -1031,7 +978,7 @@ def main() -> None:
     e2e = next((r for r in bench.rows if r.stage == "e2e"), None)
     if e2e is not None:
         print(e2e_breakdown(e2e))
-    print(f"peak RSS of the whole run: {peak_rss_mb():,.0f} MiB" + (
+    print(f"peak RSS of the whole run: {proc_memory('VmHWM') / 2**20:,.0f} MiB" + (
         f"; peak GPU memory allocated (last stage): {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB" if cuda else ""))
     from crashcast.perception.base import SpanDepthEstimator
 

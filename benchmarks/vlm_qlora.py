@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_name, load_text  # benchmarks/machine.py (this folder is on sys.path)
+from machine import Meter, cpu_name, load_text  # benchmarks/machine.py (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "prompts" / "golden"
@@ -175,61 +174,6 @@ def ensure_torchvision(shim: bool) -> None:
 
     torchvision_cpu_ops.install()
     print("note: --cpu-nms-shim: torchvision's CPU NMS kernels of tests/torchvision_cpu_ops.py are registered")
-
-
-# ---------------------------------------------------------------- memory meter
-
-
-class Meter:
-    """GPU memory (torch.cuda, bytes) and peak RSS (VmHWM, reset where Linux allows it)."""
-
-    def __init__(self, device: str) -> None:
-        import torch
-
-        self.torch = torch
-        self.cuda = device.startswith("cuda")
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize()
-
-    def free(self) -> None:
-        gc.collect()
-        if self.cuda:
-            self.torch.cuda.synchronize()
-            self.torch.cuda.empty_cache()
-
-    def reset(self) -> None:
-        self.sync()
-        if self.cuda:
-            self.torch.cuda.reset_peak_memory_stats()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the current RSS
-        except OSError:
-            pass
-
-    def now(self) -> dict[str, float | None]:
-        c = self.cuda
-        return {"allocated_gb": self.torch.cuda.memory_allocated() / GB if c else None,
-                "reserved_gb": self.torch.cuda.memory_reserved() / GB if c else None,
-                "rss_gb": rss_gb("VmRSS")}
-
-    def peak(self) -> dict[str, float | None]:
-        self.sync()
-        c = self.cuda
-        return {"peak_allocated_gb": self.torch.cuda.max_memory_allocated() / GB if c else None,
-                "peak_reserved_gb": self.torch.cuda.max_memory_reserved() / GB if c else None,
-                "peak_rss_gb": rss_gb("VmHWM")}
-
-
-def rss_gb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / GB
-    except OSError:
-        pass
-    return None
 
 
 def fmt(v: Any, spec: str = ".2f") -> str:
@@ -889,7 +833,7 @@ def main() -> None:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vlm-qlora-"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("CRASHCAST_CACHE_DIR", str(workdir / "cache"))  # where random:tiny is built
-    meter = Meter(device)
+    meter = Meter(device, unit="GB")
     scaled = args.scale != "full" or bool(args.layers) or bool(args.vision_depth)
     summary: dict[str, Any] = {"benchmark": "vlm_qlora", "device": describe_device(device), "scale": args.scale,
                                "scaled": scaled,

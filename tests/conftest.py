@@ -24,7 +24,8 @@ def cli_exit_code(argv: list) -> int:
 
 
 def pytest_configure(config) -> None:
-    """CPU kernels for a CUDA-only torchvision (tests/torchvision_cpu_ops.py), before any test imports it."""
+    """CPU kernels for a CUDA-only torchvision next to a CPU torch (tests/torchvision_cpu_ops.py), before
+    any test imports it; with a matching pair (torch 2.14.1 + torchvision 0.29.1, a CUDA machine) nothing."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))

@@ -1,15 +1,17 @@
 """Test setup only: CPU kernels for torchvision's `nms` when the installed torchvision lacks them.
 
 The torchvision on PyPI for Linux is a CUDA build; next to a CPU-only torch (torch 2.13.0+cpu and
-torchvision 0.28.0 here, the CI machine) its compiled operators fail to load (libcudart is missing),
-and `import torchvision` (so ultralytics and transformers' image processors) raises
+torchvision 0.28.0, the README's test pair) its compiled operators fail to load (libcudart is
+missing), and `import torchvision` (so ultralytics and transformers' image processors) raises
 `RuntimeError: operator torchvision::nms does not exist`. The test session (tests/conftest.py's
-pytest_configure) calls `install()` before anything imports torchvision. `install()` first loads
-torchvision's own compiled extension the way torchvision does; only when that fails it defines
-`torchvision::nms` and `torchvision::qnms` with `torch.library`, registers a CPU implementation
-(greedy IoU suppression, the same result as torchvision's kernel) and lets torchvision's
-`_assert_has_ops` pass. With a matching torchvision (pytorch.org's CPU wheels, any CUDA machine) it
-changes nothing; without torch or torchvision it does nothing.
+pytest_configure) calls `install()` before anything imports torchvision. `install()` first imports
+torchvision in a subprocess; only when that fails for this reason it defines `torchvision::nms` and
+`torchvision::qnms` with `torch.library`, registers a CPU implementation (greedy IoU suppression,
+the same result as torchvision's kernel) and lets torchvision's `_assert_has_ops` pass. Wherever
+torchvision imports by itself (a matching pair: torch 2.14.1 with torchvision 0.29.1 from PyPI,
+pytorch.org's CPU wheels, any CUDA machine) it registers nothing: torchvision registers these
+operators itself when it is imported, and a second registration aborts the process. It does nothing
+without torch or torchvision, or when torchvision fails to import for another reason.
 
 Product code never does this: `crashcast doctor` detects the mismatch and says how to install a
 matching torchvision (docs/INSTALL.md, "The torchvision trap").
@@ -17,9 +19,14 @@ matching torchvision (docs/INSTALL.md, "The torchvision trap").
 
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
-from pathlib import Path
+import logging
+import subprocess
+import sys
+
+log = logging.getLogger(__name__)
+
+MISSING_KERNEL = "operator torchvision::nms does not exist"
 
 _installed = False
 
@@ -48,61 +55,55 @@ def greedy_nms(boxes, scores, iou_threshold: float):
     return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
 
 
-def install() -> bool:
-    """Register the CPU kernels when needed; True when torchvision can be imported afterwards."""
-    global _installed
-    if _installed:
-        return True
+def import_error() -> str | None:
+    """Why `import torchvision` fails in a fresh interpreter of this Python (its stderr's last
+    line), or None when it imports. A subprocess, because a failed import leaves torchvision's
+    modules half-initialised in this one and a successful one registers its operators here."""
+    proc = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True,
+                          timeout=300, check=False)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+def needed() -> bool:
+    """Whether the CPU kernels must be registered: torchvision is installed, not imported yet, and
+    importing it fails because its compiled `torchvision::nms` does not load here."""
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
         return False
-    import sys
-
-    import torch
-
-    if "torchvision" not in sys.modules and not own_ops_load():
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.impl("nms", greedy_nms, "CPU")
-        lib.impl("qnms", greedy_nms, "CPU")
-        install._lib = lib  # keep the library alive
-        import torchvision.extension
-
-        torchvision.extension._assert_has_ops = lambda: True
-        torchvision.extension._has_ops = lambda: True
-    import torchvision
-
-    _installed = True
+    if "torchvision" in sys.modules:
+        return False
+    error = import_error()
+    if error is None:
+        return False
+    if MISSING_KERNEL not in error:
+        log.warning("import torchvision fails for another reason than its missing CPU kernels; "
+                    "registering nothing: %s", error)
+        return False
     return True
 
 
-def extension_path() -> Path | None:
-    """torchvision's compiled extension (`_C.so`), found without importing torchvision."""
-    spec = importlib.util.find_spec("torchvision")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            if (Path(folder) / f"_C{suffix}").is_file():
-                return Path(folder) / f"_C{suffix}"
-    return None
-
-
-def own_ops_load() -> bool:
-    """Whether torchvision's own compiled operators load here. Loading its extension is what
-    `import torchvision` does first; when it loads, torchvision registers `torchvision::nms` itself
-    (defining it here as well would clash), and when it does not (a CUDA build without CUDA
-    libraries) nothing was registered, so the CPU kernels can be."""
+def install() -> bool:
+    """Register the CPU kernels when needed (and only then); True when they are registered."""
+    global _installed
+    if _installed:
+        return True
+    if not needed():
+        return False
     import torch
 
-    try:
-        torch.ops.torchvision.nms  # noqa: B018  (already registered)
-        return True
-    except (AttributeError, RuntimeError):
-        pass
-    path = extension_path()
-    if path is None:
-        return False
-    try:
-        torch.ops.load_library(str(path))
-    except (OSError, ImportError, RuntimeError):
-        return False
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.impl("nms", greedy_nms, "CPU")
+    lib.impl("qnms", greedy_nms, "CPU")
+    install._lib = lib  # keep the library alive
+    import torchvision.extension
+
+    torchvision.extension._assert_has_ops = lambda: True
+    torchvision.extension._has_ops = lambda: True
+    import torchvision  # imports now
+
+    _installed = True
     return True

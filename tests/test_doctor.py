@@ -1,8 +1,9 @@
 """`crashcast doctor` and `crashcast weights`: the sections it prints, with and without torch, the
 install traps it explains, and the weights commands (offline: what to fetch and where).
 
-The commands are mounted on a local typer app the way `crashcast.cli` mounts them. No test touches
-the network (HF_HUB_OFFLINE=1; sockets raise).
+The commands are `crashcast.cli`'s, mounted on a local typer app; the report is the library's
+(`crashcast.doctor`, which imports nothing from the CLI). No test touches the network
+(HF_HUB_OFFLINE=1; sockets raise).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from crashcast import cli
 from crashcast import doctor as D
 from crashcast.config import BackendConfig
 from crashcast.perception import registry
@@ -41,8 +43,8 @@ if "cc-dtest-hub" not in registry.available("segmenter"):
                                                       files=("config.json", "model.safetensors"))])(_never_built)
 
 app = typer.Typer()
-app.command("doctor")(D.doctor_command)
-app.add_typer(D.weights_app, name="weights")
+app.command("doctor")(cli.doctor_command)
+app.add_typer(cli.weights_app, name="weights")
 runner = CliRunner()
 
 

@@ -83,6 +83,14 @@ def test_doctor_prints_every_section():
     assert classic.ready and classic.weights == []
 
 
+def test_the_doctor_is_library_code_without_the_cli():
+    code = ("import io, sys; from rich.console import Console; import crashcast.doctor as D, crashcast.api as api; "
+            "D.render(api.doctor(), Console(file=io.StringIO())); "
+            "print(sorted(m for m in ('crashcast.cli', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_extras_report_matches_installed_packages():
     extras = D.extras_report()
     assert {"vision", "vlm", "distributed", "dev", "all"} <= set(extras)

@@ -16,6 +16,13 @@ def test_import_crashcast_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_the_library_api_is_reachable_from_crashcast_without_torch_or_the_cli():
+    code = ("import sys, crashcast; crashcast.api.extract, crashcast.evaluate, crashcast.predict_many; "
+            "print(sorted(m for m in ('torch', 'typer', 'pandas', 'crashcast.cli') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_help_everywhere():
     import typer.main
 

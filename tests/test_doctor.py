@@ -1,8 +1,9 @@
 """`crashcast doctor` and `crashcast weights`: the sections it prints, with and without torch, the
 install traps it explains, and the weights commands (offline: what to fetch and where).
 
-The commands are mounted on a local typer app the way `crashcast.cli` mounts them. No test touches
-the network (HF_HUB_OFFLINE=1; sockets raise).
+The commands are `crashcast.cli`'s, mounted on a local typer app; the report is the library's
+(`crashcast.doctor`, which imports nothing from the CLI). No test touches the network
+(HF_HUB_OFFLINE=1; sockets raise).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from crashcast import cli
 from crashcast import doctor as D
 from crashcast.config import BackendConfig
 from crashcast.perception import registry
@@ -42,8 +44,8 @@ if "cc-dtest-hub" not in registry.available("segmenter"):
                                                       files=("config.json", "model.safetensors"))])(_never_built)
 
 app = typer.Typer()
-app.command("doctor")(D.doctor_command)
-app.add_typer(D.weights_app, name="weights")
+app.command("doctor")(cli.doctor_command)
+app.add_typer(cli.weights_app, name="weights")
 runner = CliRunner()
 
 
@@ -80,6 +82,14 @@ def test_doctor_prints_every_section():
         assert ("CPU-only build" in r.output) == (torch.version.cuda is None)
     classic = next(p for p in report.presets if p.name == "classic")
     assert classic.ready and classic.weights == []
+
+
+def test_the_doctor_is_library_code_without_the_cli():
+    code = ("import io, sys; from rich.console import Console; import crashcast.doctor as D, crashcast.api as api; "
+            "D.render(api.doctor(), Console(file=io.StringIO())); "
+            "print(sorted(m for m in ('crashcast.cli', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_extras_report_matches_installed_packages():

@@ -103,6 +103,30 @@ def test_predict_cli_on_a_folder_records_bad_files(real_dir, tmp_path):
     assert j["model"] == "physics" and "first_alert_s" in j
 
 
+def test_api_predict_many_in_process_yields_each_video_as_it_finishes(synth_small, tmp_path):
+    """One worker: the videos run here in order, each outcome comes before the next video is read,
+    the files equal `predict` + `write_outputs`, and a broken video is recorded in errors.jsonl."""
+    from crashcast import api
+    from crashcast.prediction import write_outputs
+
+    video = read_csv(synth_small / "annotations.csv")[0].video_path
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    out = tmp_path / "out"
+    (out / "errors.jsonl").parent.mkdir()
+    (out / "errors.jsonl").write_text("an earlier run's failure\n")
+    outcomes = api.predict_many([broken, video], "physics", "classic", out, stride_s=1.0)
+    first = next(outcomes)
+    assert first.path == broken and first.prediction is None and "not a readable video" in first.error
+    assert not (out / video.stem).exists()  # the second video is not read yet
+    assert "broken" in (out / "errors.jsonl").read_text() and "earlier" not in (out / "errors.jsonl").read_text()
+    second = next(outcomes)
+    assert second.path == video and second.error is None and next(outcomes, None) is None
+    write_outputs(crashcast.predict(video, "physics", "classic", stride_s=1.0), tmp_path / "one")
+    for name in ("timeline.csv", "timeline.json"):
+        assert (out / video.stem / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
 def test_real_clips_risk_timelines(real_dir):
     """Recorded, not asserted beyond sanity: the classic path's behaviour on real footage is
     discussed in the closing note (ccd_000007's crash is a side impact on the car ahead)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tempfile
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -16,9 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from crashcast.doctor import doctor_command, weights_app
+from crashcast import api
 from crashcast.errors import CrashcastError
-from crashcast.runtime.layout import RunLayout
 
 app = typer.Typer(
     help="crashcast: how likely is a collision in the next seconds of this dashcam video, and why.",
@@ -85,24 +83,17 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
     _setup_logging(verbose)
 
 
-def _horizons_override(text: str) -> str:
-    """`--horizons 0,0.5` as the config override it stands for."""
+def _horizons(text: str) -> list[float]:
+    """`--horizons 0,0.5` as seconds."""
     try:
-        hs = [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated seconds, got {text!r}", param_hint="--horizons") from None
-    return f"windows.horizons_s=[{', '.join(repr(h) for h in hs)}]"
 
 
-def writable_dir(path: Path, option: str = "--out") -> Path:
-    """Create `path` if needed and check a file can be written in it (before any work is done)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise CrashcastError(f"{path}: cannot write there ({e.strerror or e}); choose another {option} folder") from None
-    return path
+def _usage(e: api.UsageError) -> typer.BadParameter:
+    """An argument the library refused, as typer reports a bad option."""
+    return typer.BadParameter(str(e), param_hint=e.option)
 
 
 # ----------------------------------------------------------------------------- synth
@@ -116,46 +107,12 @@ def synth(
     workers: Annotated[int, typer.Option(min=1, help="parallel processes")] = 1,
 ) -> None:
     """Render synthetic dashcam clips with exact ground truth (MP4 + annotations.csv + truth/*.json)."""
-    from crashcast.data.synthetic import generate
-
     t0 = time.time()
-    csv_path = generate(n, writable_dir(out), seed=seed, workers=workers, progress=True)
+    csv_path = api.synth(n, out, seed=seed, workers=workers, progress=True)
     console.print(f"wrote {n} clips to [bold]{out}[/] ({time.time() - t0:.1f} s); annotations: {csv_path}")
 
 
 # ----------------------------------------------------------------------------- windows
-
-
-def load_clips(annotations: Path, videos: Path | None, missing_event: MissingEvent | str,
-               fmt: AnnotationFormat | str = "auto") -> tuple[list, list]:
-    """Clips from an annotation file or DAD folder; bad rows are logged and recorded, then skipped
-    (missing_event 'skip' or 'end'), or the first one is fatal ('error')."""
-    from crashcast.data.annotations import load_annotations
-
-    missing_event, fmt = MissingEvent(missing_event), AnnotationFormat(fmt)
-    errors: list = []
-    mode = "end" if missing_event is MissingEvent.end else "error"
-    clips = load_annotations(annotations, videos, fmt.value, missing_event=mode, errors=errors)
-    if errors and missing_event is MissingEvent.error:
-        raise errors[0]
-    return clips, errors
-
-
-def build_windows(clips: list, cfg, errors: list | None = None) -> list:
-    """Windows for every clip; a clip whose video cannot be probed is recorded and skipped."""
-    from crashcast.data.video import probe
-    from crashcast.data.windows import make_windows
-
-    windows = []
-    for clip in clips:
-        try:
-            duration = probe(clip.video_path).duration_s
-            windows += make_windows(clip, duration, cfg.windows)
-        except CrashcastError as e:
-            log.warning("skipping clip %s: %s", clip.id, e)
-            if errors is not None:
-                errors.append(e)
-    return windows
 
 
 @app.command()
@@ -169,14 +126,11 @@ def windows(
     config: Annotated[str | None, typer.Option(help="config preset or YAML")] = None,
 ) -> None:
     """List the max/mid/mini windows, keyframe times and labels of every clip."""
-    from crashcast.config import load_config
-    from crashcast.data.windows import windows_table
     from crashcast.runtime.store import atomic_write_text
 
-    cfg = load_config(config, [_horizons_override(horizons)])
-    clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
-    wins = build_windows(clips, cfg, errors)
-    df = windows_table(wins)
+    found = api.windows(annotations, videos, config, _horizons(horizons), missing_event.value, annotation_format.value)
+    wins, errors = found.windows, found.errors
+    df = found.table()
     table = Table(title=f"{len(wins)} windows of {len({w.clip_id for w in wins})} clips")
     for col in ("window", "start", "end", "keyframes (s)", "clamped", "label", "target", "anchor"):
         table.add_column(col, no_wrap=col in ("window", "keyframes (s)"))
@@ -199,53 +153,6 @@ def windows(
 BACKEND_HELP = ("perception preset: auto (the best of paper, fast, classic whose packages are installed and whose "
                 "weights are on disk; never downloads), paper, fast, classic, tiny (random tiny models, for trying the wiring)")
 WEIGHTS_DIR_HELP = "load every model from this folder, offline (also CRASHCAST_WEIGHTS_DIR; see `crashcast weights list`)"
-
-
-def _config_for(backend: str, config: str | None, overrides: list[str], weights_dir: Path | None,
-                run: Path | None = None):
-    """The config of `--config` (a preset or YAML), else of the `--backend` preset. `auto` keeps the
-    config of `run` when that is a crashcast run folder (resuming it, or predicting with a model
-    trained on its features, must use the same perception); otherwise it picks the best preset that
-    can run here now and says, in one log line, which, why, and how to get a better one."""
-    from crashcast.config import load_config
-    from crashcast.extract import is_run
-
-    if weights_dir is not None:
-        overrides = [*overrides, f"runtime.weights_dir={json.dumps(str(weights_dir))}"]
-    if config is not None:
-        return load_config(config, overrides)
-    if backend == "auto" and run is not None and is_run(run):
-        log.info("--backend auto: using the config of the run %s (%s)", run, RunLayout(run).config)
-        return load_config(RunLayout(run).config, overrides)
-    if backend == "auto":
-        from crashcast.readiness import choose_backend
-
-        preset, reason, hint = choose_backend(weights_dir=weights_dir, overrides=overrides)
-        log.info("--backend auto chose %s%s", reason, f"; {hint}" if hint else "")
-        backend = preset
-    return load_config(backend, overrides)
-
-
-def _check_model_features(model: str | None, cfg) -> None:
-    """Warn when a saved model was trained on features of another perception config."""
-    card = Path(model) / "model.json" if model is not None and Path(model).is_dir() else None
-    try:
-        trained = json.loads(card.read_text(encoding="utf-8")).get("extraction_hash") if card else None
-    except (OSError, ValueError):
-        return  # resolve_model has read it already; an unreadable card was reported there
-    if trained and trained != cfg.extraction_hash():
-        log.warning("%s was trained on features of another perception config (extraction hash %s, here %s: %s); "
-                    "its scores may not mean what they say - predict with --config <its run>/config.yaml",
-                    model, trained, cfg.extraction_hash(), cfg.name)
-
-
-def _model_run(model: str | None) -> Path | None:
-    """The run folder a saved model (run/models/<name>) was trained in, if it is one."""
-    if model is None or not Path(model).is_dir():
-        return None
-    run = Path(model).resolve().parent.parent
-    return run if Path(model).resolve().parent.name == "models" else None
-
 
 
 class Executor(StrEnum):
@@ -274,22 +181,17 @@ def extract(
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
 ) -> None:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
-    from crashcast.extract import extract_run
-    from crashcast.runtime.layout import record_error
-
     overrides = list(set_ or [])
     if horizons:
-        overrides.append(_horizons_override(horizons))
-    cfg = _config_for(backend, config, overrides, weights_dir, run=out)
-    clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
+        overrides.append(api.horizons_override(_horizons(horizons)))
     if address and executor is not Executor.ray:
         raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
-    summary = extract_run(clips, writable_dir(out), cfg, workers=workers, new=new_run, executor=executor.value,
+    summary = api.extract(annotations, out, videos, backend=backend, config=config, overrides=overrides,
+                          weights_dir=weights_dir, workers=workers, missing_event=missing_event.value,
+                          annotation_format=annotation_format.value, new_run=new_run, executor=executor.value,
                           address=address)
-    for e in errors:
-        record_error(out, None, "annotations", str(e), type(e).__name__, file=getattr(e, "path", None), row=getattr(e, "row", None))
-    _print_extract(summary, len(errors))
-    if summary.failed or errors:
+    _print_extract(summary, len(summary.annotation_errors))
+    if summary.failed or summary.annotation_errors:
         raise typer.Exit(1)
 
 
@@ -324,16 +226,8 @@ def evaluate(
 ) -> None:
     """Train, calibrate and score by video (a split, or --folds cross-validation); write metrics.json / metrics.md / predictions.
     A fine-tuned VLM already in run/models/vlm-<mode>/ (`crashcast train vlm`) is used when it was trained on this split."""
-    from crashcast.config import load_config
-    from crashcast.evaluation.experiments import run_experiments
-
-    if not run.is_dir():
-        raise CrashcastError(f"{run}: no such run folder; make one with `crashcast extract --out {run}`")
-    overrides = list(set_ or [])
-    cfg = load_config(config or (run / "config.yaml" if (run / "config.yaml").exists() else "classic"), overrides)
-    writable_dir(run, "run")
-    run_experiments(run, [m.strip() for m in models.split(",") if m.strip()], cfg, calibration.value, folds=folds,
-                    vlm_overrides=[o for o in overrides if o.strip().startswith("vlm.")], retrain_vlm=retrain_vlm)
+    api.evaluate(run, models, calibration.value, folds=folds, config=config, overrides=list(set_ or []),
+                 retrain_vlm=retrain_vlm)
     console.print((run / "metrics.md").read_text(), markup=False)
     console.print(f"wrote {run / 'metrics.json'}, {run / 'metrics.md'}, {run / 'predictions'}/, {run / 'models'}/", markup=False)
 
@@ -349,22 +243,17 @@ def prompts(
 ) -> None:
     """Write each window as a VLM prompt (three keyframes + the closest objects' table + Task + Note) into run/prompts/:
     ShareGPT JSONL + dataset_info.json (LLaMA-Factory), ms-swift JSONL, chat messages (TRL, transformers)."""
-    from crashcast.config import load_config
-    from crashcast.prompts.dataset import write_prompts
-
-    if not run.is_dir():
-        raise CrashcastError(f"{run}: no such run folder; make one with `crashcast extract --out {run}`")
-    cfg = load_config(config or (RunLayout(run).config if RunLayout(run).config.exists() else "classic"), list(set_ or []))
     splits = tuple(s.strip() for s in split.split(",") if s.strip())
     try:
-        files, written, skipped = write_prompts(writable_dir(run, "run"), cfg, splits, rationale)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--split") from None
-    table = Table(title=escape(f"prompts in {RunLayout(run).prompts}"))
+        written = api.prompts(run, splits, rationale, config=config, overrides=list(set_ or []))
+    except api.UsageError as e:
+        raise _usage(e) from None
+    skipped = written.skipped
+    table = Table(title=escape(f"prompts in {written.folder}"))
     for col in ("split", "prompts", "positive", "ShareGPT (LLaMA-Factory)", "ms-swift", "chat (TRL)"):
         table.add_column(col)
-    for name, f in files.items():
-        ps = written[name]
+    for name, f in written.files.items():
+        ps = written.prompts[name]
         table.add_row(name, str(len(ps)), str(sum(p.label for p in ps)), f.sharegpt.name, f.swift.name, f.chat.name)
     console.print(table)
     if skipped:
@@ -388,33 +277,14 @@ def train_vlm_command(
 ) -> None:
     """Fine-tune Qwen2.5-VL on the run's training windows (evaluate's video split; validation each epoch) with
     4-bit NF4 QLoRA; write the adapter and its model card to run/models/vlm-<mode>/."""
-    from crashcast.config import load_config
-    from crashcast.prompts.dataset import split_prompts
-    from crashcast.risk.finetune import train_vlm
-
-    layout = RunLayout(run)
-    if not layout.config.exists():
-        raise CrashcastError(f"{run}: not a run folder (no config.yaml); make one with `crashcast extract --out {run}`")
-    overrides = list(set_ or [])
-    cfg = load_config(layout.config, overrides)  # the run's split and features
-    vlm = load_config(config, [o for o in overrides if o.startswith("vlm.")]).vlm
-    if base_model is not None:
-        vlm = vlm.model_copy(update={"base_model": base_model})
-    if vlm.mode == "zero-shot":
-        raise typer.BadParameter(f"{config} is zero-shot: nothing to train (evaluate scores it as it is)", param_hint="--config")
-    cfg = cfg.model_copy(update={"vlm": vlm})
-    splits, skipped = split_prompts(run, cfg, ("train", "val"))
-    if skipped:
-        err_console.print(f"{len(skipped)} window(s) left out (unreadable window_meta or keyframes)", style="yellow", markup=False)
-    out = writable_dir(layout.model_dir(f"vlm-{vlm.mode}"), "--run")
-    weights_dir = Path(cfg.runtime.weights_dir) if cfg.runtime.weights_dir else None
-    result = train_vlm(splits["train"], splits["val"], vlm, out, device=device, weights_dir=weights_dir)
-    from crashcast.risk.models import create_model
-
-    # model.json beside the adapter: `crashcast predict --model` and `evaluate` load the folder as it is
-    create_model(f"vlm-{vlm.mode}", vlm.model_dump(mode="json"), adapter=out, top_k=cfg.features.top_k).save(
-        out, {"config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(), "perception_preset": cfg.name,
-              "trained_on_clips": len({p.clip_id for p in splits["train"]})})
+    try:
+        data = api.vlm_training_data(run, config, base_model, list(set_ or []))
+    except api.UsageError as e:
+        raise _usage(e) from None
+    if data.skipped:
+        err_console.print(f"{len(data.skipped)} window(s) left out (unreadable window_meta or keyframes)", style="yellow", markup=False)
+    result = api.train_vlm(data, device)
+    vlm, out = data.vlm, data.out_dir
     best = f"{result.best_eval_loss:.4f}" if result.best_eval_loss is not None else "n/a (no validation windows)"
     console.print(f"trained {vlm.mode} on {result.n_train} windows ({result.n_val} for validation): training loss "
                   f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}, best validation loss {best}", markup=False)
@@ -424,12 +294,7 @@ def train_vlm_command(
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.json (after `crashcast evaluate`)")]) -> None:
     """Write a self-contained HTML report (run/report/index.html)."""
-    from crashcast.evaluation.report import write_report
-
-    if not run.is_dir():
-        raise CrashcastError(f"{run}: no such run folder")
-    writable_dir(run / "report", "run")
-    path = write_report(run)
+    path = api.report(run)
     console.print(f"report: {path}", markup=False)
 
 
@@ -457,42 +322,17 @@ def predict(
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
-    from crashcast.prediction import VideoOutcome, predict_many, resolve_model, videos_in, write_outputs
-    from crashcast.prediction import predict as run_predict
-    from crashcast.runtime.layout import record_error
-
-    cfg = _config_for(backend, config, list(set_ or []), weights_dir, run=_model_run(model))
-    paths = videos_in(videos)
+    cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model))
+    paths = api.videos_in(videos)
     if not paths:
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
     if address and executor is not Executor.ray:
         raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
-    risk_model = resolve_model(model, cfg)  # a bad --model fails here, before any video is read
-    _check_model_features(model, cfg)
-    writable_dir(out)
-    (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     machine = fmt is not OutputFormat.table
-
-    def in_process():  # one video after another, printed as each is done
-        from crashcast.perception.bundle import Backends
-
-        backends = Backends.build(cfg.perception, cfg.runtime)  # once for every video (model weights load once)
-        for path in paths:
-            sub = out / path.stem
-            try:
-                pred = run_predict(path, risk_model, cfg, stride, threshold,
-                                   annotate=(sub / "annotated.mp4") if annotate else None, backends=backends)
-                yield VideoOutcome(path, pred, write_outputs(pred, sub))
-            except Exception as e:  # one video's failure is recorded; the others go on
-                if not isinstance(e, CrashcastError | OSError):
-                    log.debug("unexpected failure on %s", path, exc_info=True)
-                yield VideoOutcome(path, error=str(e), error_type=type(e).__name__)
-
-    if executor is Executor.local and (workers <= 1 or len(paths) <= 1):
-        outcomes = in_process()
-    else:  # each worker builds the backends and the model once (a saved model folder is read per worker)
-        outcomes = predict_many(paths, model, cfg, out, stride, threshold, annotate, workers, executor.value, address,
-                                progress=not machine)
+    # one after another in this process (each printed as it is done), or in workers, each building the
+    # backends and the model once; failures are recorded in out/errors.jsonl
+    outcomes = api.predict_many(paths, model, cfg, out, stride_s=stride, threshold=threshold, annotate=annotate,
+                                workers=workers, executor=executor.value, address=address, progress=not machine)
     say = err_console if machine else console  # machine formats: only the document on stdout
     docs, frames, failed = [], [], 0
     for outcome in outcomes:
@@ -500,7 +340,6 @@ def predict(
         if pred is None or files is None:
             failed += 1
             err_console.print(f"{path}: failed: {outcome.error}", markup=False, style="red")
-            record_error(out, path.stem, "predict", outcome.error or "failed", outcome.error_type or "Error", file=str(path))
             continue
         if fmt is OutputFormat.json:
             docs.append(pred.to_dict())
@@ -554,28 +393,23 @@ def demo(
 
     The evaluation cross-validates by video (every clip scored once by a model that never saw it):
     with a couple of dozen clips, one held-out split of 8 clips gives numbers that swing with the seed."""
-    from crashcast.config import load_config
-    from crashcast.data.synthetic import generate
-    from crashcast.evaluation.experiments import explain_results, run_experiments
-    from crashcast.evaluation.report import write_report
-    from crashcast.extract import extract_run
+    from crashcast.evaluation.experiments import explain_results
 
     t0 = time.time()
-    writable_dir(out)
+    api.writable_dir(out)
     data, run = out / "data", out / "run"
     csv_path = data / "annotations.csv"
     if csv_path.exists() and len(csv_path.read_text().splitlines()) == n + 1:
         console.print(f"synthetic clips already in {data}")
     else:
-        generate(n, data, seed=seed, workers=workers, progress=True)
-    cfg = load_config("classic", ["windows.horizons_s=[0, 0.5, 1.0, 1.5]"])
-    clips, _ = load_clips(csv_path, data, "error")
-    summary = extract_run(clips, run, cfg, workers=workers)
+        api.synth(n, data, seed=seed, workers=workers, progress=True)
+    cfg = api.load("classic", [api.horizons_override([0, 0.5, 1.0, 1.5])])
+    summary = api.extract(csv_path, run, data, config=cfg, workers=workers, missing_event="error")
     _print_extract(summary)
-    results = run_experiments(run, ["ttc", "physics", "lightgbm"], cfg, "platt", folds=min(5, n // 2))
+    results = api.evaluate(run, ["ttc", "physics", "lightgbm"], "platt", folds=min(5, n // 2), config=cfg)
     console.print((run / "metrics.md").read_text(), markup=False)
     console.print(explain_results(results), markup=False)
-    report_path = write_report(run)
+    report_path = api.report(run)
     console.print(f"[bold green]demo finished[/] in {time.time() - t0:.1f} s")
     console.print(f"  clips + annotations + ground truth: {data}")
     console.print(f"  run (window_meta.json, overlays, features.parquet, models, predictions): {run}")
@@ -585,8 +419,62 @@ def demo(
 
 # ----------------------------------------------------------------------------- doctor / weights
 
-app.command("doctor")(doctor_command)
+WEIGHTS_DIR_LOOK_HELP = "weights folder to look in (default: runtime.weights_dir, then $CRASHCAST_WEIGHTS_DIR)"
+
+
+@app.command("doctor")
+def doctor_command(
+    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help=WEIGHTS_DIR_LOOK_HELP)] = None,
+) -> None:
+    """What is installed here, which presets can run (packages, weights on disk), and the known install traps."""
+    from crashcast.doctor import render
+
+    render(api.doctor(weights_dir), console)
+
+
+weights_app = typer.Typer(help="Model weights each preset needs: list them (what, size, licence, where) and download them.",
+                          no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list(
+    preset: Annotated[str | None, typer.Option(help="one preset (or config YAML); default: every preset")] = None,
+    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help=WEIGHTS_DIR_LOOK_HELP)] = None,
+) -> None:
+    """Every weight file a preset needs: hub id or URL, size, licence, and where it is or would be."""
+    from crashcast.config import preset_names
+    from crashcast.doctor import preset_weights, print_weights
+
+    names = [preset] if preset else preset_names()
+    rows = [(name, s) for name in names for s in preset_weights(name, weights_dir)]
+    if not rows:
+        err_console.print(f"preset {preset} needs no model weights" if preset else "no preset needs model weights", markup=False)
+        return
+    print_weights(rows, "Model weights", console)
+    if any(not s.present for _, s in rows):
+        err_console.print("missing weights: `crashcast weights download PRESET` fetches them; offline, fetch them "
+                          "elsewhere and copy them into a weights folder (--weights-dir, docs/INSTALL.md)", markup=False)
+
+
+@weights_app.command("download")
+def weights_download(
+    preset: Annotated[str, typer.Argument(help="preset (or config YAML) whose weights to fetch")],
+    dir: Annotated[Path | None, typer.Option("--dir", help="weights folder to put them in (default: "
+                                             "runtime.weights_dir, $CRASHCAST_WEIGHTS_DIR, else the libraries' caches)")] = None,
+) -> None:
+    """Download the weights a preset needs (offline: says what to fetch and where to put it)."""
+    from crashcast.doctor import download_weights, weights_plan
+
+    plan = weights_plan(preset, dir)
+    if not plan.statuses:
+        err_console.print(f"preset {preset} needs no model weights", markup=False)
+        return
+    if plan.missing:
+        err_console.print(f"downloading {len(plan.missing)} weight file(s) for {preset}"
+                          + (f" into {plan.weights_dir}" if plan.weights_dir else " into the libraries' caches"), markup=False)
+    for s in download_weights(plan):
+        console.print(f"{s.file.name}: {s.path}", markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

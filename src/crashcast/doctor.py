@@ -1,4 +1,4 @@
-"""`crashcast doctor` and `crashcast weights`: what is installed here, what can run, and why not.
+"""What is installed here, what can run, and why not (`crashcast doctor`, `crashcast weights`).
 
 The doctor answers the questions an install goes wrong on, offline and without torch: which
 Python, crashcast, torch (CUDA build or not, which GPU), which extras import, which presets can run
@@ -9,9 +9,10 @@ now (packages and weights on disk), and the known traps explained with their fix
   no torchvision at all (installing `[vision]` then pulls the newest, which requires a newer torch);
 - opencv-python and opencv-python-headless together (they overwrite each other's `cv2`).
 
-`weights_app` lists every weight file a preset needs (hub id or URL, size, licence, where it is or
-would be) and downloads them. The CLI registers both (`crashcast.cli`); `crashcast.cli` is imported
-inside the functions, since it imports this module.
+`preset_weights`, `weights_plan` and `download_weights` list every weight file a preset needs (hub id
+or URL, size, licence, where it is or would be) and download them. This module is library code: it
+collects the report (`collect`) and renders it to a rich Console it is given (`render`); the typer
+commands live in `crashcast.cli`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from crashcast import readiness as R
 from crashcast.runtime import packages as P
@@ -232,9 +231,9 @@ def collect(weights_dir: str | Path | None = None) -> DoctorReport:
 
 
 def _crashcast_version() -> str:
-    import crashcast
+    from crashcast.version import __version__
 
-    return f"{crashcast.__version__} ({Path(crashcast.__file__).parent})"
+    return f"{__version__} ({Path(__file__).parent})"
 
 
 # ----------------------------------------------------------------------------- printing
@@ -335,70 +334,45 @@ def render(r: DoctorReport, console: Any) -> None:
         console.print(f"  fix: {escape(trap.fix)}")
 
 
-def doctor_command(
-    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="weights folder to look in (default: "
-                                                     "runtime.weights_dir, then $CRASHCAST_WEIGHTS_DIR)")] = None,
-) -> None:
-    """What is installed here, which presets can run (packages, weights on disk), and the known install traps."""
-    from crashcast.cli import console
-
-    render(collect(weights_dir), console)
+# ----------------------------------------------------------------------------- weights
 
 
-# ----------------------------------------------------------------------------- crashcast weights
-
-weights_app = typer.Typer(help="Model weights each preset needs: list them (what, size, licence, where) and download them.",
-                          no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-
-def _preset_weights(preset: str, weights_dir: Path | None) -> list[R.WeightStatus]:
+def preset_weights(preset: str | Path, weights_dir: Path | None = None) -> list[R.WeightStatus]:
+    """Every weight file `preset` (a preset name or config YAML) needs, and whether it is on disk."""
     from crashcast.config import load_config
 
     return R.weight_status(load_config(preset), weights_dir, vlm=R.defines_vlm(preset))
 
 
-@weights_app.command("list")
-def weights_list(
-    preset: Annotated[str | None, typer.Option(help="one preset (or config YAML); default: every preset")] = None,
-    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="weights folder to look in (default: "
-                                                     "runtime.weights_dir, then $CRASHCAST_WEIGHTS_DIR)")] = None,
-) -> None:
-    """Every weight file a preset needs: hub id or URL, size, licence, and where it is or would be."""
-    from crashcast.cli import console, err_console
-    from crashcast.config import preset_names
+@dataclass
+class WeightsPlan:
+    """What `download_weights` fetches for a preset: where (`weights_dir`; None: the libraries'
+    caches), what the preset needs (`statuses`) and what is missing (`missing`, each file once)."""
 
-    names = [preset] if preset else preset_names()
-    rows = [(name, s) for name in names for s in _preset_weights(name, weights_dir)]
-    if not rows:
-        err_console.print(f"preset {preset} needs no model weights" if preset else "no preset needs model weights", markup=False)
-        return
-    print_weights(rows, "Model weights", console)
-    if any(not s.present for _, s in rows):
-        err_console.print("missing weights: `crashcast weights download PRESET` fetches them; offline, fetch them "
-                          "elsewhere and copy them into a weights folder (--weights-dir, docs/INSTALL.md)", markup=False)
+    preset: str
+    weights_dir: Path | None
+    vlm: bool
+    statuses: list[R.WeightStatus]
+    missing: list[W.WeightFile]
 
 
-@weights_app.command("download")
-def weights_download(
-    preset: Annotated[str, typer.Argument(help="preset (or config YAML) whose weights to fetch")],
-    dir: Annotated[Path | None, typer.Option("--dir", help="weights folder to put them in (default: "
-                                             "runtime.weights_dir, $CRASHCAST_WEIGHTS_DIR, else the libraries' caches)")] = None,
-) -> None:
-    """Download the weights a preset needs (offline: says what to fetch and where to put it)."""
-    from crashcast.cli import console, err_console
+def weights_plan(preset: str | Path, weights_dir: Path | None = None) -> WeightsPlan:
+    """The weights of `preset` to fetch into `weights_dir` (default: runtime.weights_dir,
+    $CRASHCAST_WEIGHTS_DIR, else the libraries' caches)."""
     from crashcast.config import load_config
 
     cfg = load_config(preset)
-    d = weights_dir_for(cfg.runtime, dir)
+    d = weights_dir_for(cfg.runtime, weights_dir)
     vlm = R.defines_vlm(preset)
     statuses = R.weight_status(cfg, d, vlm=vlm)
-    if not statuses:
-        err_console.print(f"preset {preset} needs no model weights", markup=False)
-        return
     missing = list({(s.file.name, s.file.source): s.file for s in statuses if not s.present}.values())  # once each
-    if missing:
-        err_console.print(f"downloading {len(missing)} weight file(s) for {preset}"
-                          + (f" into {d}" if d else " into the libraries' caches"), markup=False)
-    W.download(missing, d)
-    for s in R.weight_status(cfg, d, vlm=vlm):
-        console.print(f"{s.file.name}: {s.path}", markup=False)
+    return WeightsPlan(str(preset), d, vlm, statuses, missing)
+
+
+def download_weights(plan: WeightsPlan) -> list[R.WeightStatus]:
+    """Download what `plan` misses (offline: `WeightsUnavailable` says what to fetch and where to put
+    it); the preset's weights as they are on disk afterwards."""
+    from crashcast.config import load_config
+
+    W.download(plan.missing, plan.weights_dir)
+    return R.weight_status(load_config(plan.preset), plan.weights_dir, vlm=plan.vlm)

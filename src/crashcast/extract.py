@@ -22,7 +22,7 @@ import numpy as np
 from crashcast.config import CrashcastConfig
 from crashcast.data.video import decode, probe
 from crashcast.data.windows import clip_span, make_windows
-from crashcast.errors import ConfigError, SchemaError, VideoError
+from crashcast.errors import ConfigError, CrashcastError, SchemaError, VideoError
 from crashcast.features import overlays
 from crashcast.features.build import build_window_meta
 from crashcast.features.kinematics import window_objects
@@ -220,19 +220,20 @@ class ExtractSummary:
     frames_decoded: int
     clip_seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over the clips extracted (all workers)
+    annotation_errors: list[CrashcastError] = field(default_factory=list)  # bad annotation rows skipped (`crashcast.api.extract`)
 
 
 def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers: int = 1, progress: bool = True,
                 new: bool = False, executor: str = "local", address: str | None = None) -> ExtractSummary:
     """Extract every clip (failures recorded in errors.jsonl and skipped) and write features.parquet.
     `executor`: "local" (processes on this machine) or "ray" (Ray actors: a local Ray instance, or
-    the cluster at `address`, e.g. "auto"; crashcast.runtime.ray_executor). The outputs are the same."""
+    the cluster at `address`, e.g. "auto"; crashcast.runtime.ray_executor). The outputs are the same.
+    An unknown executor, or Ray not installed, raises `ExecutorError` before anything is written."""
     import pandas as pd
 
-    from crashcast.runtime.executor import run_jobs
+    from crashcast.runtime.executor import get_executor
 
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"unknown executor {executor!r}: local or ray")
+    runner = get_executor(executor, workers, address, device=cfg.runtime.device)  # refused before anything is written
     t0 = time.time()
     prepare_run(run_dir, cfg, new)
     remove_partial(run_dir)  # a features.parquet a killed run was writing
@@ -240,22 +241,16 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
     if errors_path.exists():
         errors_path.unlink()  # this run's failures only; earlier ones are retried
     cfg_json = cfg.model_dump_json()
-    jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
-    # the backends are built once per worker, not once per clip
-    setup = partial(Lazy, partial(Backends.build, cfg.perception, cfg.runtime))
-    description = f"extracting {len(clips)} clips"
-    if executor == "ray":
+    if runner.kind == "ray":  # absolute paths: an actor's working folder is not this one (nor on this machine)
         from dataclasses import replace
 
-        from crashcast.runtime.ray_executor import run_jobs_ray
-
-        # absolute paths: an actor's working folder is not this one (nor on this machine)
         jobs = [(c.id, (replace(c, video_path=Path(c.video_path).absolute()), run_dir.absolute(), cfg_json))
                 for c in clips]
-        results = run_jobs_ray(_extract_job, jobs, workers, description, progress, setup=setup, address=address,
-                               device=cfg.runtime.device)
     else:
-        results = run_jobs(_extract_job, jobs, workers, description, progress, setup=setup)
+        jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
+    # the backends are built once per worker, not once per clip
+    setup = partial(Lazy, partial(Backends.build, cfg.perception, cfg.runtime))
+    results = runner.run(_extract_job, jobs, f"extracting {len(clips)} clips", progress, setup=setup)
     rows, ok, failed, skipped = [], 0, 0, 0
     frames_p = frames_d = 0
     stages: dict[str, float] = {}

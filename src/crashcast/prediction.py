@@ -22,8 +22,10 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,9 @@ from crashcast.risk.models import TRAINING_FREE, create_model, load_model
 from crashcast.risk.windows import WindowSet
 from crashcast.runtime.store import atomic_write_text
 from crashcast.types import Phase, Window
+
+if TYPE_CHECKING:
+    from crashcast.runtime.executor import JobExecutor
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +297,7 @@ def risk_plot(pred: Prediction) -> bytes:
     return _png(fig)
 
 
-def _predict_setup(model: str | None, cfg_json: str) -> tuple[Backends, RiskModel, CrashcastConfig]:
+def _predict_setup(model: str | RiskModel | None, cfg_json: str) -> tuple[Backends, RiskModel, CrashcastConfig]:
     """A worker's resource for `predict_many`: the backends and the risk model, built once."""
     cfg = CrashcastConfig.model_validate_json(cfg_json)
     return Backends.build(cfg.perception, cfg.runtime), resolve_model(model, cfg), cfg
@@ -318,41 +323,61 @@ class VideoOutcome:
     error_type: str | None = None
 
 
-def predict_many(paths: list[Path], model: str | None, cfg: CrashcastConfig, out_dir: Path, stride_s: float = 0.5,
-                 threshold: float = 0.5, annotate: bool = False, workers: int = 2, executor: str = "local",
-                 address: str | None = None, progress: bool = True) -> list[VideoOutcome]:
-    """`predict` + `write_outputs` (into out_dir/<video stem>/) for many videos in parallel: `workers`
-    local processes, or Ray actors (`executor="ray"`, `address` a cluster or None for this machine),
-    each building the perception backends and the risk model (a saved folder or physics/ttc) once.
-    One video's failure is returned in its outcome; the others go on. Outcomes in `paths` order."""
+def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: CrashcastConfig, out_dir: Path,
+                 stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
+                 executor: str = "local", address: str | None = None, progress: bool = True) -> Iterator[VideoOutcome]:
+    """`predict` + `write_outputs` (into out_dir/<video stem>/) for many videos, one outcome per video
+    in `paths` order; one video's failure is in its outcome and the others go on.
+    With one local worker (or one video) the videos run one after another in this process, the
+    perception backends built once (on the first video) and the model resolved once, and each outcome
+    is yielded as its video finishes. Otherwise `workers` local processes, or Ray actors
+    (`executor="ray"`, `address` a cluster or None for this machine), each build the backends and the
+    risk model (a saved folder or physics/ttc) once, and the outcomes come when all are done (the
+    jobs run in this call).
+    An unknown executor, or Ray not installed, raises `ExecutorError` here, before any video is read."""
+    from crashcast.runtime.executor import get_executor
+
+    runner = get_executor(executor, workers, address, device=cfg.runtime.device)
+    if runs_in_process(executor, workers, len(paths)):
+        return _predict_in_process(list(paths), resolve_model(model, cfg), cfg, Path(out_dir), stride_s, threshold,
+                                   annotate)
+    return _predict_parallel(runner, list(paths), model, cfg, Path(out_dir), stride_s, threshold, annotate, progress)
+
+
+def runs_in_process(executor: str, workers: int, n_videos: int) -> bool:
+    """Whether `predict_many` runs the videos in this process (one after another) rather than in workers."""
+    return executor == "local" and (workers <= 1 or n_videos <= 1)
+
+
+def _predict_in_process(paths: list[Path], risk_model: RiskModel, cfg: CrashcastConfig, out_dir: Path, stride_s: float,
+                        threshold: float, annotate: bool) -> Iterator[VideoOutcome]:
+    backends = Backends.build(cfg.perception, cfg.runtime)  # once for every video (model weights load once)
+    for path in paths:
+        sub = out_dir / path.stem
+        try:
+            pred = predict(path, risk_model, cfg, stride_s, threshold,
+                           annotate=(sub / "annotated.mp4") if annotate else None, backends=backends)
+            yield VideoOutcome(path, pred, write_outputs(pred, sub))
+        except Exception as e:  # one video's failure is recorded; the others go on
+            if not isinstance(e, CrashcastError | OSError):
+                log.debug("unexpected failure on %s", path, exc_info=True)
+            yield VideoOutcome(path, error=str(e), error_type=type(e).__name__)
+
+
+def _predict_parallel(runner: JobExecutor, paths: list[Path], model: str | Path | RiskModel | None,
+                      cfg: CrashcastConfig, out_dir: Path, stride_s: float, threshold: float, annotate: bool,
+                      progress: bool) -> Iterator[VideoOutcome]:
     from functools import partial
 
     cfg_json = cfg.model_dump_json()
-    if model is not None and Path(model).exists():
+    if isinstance(model, str | Path) and Path(model).exists():
         model = str(Path(model).absolute())  # a worker's working folder is not this one (nor on this machine)
     setup = partial(_predict_setup, model, cfg_json)
-    jobs = [(str(i), (Path(p).absolute(), Path(out_dir).absolute(), stride_s, threshold, annotate))
+    jobs = [(str(i), (Path(p).absolute(), out_dir.absolute(), stride_s, threshold, annotate))
             for i, p in enumerate(paths)]
-    description = f"predicting {len(paths)} videos"
-    if executor == "ray":
-        from crashcast.runtime.ray_executor import run_jobs_ray
-
-        results = run_jobs_ray(_predict_job, jobs, workers, description, progress, setup=setup, address=address,
-                               device=cfg.runtime.device)
-    elif executor == "local":
-        from crashcast.runtime.executor import run_jobs
-
-        results = run_jobs(_predict_job, jobs, workers, description, progress, setup=setup)
-    else:
-        raise CrashcastError(f"unknown executor {executor!r}: local or ray")
-    out = []
-    for path, r in zip(paths, results, strict=True):
-        if r.ok:
-            pred, files = r.value
-            out.append(VideoOutcome(Path(path), pred, files))
-        else:
-            out.append(VideoOutcome(Path(path), error=r.error, error_type=r.error_type))
-    return out
+    results = runner.run(_predict_job, jobs, f"predicting {len(paths)} videos", progress, setup=setup)
+    return iter([VideoOutcome(Path(path), *r.value) if r.ok else VideoOutcome(Path(path), error=r.error, error_type=r.error_type)
+                 for path, r in zip(paths, results, strict=True)])
 
 
 def videos_in(inputs: list[Path]) -> list[Path]:
@@ -368,4 +393,4 @@ def videos_in(inputs: list[Path]) -> list[Path]:
     return out
 
 
-__all__ = ["Prediction", "VideoOutcome", "predict", "predict_many", "write_outputs"]
+__all__ = ["Prediction", "VideoOutcome", "predict", "predict_many", "runs_in_process", "videos_in", "write_outputs"]

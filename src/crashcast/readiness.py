@@ -79,17 +79,28 @@ def weight_status(cfg: CrashcastConfig, weights_dir: str | Path | None = None, v
     return [WeightStatus(stage, name, wf, locate(wf, d), target(wf, d)) for stage, name, wf in required(cfg, vlm)]
 
 
-def defines_vlm(preset: str | Path) -> bool:
-    """Whether a preset (or YAML file) has its own `vlm` section (the paper-zero-shot/baseline/enhanced
-    presets): only then do the VLM's packages and weights belong to it."""
+def _preset_data(preset: str | Path) -> dict:
     path = Path(preset)
     if not path.is_file() and str(preset) in preset_names():
         path = Path(str(resources.files("crashcast.configs") / f"{preset}.yaml"))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "vlm" in data
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_vlm_preset(preset: str | Path) -> bool:
+    """Whether a preset only sets the VLM risk model (a `vlm` section and no `perception`): not a
+    perception preset for `--backend`, whose perception would silently be the classic one."""
+    data = _preset_data(preset)
+    return "vlm" in data and "perception" not in data
+
+
+def defines_vlm(preset: str | Path) -> bool:
+    """Whether a preset (or YAML file) has its own `vlm` section (the paper-zero-shot/baseline/enhanced
+    presets): only then do the VLM's packages and weights belong to it."""
+    return "vlm" in _preset_data(preset)
 
 
 @dataclass

@@ -289,7 +289,7 @@ def test_stage_fields_can_be_set_where_a_config_names_no_backend():
 def test_auto_keeps_the_perception_of_an_existing_run_and_of_a_models_run(tmp_path, monkeypatch):
     """Resuming a run, or predicting with a model trained on a run's features, must not switch to
     another preset because weights appeared since: `--backend auto` reads the run's config."""
-    from crashcast import cli
+    from crashcast import api
     from crashcast.extract import prepare_run
 
     run = tmp_path / "run"
@@ -298,12 +298,12 @@ def test_auto_keeps_the_perception_of_an_existing_run_and_of_a_models_run(tmp_pa
     model = run / "models" / "lightgbm"
     model.mkdir(parents=True)
     (model / "model.json").write_text(json.dumps({"extraction_hash": trained.extraction_hash()}))
-    for where in (run, cli._model_run(str(model))):
-        cfg = cli._config_for("auto", None, [], None, run=where)
+    for where in (run, api.model_run(str(model))):
+        cfg = api.config_for("auto", run=where)
         assert cfg.extraction_hash() == trained.extraction_hash()
     warnings = []
-    monkeypatch.setattr(cli.log, "warning", lambda *a: warnings.append(a[0] % a[1:]))
-    cli._check_model_features(str(model), trained)
+    monkeypatch.setattr(api.log, "warning", lambda *a: warnings.append(a[0] % a[1:]))
+    assert api.check_model_features(str(model), trained)
     assert warnings == []
-    cli._check_model_features(str(model), load_config("classic"))
+    assert not api.check_model_features(str(model), load_config("classic"))
     assert len(warnings) == 1 and "trained on features of another perception config" in warnings[0]

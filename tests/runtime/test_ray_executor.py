@@ -28,7 +28,7 @@ from crashcast.extract import extract_run  # noqa: E402
 from crashcast.perception import registry  # noqa: E402
 from crashcast.perception.classic.detect import MotionDetector, MotionDetectorConfig  # noqa: E402
 from crashcast.perception.spec import BuildContext  # noqa: E402
-from crashcast.runtime.executor import WorkerSetupError  # noqa: E402
+from crashcast.runtime.executor import ExecutorError, WorkerSetupError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 N_CLIPS = 4
@@ -158,7 +158,7 @@ def test_a_backend_that_cannot_be_built_stops_the_ray_run(ray_jobs, clips, tmp_p
 
 
 def test_unknown_executor_is_refused_before_anything_is_written(clips, tmp_path):
-    with pytest.raises(ConfigError, match="unknown executor"):
+    with pytest.raises(ExecutorError, match="unknown executor"):
         extract_run(clips, tmp_path / "run", load_config("classic"), executor="dask")
     assert not (tmp_path / "run").exists()
 
@@ -257,8 +257,8 @@ def test_predict_many_on_ray_and_local_processes_match_one_by_one(local_ray, cli
         write_outputs(predict(v, "physics", cfg, stride_s=1.0), tmp_path / "one" / v.stem)
     for executor in ("local", "ray"):
         out = tmp_path / executor
-        outcomes = predict_many([*videos, broken], "physics", cfg, out, stride_s=1.0, workers=2, executor=executor,
-                                progress=False)
+        outcomes = list(predict_many([*videos, broken], "physics", cfg, out, stride_s=1.0, workers=2, executor=executor,
+                                     progress=False))
         assert [o.path for o in outcomes] == [*videos, broken]
         assert all(o.prediction is not None and o.error is None for o in outcomes[:3])
         assert outcomes[3].prediction is None and "broken.mp4" in outcomes[3].error

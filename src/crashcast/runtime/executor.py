@@ -13,7 +13,7 @@ Per-worker resources (a perception config's backends: model weights take seconds
 load) come from `setup`: each worker calls it once, before its first job, and hands the result to
 every job it runs (`fn(resource, *args)`); in-process (one worker) it is called once. A setup that
 fails stops the run with its error (`WorkerSetupError`): it is not one clip's fault. The Ray
-executor uses the same interface in an actor's constructor.
+executor uses the same interface in an actor's constructor; `get_executor` picks one of the two.
 
 Forked workers must never free objects the parent made: a PyAV frame left in a reference cycle (an
 exception's traceback holds one) owns an swscale context whose slice threads exist only in the
@@ -33,9 +33,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from crashcast.errors import CrashcastError
+from crashcast.errors import ConfigError, CrashcastError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ _NO_SETUP = object()
 
 class WorkerSetupError(CrashcastError):
     """A worker could not build its resources (e.g. a model's weights are missing)."""
+
+
+class ExecutorError(ConfigError):
+    """An executor that cannot be used here: an unknown name, an address without Ray, or Ray not installed."""
 
 
 class Lazy:
@@ -198,3 +202,46 @@ def run_jobs(
                 gc.unfreeze()
                 cv2.setNumThreads(threads)
     return [results[k] for k, _ in jobs]
+
+
+# ----------------------------------------------------------------------------- choosing one
+
+ExecutorKind = Literal["local", "ray"]
+EXECUTORS: tuple[ExecutorKind, ...] = ("local", "ray")
+RAY_INSTALL_HINT = 'the Ray executor needs ray: pip install "crashcast[distributed]"'
+
+
+@dataclass(frozen=True)
+class JobExecutor:
+    """Where `run` sends the jobs: `workers` local processes, or `workers` Ray actors (on this machine,
+    or on the cluster at `address`; each asks for the GPUs `device` needs). The outputs are the same."""
+
+    kind: ExecutorKind
+    workers: int = 1
+    address: str | None = None
+    device: str = "auto"
+
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple[str, tuple]], description: str = "working",
+            progress: bool = True, setup: Callable[[], Any] | None = None) -> list[JobResult]:
+        """`run_jobs` (or `run_jobs_ray`): one `JobResult` per job, in job order."""
+        if self.kind == "ray":
+            from crashcast.runtime.ray_executor import run_jobs_ray
+
+            return run_jobs_ray(fn, jobs, self.workers, description, progress, setup=setup, address=self.address,
+                                device=self.device)
+        return run_jobs(fn, jobs, self.workers, description, progress, setup=setup)
+
+
+def get_executor(kind: str, workers: int = 1, address: str | None = None, device: str = "auto") -> JobExecutor:
+    """The executor named `kind` ("local" or "ray"), checked before any work starts: an unknown name,
+    an `address` for the local executor, or Ray not installed raise `ExecutorError`."""
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {kind!r}: local or ray")
+    if address and kind != "ray":
+        raise ExecutorError(f"a cluster address ({address}) needs the ray executor")
+    if kind == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ExecutorError(RAY_INSTALL_HINT)
+    return JobExecutor(kind, workers, address, device)  # type: ignore[arg-type]

@@ -27,22 +27,28 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from crashcast.errors import CrashcastError
-from crashcast.runtime.executor import JobResult, WorkerSetupError, _call, _use_setup
+from crashcast.runtime.executor import (
+    RAY_INSTALL_HINT,
+    ExecutorError,
+    JobResult,
+    WorkerSetupError,
+    _call,
+    _use_setup,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RETRIES = 2  # a clip whose worker died is tried on this many fresh workers, then recorded as failed
 GPUS_ENV = "CRASHCAST_RAY_GPUS_PER_WORKER"  # overrides the GPUs each actor asks for (e.g. 0.5)
 
-INSTALL_HINT = 'the Ray executor needs ray: pip install "crashcast[distributed]"'
+INSTALL_HINT = RAY_INSTALL_HINT
 
 
 def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise CrashcastError(INSTALL_HINT) from None
+        raise ExecutorError(INSTALL_HINT) from None
     return ray
 
 

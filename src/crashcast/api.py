@@ -1,0 +1,462 @@
+"""crashcast as a library: what each `crashcast` command does, as functions with typed arguments and results.
+
+The CLI (`crashcast.cli`) parses its options, calls these and prints what they return; a script calls
+them the same way:
+
+    >>> from crashcast import api
+    >>> api.synth(4, "clips")
+    >>> summary = api.extract("clips/annotations.csv", "run", backend="classic")
+    >>> results = api.evaluate("run", ["ttc", "lightgbm"], folds=2)
+    >>> for outcome in api.predict_many(["clips"], out="preds"):
+    ...     print(outcome.path, outcome.prediction.first_alert if outcome.prediction else outcome.error)
+
+Configs are a preset name, a YAML path or a `CrashcastConfig`, with `section.field=value` overrides;
+where a command takes `--backend` (extract, predict), `config_for` resolves it. Heavy libraries are
+imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from crashcast.errors import ConfigError, CrashcastError
+from crashcast.runtime.executor import ExecutorKind
+from crashcast.runtime.layout import RunLayout
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from crashcast.config import CrashcastConfig, VlmConfig
+    from crashcast.doctor import DoctorReport
+    from crashcast.extract import ExtractSummary
+    from crashcast.prediction import Prediction, VideoOutcome
+    from crashcast.prompts.builder import Prompt
+    from crashcast.prompts.exports import SplitExport
+    from crashcast.readiness import WeightStatus
+    from crashcast.risk.base import RiskModel
+    from crashcast.risk.finetune import TrainResult
+    from crashcast.types import Clip, Window
+
+log = logging.getLogger("crashcast")
+
+MissingEvent = Literal["skip", "end", "error"]
+"""A positive clip without an event time: skip it (recorded), anchor its windows at the video's end, or fail."""
+AnnotationFormat = Literal["auto", "nexar", "nexar-metadata", "ccd", "dad", "consensus"]
+Calibration = Literal["none", "platt", "isotonic"]
+
+
+class UsageError(ConfigError):
+    """An argument the caller gave is unusable; `option` names the CLI option it comes from."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def writable_dir(path: str | Path, option: str = "--out") -> Path:
+    """Create `path` if needed and check a file can be written in it (before any work is done)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise CrashcastError(f"{path}: cannot write there ({e.strerror or e}); choose another {option} folder") from None
+    return path
+
+
+def load(config: str | Path | CrashcastConfig | None, overrides: Sequence[str] = (),
+         default: str | Path | None = "classic") -> CrashcastConfig:
+    """A config from a preset name, a YAML path or a `CrashcastConfig` (None: `default`; a None
+    default: the built-in defaults), with `section.field=value` overrides applied."""
+    from crashcast.config import CrashcastConfig, load_config
+
+    if isinstance(config, CrashcastConfig):
+        if not overrides:
+            return config
+        with tempfile.TemporaryDirectory(prefix="crashcast-config-") as d:  # overrides apply to YAML, as a preset's
+            path = Path(d) / f"{config.name}.yaml"
+            path.write_text(config.to_yaml(), encoding="utf-8")
+            return load_config(path, list(overrides))
+    return load_config(config if config is not None else default, list(overrides))
+
+
+def config_for(backend: str = "auto", config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = (),
+               weights_dir: str | Path | None = None, run: str | Path | None = None) -> CrashcastConfig:
+    """The config of `config` (a preset, YAML or config), else of the `backend` preset. `auto` keeps
+    the config of `run` when that is a crashcast run folder (resuming it, or predicting with a model
+    trained on its features, must use the same perception); otherwise it picks the best preset that
+    can run here now and says, in one log line, which, why, and how to get a better one."""
+    from crashcast.extract import is_run
+
+    overrides = list(overrides)
+    if weights_dir is not None:
+        overrides = [*overrides, f"runtime.weights_dir={json.dumps(str(weights_dir))}"]
+    if config is not None:
+        return load(config, overrides)
+    if backend == "auto" and run is not None and is_run(Path(run)):
+        log.info("--backend auto: using the config of the run %s (%s)", run, RunLayout(Path(run)).config)
+        return load(RunLayout(Path(run)).config, overrides)
+    from crashcast.readiness import choose_backend, is_vlm_preset
+
+    if backend != "auto" and is_vlm_preset(backend):
+        raise ConfigError(f"--backend {backend}: a VLM preset (it sets the vlm risk model, not perception); name a "
+                          f"perception preset (paper, fast, classic, tiny), and use {backend} with `crashcast train vlm "
+                          f"--config {backend}` or `crashcast evaluate --models vlm-...`")
+    if backend == "auto":
+        preset, reason, hint = choose_backend(weights_dir=weights_dir, overrides=overrides)
+        log.info("--backend auto chose %s%s", reason, f"; {hint}" if hint else "")
+        backend = preset
+    return load(backend, overrides)
+
+
+def check_model_features(model: str | Path | None, cfg: CrashcastConfig) -> bool:
+    """Whether a saved model folder was trained on features of `cfg`'s perception (True when that
+    cannot be told: no model card, or one without an extraction hash); warns when it was not."""
+    card = Path(model) / "model.json" if model is not None and Path(model).is_dir() else None
+    try:
+        trained = json.loads(card.read_text(encoding="utf-8")).get("extraction_hash") if card else None
+    except (OSError, ValueError):
+        return True  # resolve_model has read it already; an unreadable card was reported there
+    if trained and trained != cfg.extraction_hash():
+        log.warning("%s was trained on features of another perception config (extraction hash %s, here %s: %s); "
+                    "its scores may not mean what they say - predict with --config <its run>/config.yaml",
+                    model, trained, cfg.extraction_hash(), cfg.name)
+        return False
+    return True
+
+
+def model_run(model: str | Path | None) -> Path | None:
+    """The run folder a saved model (run/models/<name>) was trained in, if it is one."""
+    if model is None or not Path(model).is_dir():
+        return None
+    run = Path(model).resolve().parent.parent
+    return run if Path(model).resolve().parent.name == "models" else None
+
+
+def load_clips(annotations: str | Path, videos: str | Path | None = None, missing_event: MissingEvent = "skip",
+               fmt: AnnotationFormat = "auto") -> tuple[list[Clip], list[CrashcastError]]:
+    """Clips from an annotation file or DAD folder, and the bad rows: each is logged and returned,
+    then skipped (missing_event 'skip' or 'end'), or the first one is raised ('error')."""
+    from crashcast.data.annotations import load_annotations
+
+    if missing_event not in ("skip", "end", "error"):
+        raise ConfigError(f"missing_event {missing_event!r}: skip, end or error")
+    errors: list = []
+    mode = "end" if missing_event == "end" else "error"
+    clips = load_annotations(Path(annotations), Path(videos) if videos is not None else None, str(fmt),
+                             missing_event=mode, errors=errors)
+    if errors and missing_event == "error":
+        raise errors[0]
+    return clips, errors
+
+
+def build_windows(clips: Sequence[Clip], cfg: CrashcastConfig, errors: list | None = None) -> list[Window]:
+    """Windows for every clip; a clip whose video cannot be probed is logged, added to `errors` and skipped."""
+    from crashcast.data.video import probe
+    from crashcast.data.windows import make_windows
+
+    windows: list[Window] = []
+    for clip in clips:
+        try:
+            duration = probe(clip.video_path).duration_s
+            windows += make_windows(clip, duration, cfg.windows)
+        except CrashcastError as e:
+            log.warning("skipping clip %s: %s", clip.id, e)
+            if errors is not None:
+                errors.append(e)
+    return windows
+
+
+def horizons_override(horizons_s: Sequence[float]) -> str:
+    """The config override that sets the windows' horizons (seconds before the event they end)."""
+    return f"windows.horizons_s=[{', '.join(repr(float(h)) for h in horizons_s)}]"
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def synth(n: int = 20, out: str | Path = "synthetic", seed: int = 0, workers: int = 1, progress: bool = False) -> Path:
+    """Render `n` synthetic dashcam clips (half positives) with exact ground truth into `out`
+    (MP4 + annotations.csv + truth/<id>.json); returns the annotations.csv path."""
+    from crashcast.data.synthetic import generate
+
+    return generate(n, writable_dir(out), seed=seed, workers=workers, progress=progress)
+
+
+@dataclass
+class WindowList:
+    """The windows of a set of clips, and the clips (annotation rows, videos) skipped on the way."""
+
+    windows: list[Window]
+    errors: list[CrashcastError] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """One row per window (`crashcast windows --out`'s CSV)."""
+        from crashcast.data.windows import windows_table
+
+        return windows_table(self.windows)
+
+
+def windows(annotations: str | Path, videos: str | Path | None = None, config: str | Path | CrashcastConfig | None = None,
+            horizons_s: Sequence[float] = (0.0,), missing_event: MissingEvent = "skip",
+            annotation_format: AnnotationFormat = "auto") -> WindowList:
+    """The max/mid/mini windows, keyframe times and labels of every clip (`horizons_s` replaces the config's)."""
+    cfg = load(config, [horizons_override(horizons_s)], default=None)
+    clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
+    return WindowList(build_windows(clips, cfg, errors), errors)
+
+
+def extract(annotations: str | Path, out: str | Path, videos: str | Path | None = None, *, backend: str = "auto",
+            config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = (),
+            weights_dir: str | Path | None = None, workers: int = 1, missing_event: MissingEvent = "skip",
+            annotation_format: AnnotationFormat = "auto", new_run: bool = False, executor: ExecutorKind = "local",
+            address: str | None = None, progress: bool = True) -> ExtractSummary:
+    """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet into
+    the run folder `out` (a rerun resumes). Failed clips and bad annotation rows are recorded in
+    `out/errors.jsonl`; the summary counts them (`failed`, `annotation_errors`)."""
+    from crashcast.extract import extract_run
+    from crashcast.runtime.layout import record_error
+
+    out = Path(out)
+    cfg = config_for(backend, config, overrides, weights_dir, run=out)
+    clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
+    summary = extract_run(clips, writable_dir(out), cfg, workers=workers, progress=progress, new=new_run,
+                          executor=executor, address=address)
+    for e in errors:
+        record_error(out, None, "annotations", str(e), type(e).__name__, file=getattr(e, "path", None), row=getattr(e, "row", None))
+    summary.annotation_errors = list(errors)
+    return summary
+
+
+def _run_config(run: Path, config: str | Path | CrashcastConfig | None, overrides: Sequence[str]) -> CrashcastConfig:
+    """`config`, else the run's config.yaml (else classic), with `overrides`."""
+    if not run.is_dir():
+        raise CrashcastError(f"{run}: no such run folder; make one with `crashcast extract --out {run}`")
+    layout = RunLayout(run)
+    return load(config, overrides, default=layout.config if layout.config.exists() else "classic")
+
+
+def evaluate(run: str | Path, models: str | Sequence[str] = ("ttc", "lightgbm", "xgboost", "mlp"), calibration: Calibration = "platt",
+             folds: int | None = None, config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = (),
+             retrain_vlm: bool = False) -> dict[str, Any]:
+    """Train, calibrate and score `models` by video (the config's split, or `folds`-fold cross-validation)
+    on the run's windows; write metrics.json / metrics.md / predictions/ / models/ into the run and
+    return the results per model (`models`: names, or one comma-separated string). `overrides` `vlm.field=value` change the vlm-* models' settings."""
+    from crashcast.evaluation.experiments import run_experiments
+
+    run = Path(run)
+    names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else list(models)
+    cfg = _run_config(run, config, overrides)
+    writable_dir(run, "run")
+    return run_experiments(run, names, cfg, calibration, folds=folds,
+                           vlm_overrides=[o for o in overrides if o.strip().startswith("vlm.")], retrain_vlm=retrain_vlm)
+
+
+@dataclass
+class PromptFiles:
+    """What `prompts` wrote: the files of each split, its prompts, and the windows left out (named, with the problem)."""
+
+    folder: Path
+    files: dict[str, SplitExport]
+    prompts: dict[str, list[Prompt]]
+    skipped: list[str]
+
+
+def prompts(run: str | Path, splits: Sequence[str] = ("train", "val", "test"), rationale: bool | None = None,
+            config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = ()) -> PromptFiles:
+    """Write each window of `splits` as a VLM prompt into run/prompts/ (ShareGPT + dataset_info.json,
+    ms-swift, chat messages). `rationale` None: the config's vlm.rationale."""
+    from crashcast.prompts.dataset import write_prompts
+
+    run = Path(run)
+    cfg = _run_config(run, config, overrides)
+    try:
+        files, written, skipped = write_prompts(writable_dir(run, "run"), cfg, tuple(splits), rationale)
+    except ValueError as e:
+        raise UsageError(str(e), "--split") from None
+    return PromptFiles(RunLayout(run).prompts, files, written, skipped)
+
+
+@dataclass
+class TrainingData:
+    """What `train_vlm` fine-tunes on: the run's config with the `vlm` section to train, the prompts
+    of evaluate's train and validation splits, the windows left out, and the adapter's folder."""
+
+    run: Path
+    cfg: CrashcastConfig
+    train: list[Prompt]
+    val: list[Prompt]
+    skipped: list[str]
+
+    @property
+    def vlm(self) -> VlmConfig:
+        return self.cfg.vlm
+
+    @property
+    def out_dir(self) -> Path:
+        return RunLayout(self.run).model_dir(f"vlm-{self.cfg.vlm.mode}")
+
+
+def vlm_training_data(run: str | Path, config: str | Path = "paper-baseline", base_model: str | None = None,
+                      overrides: Sequence[str] = ()) -> TrainingData:
+    """The run's train/validation prompts and the VLM settings of `config` (its vlm section, with the
+    `vlm.*` overrides; `base_model` a hub id, a local folder or random:tiny). A zero-shot config
+    has nothing to train (`UsageError`)."""
+    from crashcast.config import load_config
+    from crashcast.prompts.dataset import split_prompts
+
+    run = Path(run)
+    layout = RunLayout(run)
+    if not layout.config.exists():
+        raise CrashcastError(f"{run}: not a run folder (no config.yaml); make one with `crashcast extract --out {run}`")
+    overrides = list(overrides)
+    cfg = load_config(layout.config, overrides)  # the run's split and features
+    vlm = load_config(config, [o for o in overrides if o.startswith("vlm.")]).vlm
+    if base_model is not None:
+        vlm = vlm.model_copy(update={"base_model": base_model})
+    if vlm.mode == "zero-shot":
+        raise UsageError(f"{config} is zero-shot: nothing to train (evaluate scores it as it is)", "--config")
+    cfg = cfg.model_copy(update={"vlm": vlm})
+    splits, skipped = split_prompts(run, cfg, ("train", "val"))
+    return TrainingData(run, cfg, splits["train"], splits["val"], skipped)
+
+
+def train_vlm(data: TrainingData, device: str = "auto") -> TrainResult:
+    """Fine-tune the VLM of `data` with 4-bit NF4 QLoRA (validation each epoch) and write the adapter
+    and its model card (model.json: `crashcast predict --model` and `evaluate` load the folder) to
+    `data.out_dir` (run/models/vlm-<mode>/)."""
+    from crashcast.risk.finetune import train_vlm as fit
+    from crashcast.risk.models import create_model
+    from crashcast.runtime.context import RuntimeContext
+
+    cfg, vlm = data.cfg, data.cfg.vlm
+    out = writable_dir(data.out_dir, "--run")
+    runtime = RuntimeContext.of(cfg.runtime)  # the weights folder rule every model follows
+    result = fit(data.train, data.val, vlm, out, device=device, weights_dir=runtime.weights_dir)
+    create_model(f"vlm-{vlm.mode}", vlm.model_dump(mode="json"), adapter=out, top_k=cfg.features.top_k).save(
+        out, {"config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(), "perception_preset": cfg.name,
+              "trained_on_clips": len({p.clip_id for p in data.train})})
+    return result
+
+
+def train(run: str | Path, config: str | Path = "paper-baseline", base_model: str | None = None, device: str = "auto",
+          overrides: Sequence[str] = ()) -> TrainResult:
+    """`crashcast train vlm`: fine-tune Qwen2.5-VL on the run's training windows (evaluate's video split)
+    and write the adapter and model.json to run/models/vlm-<mode>/ (`vlm_training_data` + `train_vlm`)."""
+    data = vlm_training_data(run, config, base_model, overrides)
+    if data.skipped:
+        log.warning("%d window(s) left out (unreadable window_meta or keyframes)", len(data.skipped))
+    return train_vlm(data, device)
+
+
+def report(run: str | Path) -> Path:
+    """Write a self-contained HTML report of an evaluated run (run/report/index.html); returns its path."""
+    from crashcast.evaluation.report import write_report
+
+    run = Path(run)
+    if not run.is_dir():
+        raise CrashcastError(f"{run}: no such run folder")
+    writable_dir(run / "report", "run")
+    return write_report(run)
+
+
+def predict(video: str | Path, model: str | Path | RiskModel | None = None,
+            config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
+            annotate: str | Path | None = None, *, out: str | Path | None = None, smooth: int = 3,
+            backends: Any = None) -> Prediction:
+    """Risk timeline of one video (`crashcast.prediction.predict`; `config` None: the classic preset),
+    and with `out` its timeline.csv, timeline.json and risk.png written there."""
+    from crashcast.prediction import predict as predict_video
+    from crashcast.prediction import write_outputs
+
+    pred = predict_video(video, model, config, stride_s, threshold, annotate=annotate, smooth=smooth, backends=backends)
+    if out is not None:
+        write_outputs(pred, out)
+    return pred
+
+
+def videos_in(inputs: Sequence[str | Path]) -> list[Path]:
+    """Video files, with folders expanded into the videos inside them (sorted)."""
+    from crashcast.prediction import videos_in as expand
+
+    return expand([Path(p) for p in inputs])
+
+
+def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
+                 config: str | Path | CrashcastConfig | None = None, out: str | Path = "crashcast-predictions", *,
+                 backend: str = "auto", overrides: Sequence[str] = (), weights_dir: str | Path | None = None,
+                 stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
+                 executor: ExecutorKind = "local", address: str | None = None, progress: bool = True) -> Iterator[VideoOutcome]:
+    """`crashcast predict`: the risk timeline of each video (files or folders of videos) written to
+    out/<video stem>/ (timeline.csv, timeline.json, risk.png, with `annotate` annotated.mp4), one
+    outcome per video in order. A failed video is in its outcome and recorded in out/errors.jsonl
+    (this run's failures only); the others go on. With `workers` 1 the videos run here one after
+    another and each outcome comes as its video finishes; otherwise in local processes or on Ray
+    (`executor`, `address`). `config` (a preset, YAML or config) else `backend` chooses the
+    perception (`config_for`; auto keeps a saved model's run config). A bad model, config or
+    executor raises here, before any video is read."""
+    from crashcast.config import CrashcastConfig
+    from crashcast.prediction import predict_many as run_many
+    from crashcast.prediction import resolve_model, runs_in_process
+    from crashcast.runtime.executor import get_executor
+
+    cfg = config if isinstance(config, CrashcastConfig) and not overrides and weights_dir is None else \
+        config_for(backend, config, overrides, weights_dir, run=model_run(model))
+    paths = videos_in(videos)
+    if not paths:
+        raise UsageError("no video files given or found in the folders", "VIDEOS")
+    get_executor(executor, workers, address)  # a bad choice fails before any model is loaded
+    risk_model = resolve_model(model, cfg)  # a bad model fails here, before any video is read
+    check_model_features(model, cfg)
+    out = writable_dir(out)
+    (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
+    # in this process the model resolved above is used; workers each load it from `model`
+    use = risk_model if runs_in_process(executor, workers, len(paths)) else model
+    outcomes = run_many(paths, use, cfg, out, stride_s, threshold, annotate, workers, executor, address, progress)
+    return _recorded(outcomes, out)
+
+
+def _recorded(outcomes: Iterator[VideoOutcome], out: Path) -> Iterator[VideoOutcome]:
+    """The outcomes, each failure recorded in out/errors.jsonl as it comes."""
+    from crashcast.runtime.layout import record_error
+
+    for o in outcomes:
+        if o.prediction is None or o.files is None:
+            record_error(out, o.path.stem, "predict", o.error or "failed", o.error_type or "Error", file=str(o.path))
+        yield o
+
+
+def doctor(weights_dir: str | Path | None = None) -> DoctorReport:
+    """What is installed here, which presets can run (packages, weights on disk) and the known install
+    traps; offline, torch imported only when installed. `crashcast.doctor.render` prints it."""
+    from crashcast.doctor import collect
+
+    return collect(weights_dir)
+
+
+def download_weights(preset: str | Path, weights_dir: str | Path | None = None) -> list[WeightStatus]:
+    """Download the weights `preset` needs into `weights_dir` (default: runtime.weights_dir,
+    $CRASHCAST_WEIGHTS_DIR, else the libraries' caches); offline, `WeightsUnavailable` says what
+    to fetch and where to put it. Returns each file's status afterwards."""
+    from crashcast.doctor import download_weights as fetch
+    from crashcast.doctor import weights_plan
+
+    return fetch(weights_plan(preset, Path(weights_dir) if weights_dir is not None else None))
+
+
+__all__ = [
+    "AnnotationFormat", "Calibration", "ExecutorKind", "MissingEvent", "PromptFiles", "TrainingData", "UsageError",
+    "WindowList", "build_windows", "check_model_features", "config_for", "doctor", "download_weights", "evaluate",
+    "extract", "horizons_override", "load", "load_clips", "model_run", "predict", "predict_many", "prompts", "report",
+    "synth", "train", "train_vlm", "videos_in", "vlm_training_data", "windows", "writable_dir",
+]

@@ -17,6 +17,7 @@ from crashcast.errors import ConfigError
 from crashcast.extract import extract_run
 from crashcast.prediction import predict_many
 from crashcast.runtime import executor as E
+from crashcast.runtime import executors
 
 SCRIPT = textwrap.dedent("""
     import gc, sys
@@ -52,16 +53,16 @@ def test_forked_workers_do_not_free_the_parents_video_frames(tmp_path):
 
 
 def test_get_executor_checks_the_choice_before_any_work():
-    assert E.get_executor("local", 3) == E.JobExecutor("local", 3, None, "auto")
+    assert executors.get_executor("local", 3) == executors.JobExecutor("local", 3, None, "auto")
     with pytest.raises(E.ExecutorError, match="unknown executor 'dask': local or ray"):
-        E.get_executor("dask")
+        executors.get_executor("dask")
     with pytest.raises(E.ExecutorError, match="needs the ray executor"):
-        E.get_executor("local", 2, address="auto")
+        executors.get_executor("local", 2, address="auto")
     assert issubclass(E.ExecutorError, ConfigError)  # the CLI reports it as one error line, exit code 2
 
 
 def test_local_executor_runs_the_jobs_in_order():
-    results = E.get_executor("local", 1).run(divmod, [("a", (7, 2)), ("b", (1, 0)), ("c", (9, 4))], progress=False)
+    results = executors.get_executor("local", 1).run(divmod, [("a", (7, 2)), ("b", (1, 0)), ("c", (9, 4))], progress=False)
     assert [r.key for r in results] == ["a", "b", "c"]
     assert [r.value for r in results if r.ok] == [divmod(7, 2), divmod(9, 4)]
     assert results[1].error_type == "ZeroDivisionError"

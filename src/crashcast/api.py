@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crashcast.errors import ConfigError, CrashcastError
-from crashcast.runtime.executor import ExecutorKind
+from crashcast.runtime.executors import ExecutorKind
 from crashcast.runtime.layout import RunLayout
 
 if TYPE_CHECKING:
@@ -408,7 +408,7 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     from crashcast.config import CrashcastConfig
     from crashcast.prediction import predict_many as run_many
     from crashcast.prediction import resolve_model, runs_in_process
-    from crashcast.runtime.executor import get_executor
+    from crashcast.runtime.executors import get_executor
 
     cfg = config if isinstance(config, CrashcastConfig) and not overrides and weights_dir is None else \
         config_for(backend, config, overrides, weights_dir, run=model_run(model))

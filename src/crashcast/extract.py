@@ -231,7 +231,7 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
     An unknown executor, or Ray not installed, raises `ExecutorError` before anything is written."""
     import pandas as pd
 
-    from crashcast.runtime.executor import get_executor
+    from crashcast.runtime.executors import get_executor
 
     runner = get_executor(executor, workers, address, device=cfg.runtime.device)  # refused before anything is written
     t0 = time.time()

@@ -44,7 +44,7 @@ from crashcast.runtime.store import atomic_write_text
 from crashcast.types import Phase, Window
 
 if TYPE_CHECKING:
-    from crashcast.runtime.executor import JobExecutor
+    from crashcast.runtime.executors import JobExecutor
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: C
     risk model (a saved folder or physics/ttc) once, and the outcomes come when all are done (the
     jobs run in this call).
     An unknown executor, or Ray not installed, raises `ExecutorError` here, before any video is read."""
-    from crashcast.runtime.executor import get_executor
+    from crashcast.runtime.executors import get_executor
 
     runner = get_executor(executor, workers, address, device=cfg.runtime.device)
     if runs_in_process(executor, workers, len(paths)):

@@ -181,7 +181,7 @@ class LoraSettings(Section):
 
 
 class VlmConfig(Section):
-    """The vision-language risk model (PAPER.md §5): Qwen2.5-VL zero-shot, or fine-tuned with 4-bit NF4
+    """The vision-language risk model (the paper, §5): Qwen2.5-VL zero-shot, or fine-tuned with 4-bit NF4
     QLoRA (baseline: cross-entropy on the answer; enhanced: + mse_weight x MSE of the expected-digit
     probability, positives weighted, negatives down-sampled). Presets: paper-zero-shot,
     paper-baseline, paper-enhanced."""

@@ -97,7 +97,7 @@ def test_random_tiny_resolves_to_one_cached_build(tiny_cache):
 
 
 def test_zero_shot_scores_real_prompts_and_records_parse_failures(tiny_cache, offline_caches, golden_prompts):
-    from crashcast.risk.vlm import Scored, load_vlm
+    from crashcast.risk.vlm import VlmAnswer, load_vlm
 
     cfg = _cfg("paper-zero-shot", "vlm.max_new_tokens=8")
     vlm = load_vlm(cfg, adapter=None, device="cpu")
@@ -107,7 +107,7 @@ def test_zero_shot_scores_real_prompts_and_records_parse_failures(tiny_cache, of
     scored = vlm.score(prompts, batch_size=2)
     assert [s.id for s in scored] == [p.id for p in prompts]
     for s in scored:
-        assert isinstance(s, Scored)
+        assert isinstance(s, VlmAnswer)
         assert math.isfinite(s.probability) and 0.0 <= s.probability <= 1.0
         assert isinstance(s.text, str) and s.source in ("generated", "forced")
         assert (s.written is None) == (s.error is not None)

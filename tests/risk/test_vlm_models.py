@@ -254,10 +254,10 @@ def test_vlm_config_is_the_paper_preset_with_vlm_overrides():
     ("Reason: the van brakes hard", "the van brakes hard"),
 ])
 def test_reason_of_a_scored_answer(text, reason):
-    from crashcast.risk.vlm import Scored
+    from crashcast.risk.vlm import VlmAnswer
 
     parsed = parse_probability(text)
-    scored = Scored("w", 0.5, parsed.probability, parsed.rationale, parsed.error, text, "generated")
+    scored = VlmAnswer("w", 0.5, parsed.probability, parsed.rationale, parsed.error, text, "generated")
     got = reason_of(scored)
     if reason.startswith("unreadable answer:"):
         assert got.startswith(reason) and got == f"unreadable answer: {parsed.error}"

@@ -174,7 +174,7 @@ def _check_classes(run_dir: Path, df: pd.DataFrame, parts: list[Split], trainabl
 
 
 @dataclass
-class Scored:
+class ModelScores:
     """One model's scores for the scored windows (rows of the feature table, in table order);
     `columns`: the model's further per-window outputs (a VLM's answers), in the same order."""
 
@@ -219,7 +219,7 @@ def _fit_part(model: RiskModel, ws: WindowSet, part: Split, calibration: str, wo
     return model
 
 
-def _score_parts(new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split], calibration: str, workdir: Path) -> Scored:
+def _score_parts(new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split], calibration: str, workdir: Path) -> ModelScores:
     """Each part's test windows scored by a model (`new()`) fitted and calibrated on that part."""
     rows, fold, raw, score, reasons, cals = [], [], [], [], [], []
     columns: dict[str, list] = {}
@@ -237,10 +237,10 @@ def _score_parts(new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split]
         cals.append(model.calibration)
     order = np.argsort(np.concatenate(rows), kind="stable")
     cat = [np.concatenate(a)[order] for a in (rows, fold, raw, score)]
-    return Scored(*cat, [reasons[j] for j in order], cals, model, {k: [v[j] for j in order] for k, v in columns.items()})
+    return ModelScores(*cat, [reasons[j] for j in order], cals, model, {k: [v[j] for j in order] for k, v in columns.items()})
 
 
-def _final_model(new: Callable[[], RiskModel], ws: WindowSet, scored: Scored, calibration: str, workdir: Path) -> RiskModel:
+def _final_model(new: Callable[[], RiskModel], ws: WindowSet, scored: ModelScores, calibration: str, workdir: Path) -> RiskModel:
     """Under CV: the model refit on all clips, calibrated on the pooled out-of-fold raw scores (the
     raw scores of models that had not seen those clips, as scikit-learn's CalibratedClassifierCV
     with ensemble=False)."""
@@ -252,7 +252,7 @@ def _final_model(new: Callable[[], RiskModel], ws: WindowSet, scored: Scored, ca
 
 
 def _model_to_save(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split],
-                   scored: Scored, point: dict, protocol: dict, cfg: CrashcastConfig, calibration: str) -> tuple[RiskModel, dict]:
+                   scored: ModelScores, point: dict, protocol: dict, cfg: CrashcastConfig, calibration: str) -> tuple[RiskModel, dict]:
     """The model to save in run/models/<name> (the split's, or under CV the refit one) and its card's extras."""
     df = ws.table
     common = {"metrics": point, "protocol": protocol["kind"], "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(),
@@ -269,7 +269,7 @@ def _model_to_save(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: W
     return model, meta
 
 
-def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: Scored, cv: bool) -> None:
+def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: ModelScores, cv: bool) -> None:
     pred = df.iloc[scored.rows][["window_id", "clip_id", "phase", "horizon_s", "end_s", "label", "soft_target"]]
     if cv:
         pred = pred.assign(fold=scored.fold)

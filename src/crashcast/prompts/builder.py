@@ -1,4 +1,4 @@
-"""One window's conversational prompt (W. Zhu, PAPER.md section 4): the keyframe overlays as images,
+"""One window's conversational prompt (W. Zhu, the paper's section 4): the keyframe overlays as images,
 a table of the K closest objects, Task and Note; the answer `Collision Probability: 0.xyz` from the
 window's soft target. All wording and number formats come from a versioned template file
 (`templates/<name>.yaml`), so a trained model can be traced to the exact prompt it learnt.

@@ -1,4 +1,4 @@
-"""4-bit NF4 QLoRA fine-tuning of Qwen2.5-VL on risk prompts (PAPER.md §5; issue 15 items 5, 6, 8).
+"""4-bit NF4 QLoRA fine-tuning of Qwen2.5-VL on risk prompts (the paper, §5).
 
 `train_vlm(train, val, cfg.vlm, out_dir)` runs the Hugging Face Trainer (so accelerate/torchrun
 multi-GPU works unchanged) over `Prompt`s:

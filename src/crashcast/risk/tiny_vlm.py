@@ -9,7 +9,7 @@ of a second.
 
 Why these choices:
 - Widths are multiples of 64: bitsandbytes' 4-bit layers crash on narrower inputs
-  (../shared/design/DEPENDENCIES.md), and the model must load in NF4 like the real one.
+  (seen with bitsandbytes 0.45-0.50 on CPU), and the model must load in NF4 like the real one.
 - The tokenizer is transformers' own `Qwen2Tokenizer` over merges learnt here from the prompt
   template's wording, so it pre-tokenizes like Qwen's (one token per digit, which the
   expected-digit reading needs) and prompts stay a few hundred tokens long.

@@ -1,5 +1,5 @@
 """Qwen2.5-VL as a collision-risk scorer: loading (optionally 4-bit NF4, optionally with a LoRA
-adapter) and batched scoring of prompts (PAPER.md §5; issue 15 items 3-4).
+adapter) and batched scoring of prompts (the paper, §5).
 
 One generation per window gives both readings of `crashcast.risk.vlm_output`:
 - `written`: the number the model wrote, parsed from the generated text (a failure is recorded in
@@ -271,7 +271,7 @@ def encode(processor: Any, prompts: Sequence[Prompt], texts: Sequence[str]) -> d
 
 
 @dataclass(frozen=True)
-class Scored:
+class VlmAnswer:
     """One window scored. `probability`: the continuous expected-digit score in [0, 1]; `written`:
     the number parsed from `text` (None when unreadable, `error` then says why); `rationale`: the
     `Reason:` line when the model wrote one; `source`: 'generated' (read from the generation's
@@ -303,12 +303,12 @@ class RiskVlm:
             log.warning("vlm.rationale is on but vlm.max_new_tokens is %d: the Reason line may be cut "
                         "(about %d tokens are needed)", cfg.max_new_tokens, RATIONALE_TOKENS)
 
-    def score(self, prompts: Sequence[Prompt], batch_size: int = 8) -> list[Scored]:
+    def score(self, prompts: Sequence[Prompt], batch_size: int = 8) -> list[VlmAnswer]:
         """Score every prompt (in order), `batch_size` per generate call. Greedy decoding; never raises
         for an odd answer."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out: list[Scored] = []
+        out: list[VlmAnswer] = []
         was_training = self.model.training
         self.model.eval()  # no dropout in the adapters while scoring
         try:
@@ -327,7 +327,7 @@ class RiskVlm:
             tok.padding_side = side
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
 
-    def _score_batch(self, prompts: list[Prompt]) -> list[Scored]:
+    def _score_batch(self, prompts: list[Prompt]) -> list[VlmAnswer]:
         import torch
 
         inputs = self._inputs(prompts, suffix="")
@@ -361,7 +361,7 @@ class RiskVlm:
         out = []
         for i, p in enumerate(prompts):
             parsed = parse_probability(texts[i])
-            out.append(Scored(p.id, min(max(probability[i], 0.0), 1.0), parsed.probability, parsed.rationale,
+            out.append(VlmAnswer(p.id, min(max(probability[i], 0.0), 1.0), parsed.probability, parsed.rationale,
                               parsed.error, texts[i], source[i]))
         return out
 

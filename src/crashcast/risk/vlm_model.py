@@ -199,7 +199,7 @@ def _training_of(adapter: Path | None) -> dict | None:
 
 
 def reason_of(scored: Any) -> str:
-    """The reason shown for one scored window (`risk.vlm.Scored`): the model's `Reason:` line; else
+    """The reason shown for one scored window (`risk.vlm.VlmAnswer`): the model's `Reason:` line; else
     'no reason given' when it wrote a readable number only, or what was wrong with its answer."""
     if scored.rationale:
         return scored.rationale

@@ -1,6 +1,6 @@
 """Reading a collision probability out of a vision-language model's answer.
 
-Two readings of the same answer `Collision Probability: 0.872` (PAPER.md §4-5):
+Two readings of the same answer `Collision Probability: 0.872` (the paper, §4-5):
 
 - `parse_probability(text)`: the number as written, for any text a model may produce (zero-shot
   answers wander: `87%`, `**0.87**`, a sentence, a code fence). A failure is recorded in the result,
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANSWER_PREFIX = "Collision Probability: "
-"""What the assistant turn starts with (PAPER.md §4); the number follows with three decimals."""
+"""What the assistant turn starts with (the paper, §4); the number follows with three decimals."""
 RATIONALE_PREFIX = "Reason: "
-"""The optional second line of the answer (issue 15, item 9)."""
+"""The optional second line of the answer."""
 N_DECIMALS = 3
 
 
@@ -399,7 +399,7 @@ def expected_probability(logits: torch.Tensor, tokens: torch.Tensor | Sequence[S
 def weighted_mse(pred_prob: torch.Tensor, target: Any, positive_weight: float = 3.0, label: Any = None,
                  valid: Any = None) -> torch.Tensor:
     """The enhanced fine-tuning's MSE term: mean over samples of w_i * (p_i - t_i)^2, w_i =
-    `positive_weight` for positives (label 1) and 1 for negatives (PAPER.md §5: CE + 5.0 x this).
+    `positive_weight` for positives (label 1) and 1 for negatives (the paper, §5: CE + 5.0 x this).
 
     Averaged by the number of samples n, not by the sum of the weights: at the paper's batch of one
     sample per step (1 x 16 accumulation) a sum-of-weights mean would cancel the weight on every

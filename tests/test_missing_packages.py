@@ -4,8 +4,8 @@ model loads, for every command that loads a model (issue 22, item 8)."""
 from __future__ import annotations
 
 import pytest
+from tests.conftest import cli_exit_code
 
-from conftest import cli_exit_code
 from crashcast.data.synthetic import generate
 from crashcast.runtime import packages
 

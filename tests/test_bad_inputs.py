@@ -253,7 +253,7 @@ def _no_foreign_file(target: str) -> Callable[[Ctx, Result], None]:
         html = (c.run / "report" / "index.html").read_text()
         secret = Path(target if target.startswith("/") else "/etc/hostname").read_bytes()
         assert base64.b64encode(secret).decode() not in html
-        assert "left out" in r.err and "resolves outside" in r.err
+        assert "left out" in r.err and "lies outside the window folder" in r.err
 
     return check
 

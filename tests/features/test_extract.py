@@ -105,4 +105,5 @@ def test_real_clips_extract_validate_and_overlays_show_objects(real_dir, tmp_pat
             assert img is not None and img.shape[1] == 640
     ccd = [m for m in metas if m.clip_id == "ccd_000007"]
     assert any(len(m.instances) > 0 for m in ccd)  # cars are found in the crash clip
-    assert all(m.clamped for m in metas if m.phase == "max" and m.clip_id != "udacity_solid_white_right")
+    # the two short crash clips of the first three: their 6 s window starts before the video does
+    assert all(m.clamped for m in metas if m.phase == "max" and m.clip_id in ("ccd_000007", "bus_dashcam_rollover"))

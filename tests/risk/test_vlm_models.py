@@ -370,7 +370,7 @@ def test_a_second_evaluate_reuses_the_adapter_and_a_new_setting_retrains_only_wh
     assert _cli([*changed, "--retrain-vlm"]) == 0
     after = _fingerprint(adapter)
     assert after[0] != before[0] or after[1] != before[1]
-    assert json.loads(card.read_text())["config"]["lora"]["r"] == 4
+    assert json.loads(card.read_text())["params"]["lora"]["r"] == 4
     assert json.loads((folder / "model.json").read_text())["params"]["lora"]["r"] == 4
 
 

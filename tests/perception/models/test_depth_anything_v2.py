@@ -129,7 +129,7 @@ def test_protocol_and_registry(depth):
     assert isinstance(depth, DepthEstimator) and not isinstance(depth, SpanDepthEstimator)
     assert depth.name == "depth-anything-v2"
     assert registry.config_class("depth", "depth-anything-v2") is DepthAnythingV2Config
-    assert registry.spec("depth", "depth-anything-v2").requires == ("torch", "transformers")
+    assert registry.requires("depth", DepthAnythingV2Config()) == ["torch", "transformers"]
 
 
 def test_metric_depth_at_frame_size(depth):

@@ -162,7 +162,7 @@ def test_protocol_and_registry(raft):
     assert isinstance(raft, FlowEstimator)
     assert raft.name == "raft"
     assert registry.config_class("flow", "raft") is RaftConfig
-    assert registry.spec("flow", "raft").requires == ("torch", "torchvision")
+    assert registry.requires("flow", registry.config_class("flow", "raft")()) == ["torch", "torchvision"]
 
 
 def test_flow_shape_dtype_and_frame_size(raft):

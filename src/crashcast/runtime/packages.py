@@ -81,16 +81,16 @@ def install_hint(packages: Iterable[str]) -> str:
     packages = list(dict.fromkeys(packages))
     torchlike = [p for p in packages if p in ("torch", "torchvision")]
     extras = extras_map()
+    rest = [p for p in packages if p not in torchlike]
+    holds = {e: {_norm(d) for d in extras.get(e, [])} for e in ("vision", "vlm", "distributed")}  # ties: the first
     wanted: list[str] = []
-    loose: list[str] = []
-    for p in packages:
-        if p in torchlike:
-            continue
-        found = [e for e in ("vision", "vlm", "distributed") if _norm(p) in {_norm(d) for d in extras.get(e, [])}]
-        if found:
-            wanted += [x for x in found[:1] if x not in wanted]
-        else:
-            loose.append(p)
+    while True:  # the fewest extras that hold them: each time the one holding most of what is left
+        best = max(holds, key=lambda e: sum(_norm(p) in holds[e] for p in rest))
+        if not any(_norm(p) in holds[best] for p in rest):
+            break
+        wanted.append(best)
+        rest = [p for p in rest if _norm(p) not in holds[best]]
+    loose = rest
     steps = []
     if torchlike:
         steps.append("install torch and torchvision together, the build for this machine (docs/INSTALL.md)")

@@ -372,8 +372,8 @@ def report(run: str | Path) -> Path:
 
 def predict(video: str | Path, model: str | Path | RiskModel | None = None,
             config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
-            annotate: str | Path | None = None, *, out: str | Path | None = None, smooth: int = 3,
-            backends: Any = None) -> Prediction:
+            annotate: str | Path | None = None, smooth: int = 3, backends: Any = None, *,
+            out: str | Path | None = None) -> Prediction:
     """Risk timeline of one video (`crashcast.prediction.predict`; `config` None: the classic preset),
     and with `out` its timeline.csv, timeline.json and risk.png written there."""
     from crashcast.prediction import predict as predict_video
@@ -404,7 +404,8 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     another and each outcome comes as its video finishes; otherwise in local processes or on Ray
     (`executor`, `address`). `config` (a preset, YAML or config) else `backend` chooses the
     perception (`config_for`; auto keeps a saved model's run config). A bad model, config or
-    executor raises here, before any video is read."""
+    executor raises here, before any video is read. The result is an iterator: with one worker the
+    videos are predicted as it is consumed (`list(api.predict_many(...))` runs them all)."""
     from crashcast.config import CrashcastConfig
     from crashcast.prediction import predict_many as run_many
     from crashcast.prediction import resolve_model, runs_in_process

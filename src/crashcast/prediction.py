@@ -330,7 +330,7 @@ def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: C
     in `paths` order; one video's failure is in its outcome and the others go on.
     With one local worker (or one video) the videos run one after another in this process, the
     perception backends built once (on the first video) and the model resolved once, and each outcome
-    is yielded as its video finishes. Otherwise `workers` local processes, or Ray actors
+    is yielded as its video finishes (nothing runs until the iterator is consumed). Otherwise `workers` local processes, or Ray actors
     (`executor="ray"`, `address` a cluster or None for this machine), each build the backends and the
     risk model (a saved folder or physics/ttc) once, and the outcomes come when all are done (the
     jobs run in this call).

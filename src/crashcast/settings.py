@@ -78,11 +78,13 @@ def validation_problems(e: ValidationError, fallback: str = "(top level)") -> li
             for err in e.errors()]
 
 
-def backend_config(stage: str, value: Any, default: str | None = None) -> BackendConfig:
+def backend_config(stage: str, value: Any, default: str | None = None,
+                   known: dict[str, type[BackendConfig]] | None = None) -> BackendConfig:
     """`value` (a backend name, a mapping with a `name`, or a config) validated by the config class
     registered for that backend. A mapping without a name sets fields of the `default` backend (the
     stage's weight-free one), e.g. `--set perception.tracker.track_buffer_frames=20`. ValueError
-    names the stage, the backend and the problem."""
+    names the stage, the backend and the problem. `known`: config classes a caller knows itself, beside
+    the registered ones (a composite's own sub-backends, typed before the registry is loaded)."""
     if isinstance(value, str):
         value = {"name": value}
     if isinstance(value, BackendConfig):
@@ -93,7 +95,7 @@ def backend_config(stage: str, value: Any, default: str | None = None) -> Backen
         value = {"name": default, **value}
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise ValueError(f"a {stage} is a backend name or a mapping with a 'name' (got {value!r})")
-    known = BACKEND_CONFIGS.get(stage, {})
+    known = {**(known or {}), **BACKEND_CONFIGS.get(stage, {})}
     if value["name"] not in known:
         raise ValueError(f"no {stage} backend named {value['name']!r}; available: {', '.join(sorted(known))}")
     try:

@@ -67,3 +67,18 @@ def test_an_unimportable_torchvision_is_one_line_pointing_to_the_doctor(monkeypa
         registry.create("flow", cfg)
     msg = str(e.value)
     assert "\n" not in msg and "torchvision::nms" in msg and "crashcast doctor" in msg, msg
+
+
+def test_a_fusion_config_validates_in_a_fresh_process() -> None:
+    """Its sub-detectors are typed before anything has loaded the registry (a library user building
+    one directly), and a nested fusion is refused for what it is."""
+    import subprocess
+    import sys
+
+    code = ("from crashcast.perception.models.fusion import FusionConfig\n"
+            "c = FusionConfig(detectors=['yolo', {'name': 'grounding-dino', 'box_threshold': 0.3}])\n"
+            "assert [type(d).__name__ for d in c.detectors] == ['YoloConfig', 'GroundingDinoConfig']\n"
+            "assert FusionConfig.model_validate_json(c.model_dump_json()) == c\n"
+            "try:\n    FusionConfig(detectors=['fusion'])\nexcept ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "another fusion" in out.stdout, out.stdout

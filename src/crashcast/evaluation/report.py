@@ -112,7 +112,7 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
         try:
             folder = runs.window_dir(run, row.clip_id, row.phase, row.horizon_s)
             images = [_b64(f.read_bytes()) for f in runs.keyframes(runs.read_meta(folder), folder)]
-        except runs.RunFileError as e:
+        except (runs.RunFileError, OSError) as e:  # an unreadable keyframe file too
             runs.left_out("report", row.window_id, e)
             continue
         scores = []

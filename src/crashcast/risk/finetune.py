@@ -456,6 +456,7 @@ def write_model_card(out_dir: Path, cfg: VlmConfig, result: TrainResult, train: 
         "params": cfg.model_dump(mode="json"),
         "adapter": True,
         "training": {
+            "config": cfg.model_dump(mode="json"),  # what it was trained with, whatever later loads override
             "data": {"train_hash": result.data_hash, "val_hash": result.val_hash, "n_train": result.n_train,
                      "n_train_positive": n_pos, "n_val": result.n_val, "templates": templates},
             "metrics": result.metrics,
@@ -505,7 +506,7 @@ def train_vlm(train: Sequence[Prompt], val: Sequence[Prompt], cfg: VlmConfig, ou
     `keep_checkpoints` leaves the Trainer's epoch checkpoints in `out_dir/checkpoints`."""
     if cfg.mode == "zero-shot":
         raise ConfigError("vlm.mode zero-shot has nothing to train; use the paper-baseline or paper-enhanced preset")
-    packages.require(vlm_requires(cfg), f"fine-tuning the VLM ({cfg.mode})")  # before any work
+    packages.require(vlm_requires(cfg, training=True), f"fine-tuning the VLM ({cfg.mode})")  # before any work
     train = downsample(train, cfg.negative_fraction, cfg.seed)
     if not train:
         raise ConfigError("no training prompts")

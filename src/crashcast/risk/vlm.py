@@ -77,11 +77,12 @@ def vlm_weights(cfg: VlmConfig) -> list[WeightFile]:
                        ("*.json", "*.safetensors", "merges.txt", "vocab.json"))]
 
 
-def vlm_requires(cfg: VlmConfig) -> list[str]:
+def vlm_requires(cfg: VlmConfig, training: bool = False) -> list[str]:
     """The packages (import names) the VLM `cfg` needs: torch and transformers; peft to train or load
-    an adapter (the fine-tuned modes). bitsandbytes is not required: without it NF4 falls back to an
-    unquantized model, with a warning (`use_nf4`)."""
-    return ["torch", "transformers"] + (["peft"] if cfg.mode != "zero-shot" else [])
+    an adapter (the fine-tuned modes); accelerate to train (the HF Trainer). bitsandbytes is not
+    required: without it NF4 falls back to an unquantized model, with a warning (`use_nf4`)."""
+    return (["torch", "transformers"] + (["peft"] if cfg.mode != "zero-shot" else [])
+            + (["accelerate"] if training else []))
 
 
 def resolve_base_model(base_model: str, weights_dir: Path | None = None) -> str:
@@ -204,7 +205,7 @@ def training_record(folder: Path) -> dict:
     path = folder / MODEL_CARD_JSON
     card = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     if isinstance(card, dict) and isinstance(card.get("training"), dict):
-        return {"config": card["params"], **card["training"]}
+        return {"config": card["params"], **card["training"]}  # the record's own "config", where written, wins
     legacy = json.loads((folder / LEGACY_CARD_JSON).read_text(encoding="utf-8"))
     return {"config": legacy["config"], **{k: v for k, v in legacy.items() if k not in ("config", "kind", "mode")}}
 

@@ -193,7 +193,7 @@ def _training_of(adapter: Path | None) -> dict | None:
     if adapter is None or not (adapter / "adapter_config.json").exists():
         return None
     try:
-        return {k: v for k, v in training_record(adapter).items() if k != "config"}
+        return dict(training_record(adapter))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

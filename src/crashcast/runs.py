@@ -81,6 +81,10 @@ def load_features(run_dir: Path, columns: Sequence[str] = META_COLUMNS) -> pd.Da
     labels = pd.to_numeric(df["label"], errors="coerce")
     if not labels.isin([0, 1]).all():
         raise RunFileError(path, "column label must be 0 or 1 in every row")
+    if "window_id" in df.columns and df["window_id"].duplicated().any():
+        twice = df["window_id"][df["window_id"].duplicated()].unique().tolist()
+        raise RunFileError(path, f"{len(twice)} window id(s) appear more than once ({', '.join(map(str, twice[:3]))}"
+                                 f"{' ...' if len(twice) > 3 else ''})", "rerun `crashcast extract` to rebuild it")
     return df.reset_index(drop=True)
 
 

@@ -215,8 +215,26 @@ def _fit_part(model: RiskModel, ws: WindowSet, part: Split, calibration: str, wo
     if model.trainable:
         model.fit(ws.subset(part.train), val, workdir=workdir)
     if len(val) and len(np.unique(val.labels)) == 2:
-        model.calibration = Calibrator.fit(calibration, model.raw_scores(val), val.labels)
+        model.calibration = Calibrator.fit(calibration, _finite(model, val, model.raw_scores(val)), val.labels)
     return model
+
+
+def _finite(model: RiskModel, ws: WindowSet, raw: np.ndarray) -> np.ndarray:
+    """`raw` when every score is finite; else ModelError naming the model, the windows and the
+    non-finite feature columns of their rows (a NaN score would be ranked as if it were safe)."""
+    raw = np.asarray(raw, float)
+    bad = ~np.isfinite(raw)
+    if not bad.any():
+        return raw
+    ids = [i for i, b in zip(ws.ids, bad, strict=True) if b]
+    cols = [c for c in model.columns() if c in ws.table.columns]
+    rows = ws.table.loc[bad, cols].apply(pd.to_numeric, errors="coerce")
+    culprits = [c for c in cols if not np.isfinite(rows[c].to_numpy(float)).all()]
+    raise ModelError(f"{model.kind}: {int(bad.sum())} of {len(raw)} window(s) score NaN or infinity "
+                     f"({', '.join(ids[:3])}{' ...' if bad.sum() > 3 else ''})"
+                     + (f"; their feature column(s) {', '.join(culprits)} are not finite in features.parquet"
+                        if culprits else "")
+                     + "; no metric is computed over them (fix or re-extract the run)")
 
 
 def _score_parts(new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split], calibration: str, workdir: Path) -> ModelScores:
@@ -226,7 +244,9 @@ def _score_parts(new: Callable[[], RiskModel], ws: WindowSet, parts: list[Split]
     model = None
     for i, part in enumerate(parts):
         model = _fit_part(new(), ws, part, calibration, workdir)
-        scores = model.score(ws.subset(part.test))
+        test = ws.subset(part.test)
+        scores = model.score(test)
+        _finite(model, test, scores.raw)
         rows.append(part.test)
         fold.append(np.full(len(part.test), i))
         raw.append(scores.raw)
@@ -358,12 +378,24 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     RunLayout(run_dir).predictions.mkdir(exist_ok=True)
     for write in writes:  # every model succeeded: now the run's outputs change, all together
         write()
-    atomic_write_text(RunLayout(run_dir).metrics_json, json.dumps(results, indent=2, default=_json_default))
+    atomic_write_text(RunLayout(run_dir).metrics_json,
+                      json.dumps(_json_safe(results), indent=2, default=_json_default, allow_nan=False))
     atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results
 
 
 # ----------------------------------------------------------------------------- text
+
+
+def _json_safe(v: object) -> object:
+    """`v` with every non-finite number as None (JSON has no NaN: an undefined metric is null)."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float | np.floating) and not math.isfinite(float(v)):
+        return None
+    return v
 
 
 def _json_default(v):

@@ -1,7 +1,8 @@
 """Typed configuration. Presets live in `crashcast/configs/*.yaml`; the CLI overrides fields with
 `--set section.field=value`; the resolved config and its hash are saved with every run.
 
-YAML is read with `yaml.safe_load` only (no Python object tags) and unknown keys are refused.
+YAML is read as plain data only (no Python object tags, no aliases, at most 16 MB: `settings.parse_yaml`)
+and unknown keys are refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from crashcast.errors import ConfigError
 from crashcast.perception import registry
+from crashcast.runtime.store import read_text_bounded
 from crashcast.settings import (
     BackendConfig,
     ContextConfig,
@@ -33,6 +35,7 @@ from crashcast.settings import (
     VlmConfig,
     WindowConfig,
     backend_config,
+    parse_yaml,
     stage_type,
     validation_problems,
 )
@@ -179,11 +182,12 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         if not path.is_file():
             raise ConfigError(f"{source}: no such config file or preset (presets: {', '.join(preset_names())})")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = parse_yaml(read_text_bounded(path, what="config file")) or {}
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a UTF-8 text (YAML) file") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML (only plain YAML is accepted, no Python tags): {e}") from None
+            raise ConfigError(f"{path}: not valid YAML (only plain YAML is accepted, no Python tags, no aliases): "
+                              f"{e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
@@ -206,7 +210,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     if not sep or not _KEY.match(key):
         raise ConfigError(f"--set {item!r}: must look like section.field=value, e.g. windows.horizons_s=[0,0.5]")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = parse_yaml(value)
     except yaml.YAMLError as e:
         problem = str(getattr(e, "problem", None) or e).strip()
         raise ConfigError(f"--set {item!r}: the value {value!r} is not valid YAML ({problem}); "

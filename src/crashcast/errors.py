@@ -42,3 +42,8 @@ class ModelError(CrashcastError):
 class PerceptionError(CrashcastError):
     """A perception stage cannot give a trustworthy result for this clip (e.g. relative depth that
     does not fit the road)."""
+
+
+class InputLimitError(CrashcastError, ValueError):
+    """A file is not a regular file (a FIFO, a device such as /dev/zero, a folder), or is larger than
+    crashcast reads for its kind: refused before it is read."""

@@ -25,7 +25,9 @@ from crashcast.risk import models as risk_models
 from crashcast.runtime import packages
 from crashcast.runtime.context import weights_dir_for
 from crashcast.runtime.packages import install_hint
+from crashcast.runtime.store import read_text_bounded
 from crashcast.runtime.weights import WeightFile, locate, target
+from crashcast.settings import parse_yaml
 
 #: the presets `--backend auto` tries, best first (names that do not exist are skipped)
 AUTO_CANDIDATES = ("paper", "fast", "classic")
@@ -84,8 +86,8 @@ def _preset_data(preset: str | Path) -> dict:
     if not path.is_file() and str(preset) in preset_names():
         path = Path(str(resources.files("crashcast.configs") / f"{preset}.yaml"))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        data = parse_yaml(read_text_bounded(path, what="config file")) or {}
+    except (OSError, ValueError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
 

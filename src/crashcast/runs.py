@@ -23,7 +23,7 @@ import pandas as pd
 
 from crashcast.errors import ConfigError, CrashcastError, SchemaError
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import inside
+from crashcast.runtime.store import inside, read_text_bounded
 
 if TYPE_CHECKING:
     from crashcast.features.window_meta import WindowMeta
@@ -150,7 +150,7 @@ def read_metrics(run_dir: Path) -> dict:
     if not path.exists():
         raise RunFileError(path, "not found", f"run `crashcast evaluate {run_dir}` first")
     try:
-        res = json.loads(path.read_text(encoding="utf-8"))
+        res = json.loads(read_text_bounded(path, what="metrics file"))
         res["models"]  # the section every reader needs: KeyError or TypeError when absent
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise RunFileError(path, f"not a metrics file written by `crashcast evaluate` ({type(e).__name__}: {e})",

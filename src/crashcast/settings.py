@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,35 +25,51 @@ from pydantic import (
 )
 
 
+class _NoAliases(yaml.SafeLoader):
+    """`yaml.safe_load` without aliases: a crashcast YAML file never needs them, and aliases of aliases
+    expand to gigabytes from a few hundred bytes (a "billion laughs" file)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> Any:
+    """Plain YAML (no Python tags, no aliases) as Python data; yaml.YAMLError when it is not."""
+    return yaml.load(text, Loader=_NoAliases)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class VideoConfig(Section):
-    fps: float = Field(30.0, gt=0, description="frames per second after resampling")
-    long_side: int | None = Field(640, description="resize so the long side has this many pixels (None: keep)")
+    fps: float = Field(30.0, gt=0, le=240, description="frames per second after resampling")
+    long_side: int | None = Field(640, ge=32, le=8192, description="resize so the long side has this many pixels (None: keep)")
 
 
 class WindowConfig(Section):
     """The paper's three windows (max, mid, mini, all ending at the event) and anticipation horizons."""
 
-    span_s: float = Field(6.0, gt=0, description="length of the reference (max) window")
+    span_s: float = Field(6.0, gt=0, le=60, description="length of the reference (max) window")
     keyframe_fractions: dict[str, tuple[float, float, float]] = {
         "max": (0.0, 0.5, 1.0),
         "mid": (0.5, 0.75, 1.0),
         "mini": (0.75, 0.875, 1.0),
     }
-    horizons_s: list[float] = Field(default_factory=lambda: [0.0], min_length=1,
+    horizons_s: list[float] = Field(default_factory=lambda: [0.0], min_length=1, max_length=100,
                                     description="seconds before the anchor the windows end (>= 0, each once)")
-    negative_min_anchor_s: float = Field(6.0, description="negatives are anchored at least this far into the clip")
-    soft_target_decay_s: float = Field(2.0, gt=0, description="e-folding time of the soft target before the alert")
+    negative_min_anchor_s: float = Field(6.0, ge=0, le=3600, description="negatives are anchored at least this far into the clip")
+    soft_target_decay_s: float = Field(2.0, gt=0, le=600, description="e-folding time of the soft target before the alert")
     default_alert_lead_s: float = Field(1.0, ge=0, description="alert = event - this, when no alert time is annotated")
 
     @field_validator("horizons_s")
     @classmethod
     def _horizons(cls, v: list[float]) -> list[float]:
-        if any(not math.isfinite(h) or h < 0 for h in v):
-            raise ValueError(f"horizons must be finite and >= 0 seconds, got {v}")
+        if any(not math.isfinite(h) or h < 0 or h > 60 for h in v):
+            raise ValueError(f"horizons must be finite, >= 0 and <= 60 seconds, got {v}")
         if len(set(v)) != len(v):
             raise ValueError(f"horizons must not repeat, got {v}")
         return v
@@ -141,15 +158,15 @@ class RuntimeConfig(Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on CUDA, float32 elsewhere")
-    batch_size: int = Field(8, ge=1, description="frames per batch for the per-frame stages; windows per generate call "
+    batch_size: int = Field(8, ge=1, le=4096, description="frames per batch for the per-frame stages; windows per generate call "
                             "when a VLM scores")
     weights_dir: str | None = Field(None, description="load every model from this folder, offline "
                                     "(also CRASHCAST_WEIGHTS_DIR); see `crashcast weights list`")
 
 
 class FeatureConfig(Section):
-    top_k: int = Field(3, ge=1, description="objects per window in the feature table and prompts, closest first")
-    min_track_frames: int = Field(4, ge=2, description="shorter tracks get SpeedValid/AccValid=False")
+    top_k: int = Field(3, ge=1, le=50, description="objects per window in the feature table and prompts, closest first")
+    min_track_frames: int = Field(4, ge=2, le=10_000, description="shorter tracks get SpeedValid/AccValid=False")
     max_valid_depth_m: float = Field(80.0, gt=0, description="beyond this, depth is too coarse for speed")
     write_overlays: bool = True
 
@@ -164,14 +181,14 @@ class PhysicsConfig(Section):
 
 
 class EvaluationConfig(Section):
-    folds: int | None = Field(None, ge=2, description="k-fold cross-validation by video (every clip scored once, out of "
+    folds: int | None = Field(None, ge=2, le=100, description="k-fold cross-validation by video (every clip scored once, out of "
                               "fold); null: one train/validation/test split")
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
-    threshold: float = 0.5
-    ece_bins: int = 10
-    bootstrap: int = 500
+    threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    ece_bins: int = Field(10, ge=2, le=1000)
+    bootstrap: int = Field(500, ge=0, le=100_000)
 
 
 class LoraSettings(Section):
@@ -194,16 +211,16 @@ class VlmConfig(Section):
     compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(2e-5, gt=0)
-    epochs: float = Field(3.0, gt=0)
-    batch_size: int = Field(1, ge=1)
-    gradient_accumulation: int = Field(16, ge=1)
+    epochs: float = Field(3.0, gt=0, le=1000)
+    batch_size: int = Field(1, ge=1, le=1024)
+    gradient_accumulation: int = Field(16, ge=1, le=4096)
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "linear"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     mse_weight: float = Field(0.0, ge=0, description="enhanced: loss = CE + mse_weight x weighted MSE")
     positive_weight: float = Field(3.0, gt=0, description="weight of positive windows in the MSE term")
     negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
     rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
-    max_new_tokens: int = Field(24, ge=4, json_schema_extra={"scoring_only": True},
+    max_new_tokens: int = Field(24, ge=4, le=4096, json_schema_extra={"scoring_only": True},
                                 description="how a trained model answers, not what it learnt: not compared when an adapter is reused")
     max_pixels: int | None = Field(None, ge=28 * 28, description="cap on image pixels the processor keeps (None: its default)")
     seed: int = 0

@@ -41,6 +41,7 @@ from crashcast.errors import ConfigError, SchemaError
 from crashcast.features.window_meta import Instance, ObjectSummary, WindowMeta
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import inside
+from crashcast.settings import parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _packaged_template(name: str) -> PromptTemplate:
 
 def _parse_template(source: str, where: str) -> PromptTemplate:
     try:
-        data = yaml.safe_load(source)
+        data = parse_yaml(source)
     except yaml.YAMLError as e:
         raise ConfigError(f"prompt template {where}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -25,6 +25,7 @@ from crashcast.risk.physics import PhysicsModel, TTCRule
 from crashcast.risk.tabular import LightGBMModel, MLPModel, XGBoostModel
 from crashcast.risk.vlm_model import VLM_MODELS
 from crashcast.runtime import packages
+from crashcast.runtime.store import read_text_bounded
 
 MODELS: dict[str, type[RiskModel]] = {
     m.kind: m for m in (TTCRule, PhysicsModel, LightGBMModel, XGBoostModel, MLPModel, *VLM_MODELS)}
@@ -66,7 +67,7 @@ def load_model(folder: str | Path, **options: Any) -> RiskModel:
         raise ModelError(f"{folder}: not a crashcast model folder (no model.json); give a folder written by "
                          f"`crashcast evaluate` or `crashcast train vlm` (run/models/<name>) or one of: {', '.join(TRAINING_FREE)}")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card = json.loads(read_text_bounded(card_path, what="model card"))
         kind = card["kind"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ModelError(f"{card_path}: unreadable model card ({type(e).__name__}: {e})") from None

@@ -16,7 +16,7 @@ from pydantic import Field
 from crashcast.risk.base import RiskModel, sigmoid
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.windows import WindowSet, as_windows
-from crashcast.runtime.store import atomic_write_text
+from crashcast.runtime.store import MODEL_FILE_LIMIT, atomic_write_text, read_bounded, read_text_bounded
 from crashcast.settings import Section
 
 
@@ -102,7 +102,7 @@ class LightGBMModel(_Tabular):
     def load(cls, folder: Path, card: dict, **options: Any) -> LightGBMModel:
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_str=(folder / "booster.txt").read_text())
+        booster = lgb.Booster(model_str=read_text_bounded(folder / "booster.txt", MODEL_FILE_LIMIT, "LightGBM booster"))
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), booster=booster)
 
 
@@ -136,7 +136,7 @@ class XGBoostModel(_Tabular):
         import xgboost as xgb
 
         booster = xgb.Booster()
-        booster.load_model(str(folder / "booster.json"))
+        booster.load_model(bytearray(read_bounded(folder / "booster.json", MODEL_FILE_LIMIT, "XGBoost booster")))
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), booster=booster)
 
 
@@ -188,5 +188,5 @@ class MLPModel(_Tabular):
 
     @classmethod
     def load(cls, folder: Path, card: dict, **options: Any) -> MLPModel:
-        weights = json.loads((folder / "weights.json").read_text())
+        weights = json.loads(read_text_bounded(folder / "weights.json", MODEL_FILE_LIMIT, "MLP weights file"))
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), weights=weights)

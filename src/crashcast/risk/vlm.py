@@ -30,6 +30,7 @@ from crashcast.errors import ConfigError
 from crashcast.prompts.builder import Prompt
 from crashcast.prompts.exports import chat_messages
 from crashcast.risk.vlm_output import ANSWER_PREFIX, DigitTokens, find_answer, parse_probability, read_answers
+from crashcast.runtime.store import read_text_bounded
 from crashcast.settings import VlmConfig
 
 if TYPE_CHECKING:
@@ -203,10 +204,10 @@ def training_record(folder: Path) -> dict:
     OSError, ValueError, KeyError or TypeError when there is none or it cannot be read."""
     folder = Path(folder)
     path = folder / MODEL_CARD_JSON
-    card = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    card = json.loads(read_text_bounded(path, what="model card")) if path.exists() else {}
     if isinstance(card, dict) and isinstance(card.get("training"), dict):
         return {"config": card["params"], **card["training"]}  # the record's own "config", where written, wins
-    legacy = json.loads((folder / LEGACY_CARD_JSON).read_text(encoding="utf-8"))
+    legacy = json.loads(read_text_bounded(folder / LEGACY_CARD_JSON, what="model card"))
     return {"config": legacy["config"], **{k: v for k, v in legacy.items() if k not in ("config", "kind", "mode")}}
 
 

@@ -13,10 +13,13 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from crashcast.errors import InputLimitError
 
 PART = ".part"
 _PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.part(\.[^.]+)?$")
@@ -86,6 +89,37 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+#: the most crashcast reads of a small text file it did not write itself this time (a config, a
+#: model card, metrics.json): larger ones, and anything that is not a regular file, are refused
+SMALL_FILE_LIMIT = 16 * 2**20
+#: a saved model's own files (a booster, MLP weights): large, never unbounded
+MODEL_FILE_LIMIT = 1024 * 2**20
+
+
+def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> bytes:
+    """The bytes of `path` when it is a regular file of at most `limit` bytes (a link is followed:
+    one to /dev/zero is a device). Anything else is an InputLimitError naming the file and why,
+    raised before a byte is read, so a FIFO or /dev/zero cannot make crashcast read forever."""
+    path = Path(path)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or special file")
+        raise InputLimitError(f"{path}: is {kind}, not a regular file; a {what} must be one")
+    if st.st_size > limit:
+        raise InputLimitError(f"{path}: {st.st_size} bytes, more than the {limit} a {what} may have")
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise InputLimitError(f"{path}: more than the {limit} bytes a {what} may have")
+    return data
+
+
+def read_text_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> str:
+    """`read_bounded` decoded as UTF-8 (UnicodeDecodeError when it is not)."""
+    return read_bounded(path, limit, what).decode("utf-8")
 
 
 def inside(root: str | Path, relative: str | Path) -> Path:

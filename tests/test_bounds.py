@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from tests.conftest import cli_exit_code
 
 from crashcast import api
 from crashcast.config import load_config
 from crashcast.errors import ConfigError, CrashcastError, InputLimitError
 from crashcast.runtime.store import read_bounded
-from tests.conftest import cli_exit_code
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
@@ -65,8 +65,9 @@ def test_a_link_to_dev_zero_or_a_fifo_is_not_read(tmp_path):
 
 def test_a_run_whose_files_are_links_to_dev_zero(tmp_path, capsys):
     """metrics.json read by the report, booster.txt read by a saved LightGBM model: refused, named."""
-    from crashcast.risk.models import create_model, load_model
     from tests.evaluation.conftest import toy_table
+
+    from crashcast.risk.models import create_model, load_model
 
     folder = create_model("lightgbm").fit(toy_table(12)).save(tmp_path / "lgb")
     (folder / "booster.txt").unlink()

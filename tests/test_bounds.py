@@ -4,6 +4,7 @@ and YAML aliases (which expand to gigabytes) are refused; through the CLI and th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from tests.conftest import cli_exit_code
@@ -80,3 +81,19 @@ def test_a_run_whose_files_are_links_to_dev_zero(tmp_path, capsys):
     assert cli_exit_code(["report", run]) == 2
     errors = _errors(capsys)
     assert len(errors) == 1 and "metrics.json: is a device" in errors[0]
+
+
+def test_a_device_or_a_fifo_is_not_called_an_empty_video(tmp_path):
+    """(issue 23, item 9) /dev/zero and a FIFO were reported as "empty file (0 bytes)"."""
+    from crashcast.data.annotations import read_csv
+    from crashcast.data.video import probe
+    from crashcast.errors import AnnotationError, VideoError
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/zero"), fifo):
+        with pytest.raises(VideoError, match="not a regular file") as e:
+            probe(path)
+        assert "empty" not in str(e.value)
+        with pytest.raises(AnnotationError, match="not a regular file"):
+            read_csv(path)

@@ -170,6 +170,8 @@ def _read_text(path: Path) -> str:
         raise AnnotationError(path, "file not found")
     if path.is_dir():
         raise AnnotationError(path, "is a folder, not an annotation file")
+    if not path.is_file():
+        raise AnnotationError(path, "is not a regular file (a named pipe, a device or a socket), not an annotation file")
     try:
         return path.read_text(encoding="utf-8-sig")  # utf-8-sig strips a BOM
     except UnicodeDecodeError as e:

@@ -71,6 +71,8 @@ def _open(path: Path):
         raise VideoError(path, "file not found")
     if path.is_dir():
         raise VideoError(path, "is a folder, not a video file")
+    if not path.is_file():  # a FIFO, a device (/dev/zero), a socket: "empty" would be a lie, and reading may never end
+        raise VideoError(path, "is not a regular file (a named pipe, a device or a socket), not a video file")
     if path.stat().st_size == 0:
         raise VideoError(path, "empty file (0 bytes)")
     try:

@@ -126,3 +126,13 @@ def test_every_model_resolves_weights_from_the_env_folder_the_same_way(weights_e
     _put(vlm[0], other)
     assert resolve_base_model(qwen, RuntimeContext(RuntimeConfig(weights_dir=str(other))).weights_dir) == str(other / qwen)
     assert BuildContext(runtime=RuntimeConfig(weights_dir=str(other))).weights(qwen) == str(other / qwen)
+
+
+def test_a_bad_override_is_said_once(monkeypatch):
+    """(issue 23, item 9) a --set that fits no candidate was reported as 'no preset can run here',
+    with the same error once per preset."""
+    with pytest.raises(Exception) as e:
+        R.choose_backend(overrides=["evaluation.ece_bins=0"])
+    msg = str(e.value)
+    assert msg.startswith("--set evaluation.ece_bins=0: fits none of the presets paper, fast, classic")
+    assert msg.count("invalid config") == 1 and "greater than or equal to 2" in msg and "no preset can run here" not in msg

@@ -114,6 +114,7 @@ class PresetStatus:
     weights: list[WeightStatus] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the config does not load; a package fails to import
     weights_dir: Path | None = None
+    config_error: str | None = None  # the config (with the overrides) does not load: why
 
     @property
     def missing_weights(self) -> list[WeightStatus]:
@@ -160,6 +161,7 @@ def preset_status(name: str | Path, weights_dir: str | Path | None = None, *, ch
         cfg = load_config(name, overrides)
     except ConfigError as e:
         status.problems.append(str(e))
+        status.config_error = str(e)
         return status
     vlm = defines_vlm(name)
     status.weights_dir = weights_dir_for(cfg.runtime, weights_dir)
@@ -206,6 +208,10 @@ def choose_backend(candidates: Iterable[str | Path] = AUTO_CANDIDATES, weights_d
         passed.append(st)
     if not passed:
         raise ConfigError(f"--backend auto: none of the presets {', '.join(map(str, candidates))} exists")
+    if overrides and all(p.config_error for p in passed):  # the overrides fit none: say so once
+        raise ConfigError(f"--set {' --set '.join(overrides)}: fits none of the presets "
+                          f"{', '.join(p.name for p in passed)} (--backend auto tries them); "
+                          f"with the last: {passed[-1].config_error}")
     raise ConfigError("--backend auto: no preset can run here: "
                       + "; ".join(f"{p.name}: {p.why()}" for p in passed))
 

@@ -35,6 +35,10 @@ def test_output_names_are_unique_safe_and_keep_a_unique_stem():
         (name,) = output_names([Path(unsafe)])
         assert name not in ("", ".", "..", "errors.jsonl") and "/" not in name and "\\" not in name, (unsafe, name)
     assert output_names([Path("...mp4")]) == ["video"]
+    long = "é" * 125  # 250 bytes (254 with .mp4): a file name at the limit, and two of them in two folders
+    assert output_names([Path(f"{long}.mp4")]) == [long]
+    for name in output_names([Path(f"a/{long}.mp4"), Path(f"b/{long}.mp4"), Path(f"b/{long}.mp4")]):
+        assert len(name.encode()) <= 255 and name.startswith("é" * 100)
     names = output_names([Path("...mp4"), Path("video.mp4"), Path("video.mkv")])
     assert len({n.casefold() for n in names}) == 3
 

@@ -314,6 +314,11 @@ def _safe_name(name: str) -> str:
     return "video" if not name.strip(". ") else name
 
 
+def _shortened(name: str, max_bytes: int = 230) -> str:
+    """`name` cut to `max_bytes` of UTF-8 (a whole character last), so a suffix still fits a file name (255 bytes)."""
+    return name.encode()[:max_bytes].decode(errors="ignore")
+
+
 def output_names(paths: list[Path]) -> list[str]:
     """The folder in --out of each video, unique (case-insensitively, so also on case-insensitive
     file systems) and a single name inside --out, decided by the inputs alone (not by the workers or
@@ -332,14 +337,14 @@ def output_names(paths: list[Path]) -> list[str]:
     taken = dupes(names)
     names = [_safe_name(p.name) if n.casefold() in taken else n for n, p in zip(names, paths, strict=True)]
     taken = dupes(names)
-    names = [f"{n}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]}" if n.casefold() in taken else n
-             for n, p in zip(names, paths, strict=True)]
+    names = [f"{_shortened(n)}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]}" if n.casefold() in taken
+             else n for n, p in zip(names, paths, strict=True)]
     unique: list[str] = []
     seen = set(RESERVED_NAMES)
     for n in names:
         name, k = n, 2
         while name.casefold() in seen:
-            name, k = f"{n}-{k}", k + 1
+            name, k = f"{_shortened(n)}-{k}", k + 1
         seen.add(name.casefold())
         unique.append(name)
     return unique

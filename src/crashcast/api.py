@@ -187,10 +187,24 @@ def horizons_override(horizons_s: Sequence[float]) -> str:
 
 def synth(n: int = 20, out: str | Path = "synthetic", seed: int = 0, workers: int = 1, progress: bool = False) -> Path:
     """Render `n` synthetic dashcam clips (half positives) with exact ground truth into `out`
-    (MP4 + annotations.csv + truth/<id>.json); returns the annotations.csv path."""
+    (MP4 + annotations.csv + truth/<id>.json); returns the annotations.csv path. An annotations.csv
+    in `out` that crashcast's synth did not write is refused (`CrashcastError`, nothing written);
+    synthetic clips of another seed or count that synth wrote there are replaced, never mixed."""
     from crashcast.data.synthetic import generate
 
     return generate(n, writable_dir(out), seed=seed, workers=workers, progress=progress)
+
+
+def synthetic_clips(n: int, out: str | Path, seed: int = 0, workers: int = 1, progress: bool = False) -> tuple[Path, bool]:
+    """The annotations.csv of `n` synthetic clips of `seed` in `out`, and whether they were there already
+    (exactly those clips, with their videos: reused) rather than rendered now by `synth` (the demo)."""
+    from crashcast.data.synthetic import expected_ids, synthetic_ids
+
+    out = Path(out)
+    want = expected_ids(n, seed)
+    if out.is_dir() and synthetic_ids(out) == want and all((out / f"{cid}.mp4").is_file() for cid in want):
+        return out / "annotations.csv", True
+    return synth(n, out, seed=seed, workers=workers, progress=progress), False
 
 
 @dataclass
@@ -398,8 +412,10 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
                  stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
                  executor: ExecutorKind = "local", address: str | None = None, progress: bool = True) -> Iterator[VideoOutcome]:
     """`crashcast predict`: the risk timeline of each video (files or folders of videos) written to
-    out/<video stem>/ (timeline.csv, timeline.json, risk.png, with `annotate` annotated.mp4), one
-    outcome per video in order. A failed video is in its outcome and recorded in out/errors.jsonl
+    out/<name>/ (timeline.csv, timeline.json, risk.png, with `annotate` annotated.mp4), one
+    outcome per video in order. `name` (the outcome's) is the video's stem when no other video of the
+    call has it, else made unique, always one folder inside `out` (`crashcast.prediction.output_names`).
+    A failed video is in its outcome and recorded in out/errors.jsonl under its name
     (this run's failures only); the others go on. With `workers` 1 the videos run here one after
     another and each outcome comes as its video finishes; otherwise in local processes or on Ray
     (`executor`, `address`). `config` (a preset, YAML or config) else `backend` chooses the
@@ -433,7 +449,7 @@ def _recorded(outcomes: Iterator[VideoOutcome], out: Path) -> Iterator[VideoOutc
 
     for o in outcomes:
         if o.prediction is None or o.files is None:
-            record_error(out, o.path.stem, "predict", o.error or "failed", o.error_type or "Error", file=str(o.path))
+            record_error(out, o.name or o.path.stem, "predict", o.error or "failed", o.error_type or "Error", file=str(o.path))
         yield o
 
 
@@ -459,5 +475,5 @@ __all__ = [
     "AnnotationFormat", "Calibration", "ExecutorKind", "MissingEvent", "PromptFiles", "TrainingData", "UsageError",
     "WindowList", "build_windows", "check_model_features", "config_for", "doctor", "download_weights", "evaluate",
     "extract", "horizons_override", "load", "load_clips", "model_run", "predict", "predict_many", "prompts", "report",
-    "synth", "train", "train_vlm", "videos_in", "vlm_training_data", "windows", "writable_dir",
+    "synth", "synthetic_clips", "train", "train_vlm", "videos_in", "vlm_training_data", "windows", "writable_dir",
 ]

@@ -398,13 +398,13 @@ def demo(
     t0 = time.time()
     api.writable_dir(out)
     data, run = out / "data", out / "run"
-    csv_path = data / "annotations.csv"
-    if csv_path.exists() and len(csv_path.read_text().splitlines()) == n + 1:
-        console.print(f"synthetic clips already in {data}")
-    else:
-        api.synth(n, data, seed=seed, workers=workers, progress=True)
+    # the clips of this n and seed: reused only when exactly those are there, else rendered (replacing
+    # another seed's), and then the run starts over so no number mixes two sets of clips
+    csv_path, reused = api.synthetic_clips(n, data, seed=seed, workers=workers, progress=True)
+    if reused:
+        console.print(f"synthetic clips already in {data}", markup=False)
     cfg = api.load("classic", [api.horizons_override([0, 0.5, 1.0, 1.5])])
-    summary = api.extract(csv_path, run, data, config=cfg, workers=workers, missing_event="error")
+    summary = api.extract(csv_path, run, data, config=cfg, workers=workers, missing_event="error", new_run=not reused)
     _print_extract(summary)
     results = api.evaluate(run, ["ttc", "physics", "lightgbm"], "platt", folds=min(5, n // 2), config=cfg)
     console.print((run / "metrics.md").read_text(), markup=False)

@@ -303,10 +303,57 @@ def _predict_setup(model: str | RiskModel | None, cfg_json: str) -> tuple[Backen
     return Backends.build(cfg.perception, cfg.runtime), resolve_model(model, cfg), cfg
 
 
+RESERVED_NAMES = frozenset({"errors.jsonl"})
+"""Names in a predict --out folder that are not a video's (compared case-insensitively)."""
+
+
+def _safe_name(name: str) -> str:
+    """`name` as one folder name inside --out: path separators and control characters become `_`;
+    a name of dots, blanks or nothing (`.`, `..`: it would be --out or its parent) becomes `video`."""
+    name = "".join("_" if c in "/\\" or ord(c) < 32 else c for c in name)
+    return "video" if not name.strip(". ") else name
+
+
+def _shortened(name: str, max_bytes: int = 230) -> str:
+    """`name` cut to `max_bytes` of UTF-8 (a whole character last), so a suffix still fits a file name (255 bytes)."""
+    return name.encode()[:max_bytes].decode(errors="ignore")
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """The folder in --out of each video, unique (case-insensitively, so also on case-insensitive
+    file systems) and a single name inside --out, decided by the inputs alone (not by the workers or
+    the executor): the video's stem when no other video of the run has it; else its file name (stem
+    and extension: clip.mp4, clip.avi); else that name and 8 hex digits of the SHA-256 of its
+    resolved path (a/clip.mp4, b/clip.mp4); a video given twice, or a name still taken, gets -2, -3
+    in input order. Unsafe stems (`.`, `..`, separators) are made safe first (`_safe_name`)."""
+    import hashlib
+    from collections import Counter
+
+    def dupes(names: list[str]) -> set[str]:
+        counts = Counter(n.casefold() for n in names)
+        return {n for n, c in counts.items() if c > 1 or n in RESERVED_NAMES}
+
+    names = [_safe_name(p.stem) for p in paths]
+    taken = dupes(names)
+    names = [_safe_name(p.name) if n.casefold() in taken else n for n, p in zip(names, paths, strict=True)]
+    taken = dupes(names)
+    names = [f"{_shortened(n)}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]}" if n.casefold() in taken
+             else n for n, p in zip(names, paths, strict=True)]
+    unique: list[str] = []
+    seen = set(RESERVED_NAMES)
+    for n in names:
+        name, k = n, 2
+        while name.casefold() in seen:
+            name, k = f"{_shortened(n)}-{k}", k + 1
+        seen.add(name.casefold())
+        unique.append(name)
+    return unique
+
+
 def _predict_job(resource: tuple[Backends, RiskModel, CrashcastConfig], path: Path, out_dir: Path, stride_s: float,
-                 threshold: float, annotate: bool) -> tuple[Prediction, dict[str, Path]]:
+                 threshold: float, annotate: bool, name: str) -> tuple[Prediction, dict[str, Path]]:
     backends, model, cfg = resource
-    sub = out_dir / path.stem
+    sub = out_dir / name
     pred = predict(path, model, cfg, stride_s, threshold, annotate=(sub / "annotated.mp4") if annotate else None,
                    backends=backends)
     return pred, write_outputs(pred, sub)
@@ -321,12 +368,14 @@ class VideoOutcome:
     files: dict[str, Path] | None = None
     error: str | None = None
     error_type: str | None = None
+    name: str = ""
+    """Its folder in the output folder, also its id in errors.jsonl (`output_names`)."""
 
 
 def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: CrashcastConfig, out_dir: Path,
                  stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
                  executor: str = "local", address: str | None = None, progress: bool = True) -> Iterator[VideoOutcome]:
-    """`predict` + `write_outputs` (into out_dir/<video stem>/) for many videos, one outcome per video
+    """`predict` + `write_outputs` (into out_dir/<name>/, `output_names`: the video's stem when unique) for many videos, one outcome per video
     in `paths` order; one video's failure is in its outcome and the others go on.
     With one local worker (or one video) the videos run one after another in this process, the
     perception backends built once (on the first video) and the model resolved once, and each outcome
@@ -352,16 +401,16 @@ def runs_in_process(executor: str, workers: int, n_videos: int) -> bool:
 def _predict_in_process(paths: list[Path], risk_model: RiskModel, cfg: CrashcastConfig, out_dir: Path, stride_s: float,
                         threshold: float, annotate: bool) -> Iterator[VideoOutcome]:
     backends = Backends.build(cfg.perception, cfg.runtime)  # once for every video (model weights load once)
-    for path in paths:
-        sub = out_dir / path.stem
+    for path, name in zip(paths, output_names(paths), strict=True):
+        sub = out_dir / name
         try:
             pred = predict(path, risk_model, cfg, stride_s, threshold,
                            annotate=(sub / "annotated.mp4") if annotate else None, backends=backends)
-            yield VideoOutcome(path, pred, write_outputs(pred, sub))
+            yield VideoOutcome(path, pred, write_outputs(pred, sub), name=name)
         except Exception as e:  # one video's failure is recorded; the others go on
             if not isinstance(e, CrashcastError | OSError):
                 log.debug("unexpected failure on %s", path, exc_info=True)
-            yield VideoOutcome(path, error=str(e), error_type=type(e).__name__)
+            yield VideoOutcome(path, error=str(e), error_type=type(e).__name__, name=name)
 
 
 def _predict_parallel(runner: JobExecutor, paths: list[Path], model: str | Path | RiskModel | None,
@@ -373,11 +422,13 @@ def _predict_parallel(runner: JobExecutor, paths: list[Path], model: str | Path 
     if isinstance(model, str | Path) and Path(model).exists():
         model = str(Path(model).absolute())  # a worker's working folder is not this one (nor on this machine)
     setup = partial(_predict_setup, model, cfg_json)
-    jobs = [(str(i), (Path(p).absolute(), out_dir.absolute(), stride_s, threshold, annotate))
-            for i, p in enumerate(paths)]
+    names = output_names(paths)
+    jobs = [(str(i), (Path(p).absolute(), out_dir.absolute(), stride_s, threshold, annotate, name))
+            for i, (p, name) in enumerate(zip(paths, names, strict=True))]
     results = runner.run(_predict_job, jobs, f"predicting {len(paths)} videos", progress, setup=setup)
-    return iter([VideoOutcome(Path(path), *r.value) if r.ok else VideoOutcome(Path(path), error=r.error, error_type=r.error_type)
-                 for path, r in zip(paths, results, strict=True)])
+    return iter([VideoOutcome(Path(path), *r.value, name=name) if r.ok
+                 else VideoOutcome(Path(path), error=r.error, error_type=r.error_type, name=name)
+                 for path, name, r in zip(paths, names, results, strict=True)])
 
 
 def videos_in(inputs: list[Path]) -> list[Path]:
@@ -393,4 +444,5 @@ def videos_in(inputs: list[Path]) -> list[Path]:
     return out
 
 
-__all__ = ["Prediction", "VideoOutcome", "predict", "predict_many", "runs_in_process", "videos_in", "write_outputs"]
+__all__ = ["Prediction", "VideoOutcome", "output_names", "predict", "predict_many", "runs_in_process", "videos_in",
+           "write_outputs"]

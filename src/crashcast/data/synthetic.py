@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -626,19 +627,97 @@ def render_one(seed: int, index: int, out_dir: Path, cfg: SynthConfig) -> tuple[
     return cid, _fmt(sc.time_of_event_s), _fmt(sc.time_of_alert_s), sc.target
 
 
+CSV_HEADER = "id,time_of_event,time_of_alert,target"
+_ID = re.compile(r"synth-?\d+_\d{4,}")  # clip_id_for's ids
+
+
+def synthetic_ids(out_dir: str | Path) -> list[str] | None:
+    """The clip ids of the synthetic clips crashcast wrote in `out_dir`, in annotation order; None when
+    its annotations.csv is not crashcast's own. Crashcast's own: `generate`'s header, every id of
+    `clip_id_for`'s form, and each one's `truth/<id>.json` beside it (a ground-truth record naming that
+    clip, which no other tool writes); no annotations.csv: an empty list."""
+    out = Path(out_dir)
+    csv_path = out / "annotations.csv"
+    if not csv_path.exists() and not csv_path.is_symlink():
+        return []
+    try:
+        if not csv_path.is_file() or csv_path.stat().st_size > 10_000_000:
+            return None
+        lines = csv_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or lines[0] != CSV_HEADER:
+        return None
+    ids = [line.split(",", 1)[0] for line in lines[1:]]
+    if not all(_ID.fullmatch(cid) and _is_truth(out / "truth" / f"{cid}.json", cid) for cid in ids):
+        return None
+    return ids
+
+
+def _is_truth(path: Path, cid: str) -> bool:
+    """Whether `path` is the ground-truth record `render_one` wrote for clip `cid` (it starts with its id)."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as f:
+            return f.read(64).startswith(f'{{"clip_id":"{cid}"'.encode())
+    except OSError:
+        return False
+
+
+def expected_ids(n: int, seed: int) -> list[str]:
+    """The clip ids `generate(n, seed=seed)` writes, in order."""
+    return [clip_id_for(seed, i) for i in range(n)]
+
+
+def prepare_out(out_dir: str | Path, n: int, seed: int) -> bool:
+    """Make `out_dir` ready for `generate(n, seed=seed)`: True when it already holds exactly those clips
+    (rendering again rewrites the same files). A folder whose annotations.csv crashcast did not write
+    is refused (`CrashcastError` naming the file); crashcast's own clips of another seed or count are
+    removed first (their videos and truth files, then the CSV), so the folder never mixes two sets. A
+    truth file of a clip to render that is not crashcast's is refused too."""
+    from crashcast.errors import CrashcastError
+
+    out = Path(out_dir)
+    have = synthetic_ids(out)
+    csv_path = out / "annotations.csv"
+    if have is None:
+        raise CrashcastError(f"{csv_path}: an annotations.csv that crashcast's synth did not write (not synthetic clips "
+                             f"with their truth/ files); synth leaves it alone - choose another --out folder")
+    want = expected_ids(n, seed)
+    if have == want:
+        return True
+    if have:
+        log.warning("%s: replacing the %d synthetic clip(s) crashcast wrote there (%s...) with %d clip(s) of seed %d",
+                    out, len(have), have[0], n, seed)
+        for cid in have:
+            (out / f"{cid}.mp4").unlink(missing_ok=True)
+            (out / "truth" / f"{cid}.json").unlink(missing_ok=True)
+        csv_path.unlink()
+    for cid in want:  # a truth file of a clip to render is crashcast's own (an interrupted synth's), or refused
+        truth = out / "truth" / f"{cid}.json"
+        if (truth.exists() or truth.is_symlink()) and not _is_truth(truth, cid):
+            raise CrashcastError(f"{truth}: a file that crashcast's synth did not write; synth leaves it alone - choose "
+                                 f"another --out folder")
+    return False
+
+
 def generate(n: int, out_dir: str | Path, seed: int = 0, cfg: SynthConfig | None = None, workers: int = 1, progress: bool = False) -> Path:
-    """Write n clips, `annotations.csv` and `truth/<id>.json` to `out_dir`; returns the CSV path."""
+    """Write n clips, `annotations.csv` and `truth/<id>.json` to `out_dir`; returns the CSV path.
+    A folder holding data crashcast did not write is refused; crashcast's own clips of another seed or
+    count are replaced (`prepare_out`)."""
     from crashcast.runtime.executor import run_jobs
 
     cfg = cfg or SynthConfig()
     out = Path(out_dir)
+    prepare_out(out, n, seed)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     jobs = [(clip_id_for(seed, i), (seed, i, out, cfg)) for i in range(n)]
     results = run_jobs(render_one, jobs, workers, f"rendering {n} synthetic clips", progress)
     failed = [r for r in results if not r.ok]
     if failed:
         raise RuntimeError(f"rendering failed for {failed[0].key}: {failed[0].error}")
-    lines = ["id,time_of_event,time_of_alert,target"] + [",".join(str(v) for v in r.value) for r in results]
+    lines = [CSV_HEADER] + [",".join(str(v) for v in r.value) for r in results]
     csv_path = out / "annotations.csv"
     atomic_write_text(csv_path, "\n".join(lines) + "\n")
     return csv_path

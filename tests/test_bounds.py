@@ -97,3 +97,19 @@ def test_a_device_or_a_fifo_is_not_called_an_empty_video(tmp_path):
         assert "empty" not in str(e.value)
         with pytest.raises(AnnotationError, match="not a regular file"):
             read_csv(path)
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    ({"stride_s": 0}, "stride_s"), ({"stride_s": float("nan")}, "stride_s"), ({"stride_s": 1e9}, "stride_s"),
+    ({"threshold": -1}, "threshold"), ({"threshold": float("nan")}, "threshold"),
+    ({"smooth": 0}, "smooth"), ({"smooth": 2.5}, "smooth"),
+])
+def test_predict_settings_are_bounded_before_any_video_is_read(kwargs, word, tmp_path):
+    """`predict(stride_s=0)` looped forever; a NaN or negative threshold and smooth=0 were accepted."""
+    missing = tmp_path / "not-read.mp4"  # never opened: the settings are refused first
+    with pytest.raises(ConfigError, match=word):
+        api.predict(missing, **kwargs)
+    if "smooth" not in kwargs:
+        with pytest.raises(ConfigError, match=word):
+            list(api.predict_many([tmp_path], out=tmp_path / "out", **kwargs))
+        assert not (tmp_path / "out").exists()

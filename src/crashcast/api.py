@@ -422,6 +422,9 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     perception (`config_for`; auto keeps a saved model's run config). A bad model, config or
     executor raises here, before any video is read. The result is an iterator: with one worker the
     videos are predicted as it is consumed (`list(api.predict_many(...))` runs them all)."""
+    from crashcast.prediction import check_settings
+
+    check_settings(stride_s, threshold, 3)  # before anything is read or written
     from crashcast.config import CrashcastConfig
     from crashcast.prediction import predict_many as run_many
     from crashcast.prediction import resolve_model, runs_in_process

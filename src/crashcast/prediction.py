@@ -32,7 +32,7 @@ import pandas as pd
 
 from crashcast.config import CrashcastConfig, load_config
 from crashcast.data.video import VideoWriter, iter_resampled
-from crashcast.errors import CrashcastError
+from crashcast.errors import ConfigError, CrashcastError
 from crashcast.features import overlays
 from crashcast.features.kinematics import lookback_s, window_objects
 from crashcast.perception.bundle import Backends
@@ -118,6 +118,22 @@ def _window_at(t: float, cfg: CrashcastConfig, clip_id: str, phase: Phase = MODE
     return Window(clip_id, phase, 0.0, t, kfs[0], t, kfs, clamped, 0, (None,) * 3, (None,) * 3, 0.0, "now")
 
 
+#: the stride's range: 0 would never advance, and beyond a minute nothing is anticipated
+STRIDE_RANGE_S = (0.05, 60.0)
+
+
+def check_settings(stride_s: float, threshold: float, smooth: int) -> None:
+    """ConfigError unless the stride is within `STRIDE_RANGE_S`, the threshold a number in [0, 1] and
+    `smooth` a whole number of strides from 1 to 100 (checked before any video is read)."""
+    lo, hi = STRIDE_RANGE_S
+    if not (isinstance(stride_s, int | float) and math.isfinite(stride_s) and lo <= stride_s <= hi):
+        raise ConfigError(f"stride_s={stride_s!r}: seconds between risk estimates must be from {lo} to {hi}")
+    if not (isinstance(threshold, int | float) and math.isfinite(threshold) and 0 <= threshold <= 1):
+        raise ConfigError(f"threshold={threshold!r}: an alert threshold is a probability from 0 to 1")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or not 1 <= smooth <= 100:
+        raise ConfigError(f"smooth={smooth!r}: the number of strides the risk is smoothed over is a whole number from 1 to 100")
+
+
 def predict(
     path: str | Path,
     model: str | Path | RiskModel | None = None,
@@ -133,6 +149,7 @@ def predict(
     `backends`: perception backends built once for many videos (`Backends.build`); built here when None."""
     from crashcast.features.build import build_window_meta
 
+    check_settings(stride_s, threshold, smooth)
     t_start = time.time()
     path = Path(path)
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
@@ -384,6 +401,7 @@ def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: C
     risk model (a saved folder or physics/ttc) once, and the outcomes come when all are done (the
     jobs run in this call).
     An unknown executor, or Ray not installed, raises `ExecutorError` here, before any video is read."""
+    check_settings(stride_s, threshold, 3)
     from crashcast.runtime.executors import get_executor
 
     runner = get_executor(executor, workers, address, device=cfg.runtime.device)

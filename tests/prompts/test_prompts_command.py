@@ -79,3 +79,32 @@ def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsy
     assert card["data"]["train_hash"] == prompts_hash(splits["train"])
     assert "trained baseline on" in capsys.readouterr().out
     assert _cli(["train", "vlm", "--run", run, "--config", "paper-zero-shot"]) == 2
+
+
+@pytest.mark.parametrize("damage", ["empty", "corrupt", "tiny"])
+def test_a_keyframe_that_does_not_decode_leaves_its_window_out(synth_small, tmp_path, capsys, damage):
+    """(issue 23, item 8) empty or corrupt PNGs went into the exports, and `train vlm` failed an epoch
+    in; now the window is left out, named, through the CLI and the Python API."""
+    import cv2
+    import numpy as np
+
+    from crashcast import api
+
+    run = tmp_path / "run"
+    clips = read_csv(synth_small / "annotations.csv")[:3]
+    assert extract_run(clips, run, load_config("classic"), workers=1, progress=False).ok == 3
+    kf = sorted(run.glob("clips/*/max/*.png"))[0]
+    window = f"{kf.parent.parent.name}_max"
+    if damage == "empty":
+        kf.write_bytes(b"")
+    elif damage == "corrupt":
+        kf.write_bytes(kf.read_bytes()[:40])
+    else:
+        cv2.imwrite(str(kf), np.zeros((4, 4, 3), np.uint8))
+    assert _cli(["prompts", run]) == 1
+    err = capsys.readouterr().err
+    assert window in err and kf.name in err and ("does not decode" in err or "not a keyframe overlay" in err)
+    written = [r["id"] for n in ("train", "val", "test") for r in _records(run / "prompts" / f"{n}.jsonl")]
+    assert window not in written and len(written) == 3 * 3 - 1
+    files = api.prompts(run)
+    assert files.skipped and any(window in s for s in files.skipped)

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import yaml
 
-from crashcast.errors import ConfigError, SchemaError
+from crashcast.errors import ConfigError, InputLimitError, SchemaError
 from crashcast.features.window_meta import Instance, ObjectSummary, WindowMeta
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import inside
+from crashcast.runtime.store import inside, read_bounded
 from crashcast.settings import parse_yaml
 
 log = logging.getLogger(__name__)
@@ -210,8 +210,34 @@ def keyframe_paths(meta: WindowMeta, window_dir: Path | None) -> tuple[Path, ...
             ) from None
         if not path.is_file():
             raise SchemaError(f"{path}: keyframe image named by window {meta.window_id} does not exist")
+        _check_image(path, meta.window_id)
         out.append(path)
     return tuple(out)
+
+
+#: a keyframe overlay's plausible size in pixels (each side)
+KEYFRAME_SIDE_PX = (16, 8192)
+
+
+def _check_image(path: Path, window_id: str) -> None:
+    """SchemaError unless `path` decodes as an image of a plausible size: an empty or corrupt PNG
+    would otherwise reach the exports and fail a VLM's training an epoch in."""
+    import cv2
+    import numpy as np
+
+    try:
+        data = read_bounded(path, 64 * 2**20, "keyframe image")
+    except (OSError, InputLimitError) as e:
+        raise SchemaError(f"{path}: keyframe image of window {window_id} cannot be read ({e})") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if img is None:
+        raise SchemaError(f"{path}: keyframe image of window {window_id} does not decode "
+                          f"({len(data)} bytes: empty or corrupt); rerun `crashcast extract` on the run")
+    h, w = img.shape[:2]
+    lo, hi = KEYFRAME_SIDE_PX
+    if not (lo <= h <= hi and lo <= w <= hi):
+        raise SchemaError(f"{path}: keyframe image of window {window_id} is {w}x{h} pixels, not a keyframe overlay "
+                          f"(each side {lo}-{hi})")
 
 
 def keyframe_mean_depth(o: ObjectSummary) -> float | None:

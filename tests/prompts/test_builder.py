@@ -18,6 +18,15 @@ from crashcast.errors import ConfigError, SchemaError
 from crashcast.features.window_meta import WindowMeta, read_window_meta
 from crashcast.prompts.builder import IMAGE_TOKEN, LETTERS, Prompt, build_prompt, load_template, rank_objects
 
+
+def _png() -> bytes:
+    """A real 16x16 PNG: prompts check that each keyframe decodes."""
+    import cv2
+    import numpy as np
+
+    return cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+
+
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("CRASHCAST_UPDATE_GOLDEN") == "1"
 
@@ -30,7 +39,7 @@ def window(tmp_path) -> tuple[WindowMeta, Path]:
     folder.mkdir(parents=True)
     shutil.copy(GOLDEN / "window_meta.json", folder / "window_meta.json")
     for k in range(3):
-        (folder / f"kf{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+        (folder / f"kf{k}.png").write_bytes(_png())
     return read_window_meta(folder / "window_meta.json"), folder
 
 

@@ -25,6 +25,15 @@ from crashcast.prompts.exports import (
     write_jsonl,
 )
 
+
+def _png() -> bytes:
+    """A real 16x16 PNG: prompts check that each keyframe decodes."""
+    import cv2
+    import numpy as np
+
+    return cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+
+
 GOLDEN = Path(__file__).parent / "golden"
 
 
@@ -48,7 +57,7 @@ def _window(
     meta = meta.model_copy(update=update)
     if images:
         for k in range(3):
-            (folder / f"kf{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+            (folder / f"kf{k}.png").write_bytes(_png())
     return meta, folder
 
 

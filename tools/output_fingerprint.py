@@ -6,9 +6,9 @@ tabular and tiny-VLM models; `predict` timelines with the physics model and a sa
 Then writes one JSON manifest {relative path: sha256} of every window_meta.json, features.parquet,
 predictions/*.csv, model.json and timeline file. Run it before and after a change and compare:
 
-    python tools/output_fingerprint.py --out /tmp/fp-before      # on the old commit
-    python tools/output_fingerprint.py --out /tmp/fp-after       # on the new one
-    python tools/output_fingerprint.py --compare /tmp/fp-before/manifest.json /tmp/fp-after/manifest.json
+    python tools/output_fingerprint.py --out fp-before      # on the old commit
+    python tools/output_fingerprint.py --out fp-after       # on the new one
+    python tools/output_fingerprint.py --compare fp-before/manifest.json fp-after/manifest.json
 
 Slow on purpose (a few minutes on 2 cores): it runs what users run. `--quick` keeps 3 real clips.
 The `tiny` preset builds some of its random models from the global random state, so each CLI call

@@ -23,7 +23,6 @@ from crashcast.runtime.context import RuntimeContext
 from crashcast.settings import BackendConfig, ContextConfig, GeometryConfig, RuntimeConfig
 
 if TYPE_CHECKING:
-    from crashcast.config import PerceptionConfig
     from crashcast.runtime.weights import WeightFile
 
 #: the attribute of a factory that holds its spec
@@ -74,7 +73,9 @@ class BuildContext:
     dtype, batch size, weights folder: `RuntimeContext`), and `create(stage, cfg)` to build a
     sub-backend (set by the registry)."""
 
-    perception: PerceptionConfig | None = None
+    #: the perception section (`crashcast.config.PerceptionConfig`, which sits above the backends: not
+    #: imported here, even for typing); only its `geometry` and `context` are read
+    perception: Any = None
     runtime: RuntimeConfig | RuntimeContext = field(default_factory=RuntimeConfig)
     create: Callable[[str, BackendConfig], Any] | None = None
 

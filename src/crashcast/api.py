@@ -234,18 +234,22 @@ def extract(annotations: str | Path, out: str | Path, videos: str | Path | None 
             config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = (),
             weights_dir: str | Path | None = None, workers: int = 1, missing_event: MissingEvent = "skip",
             annotation_format: AnnotationFormat = "auto", new_run: bool = False, executor: ExecutorKind = "local",
-            address: str | None = None, progress: bool = True) -> ExtractSummary:
+            address: str | None = None, progress: bool = True,
+            trust_checkpoints: Sequence[str | Path] = ()) -> ExtractSummary:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet into
     the run folder `out` (a rerun resumes). Failed clips and bad annotation rows are recorded in
-    `out/errors.jsonl`; the summary counts them (`failed`, `annotation_errors`)."""
+    `out/errors.jsonl`; the summary counts them (`failed`, `annotation_errors`). `trust_checkpoints`:
+    checkpoint files you trust to be unpickled in full (`crashcast.runtime.checkpoints`)."""
     from crashcast.extract import extract_run
+    from crashcast.runtime.checkpoints import trusting
     from crashcast.runtime.layout import record_error
 
     out = Path(out)
     cfg = config_for(backend, config, overrides, weights_dir, run=out)
     clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
-    summary = extract_run(clips, writable_dir(out), cfg, workers=workers, progress=progress, new=new_run,
-                          executor=executor, address=address)
+    with trusting(trust_checkpoints):
+        summary = extract_run(clips, writable_dir(out), cfg, workers=workers, progress=progress, new=new_run,
+                              executor=executor, address=address)
     for e in errors:
         record_error(out, None, "annotations", str(e), type(e).__name__, file=getattr(e, "path", None), row=getattr(e, "row", None))
     summary.annotation_errors = list(errors)
@@ -387,13 +391,17 @@ def report(run: str | Path) -> Path:
 def predict(video: str | Path, model: str | Path | RiskModel | None = None,
             config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
             annotate: str | Path | None = None, smooth: int = 3, backends: Any = None, *,
-            out: str | Path | None = None) -> Prediction:
+            out: str | Path | None = None, trust_checkpoints: Sequence[str | Path] = ()) -> Prediction:
     """Risk timeline of one video (`crashcast.prediction.predict`; `config` None: the classic preset),
-    and with `out` its timeline.csv, timeline.json and risk.png written there."""
+    and with `out` its timeline.csv, timeline.json and risk.png written there. `trust_checkpoints`:
+    checkpoint files you trust to be unpickled in full (`crashcast.runtime.checkpoints`)."""
     from crashcast.prediction import predict as predict_video
     from crashcast.prediction import write_outputs
+    from crashcast.runtime.checkpoints import trusting
 
-    pred = predict_video(video, model, config, stride_s, threshold, annotate=annotate, smooth=smooth, backends=backends)
+    with trusting(trust_checkpoints):
+        pred = predict_video(video, model, config, stride_s, threshold, annotate=annotate, smooth=smooth,
+                             backends=backends)
     if out is not None:
         write_outputs(pred, out)
     return pred
@@ -410,7 +418,8 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
                  config: str | Path | CrashcastConfig | None = None, out: str | Path = "crashcast-predictions", *,
                  backend: str = "auto", overrides: Sequence[str] = (), weights_dir: str | Path | None = None,
                  stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
-                 executor: ExecutorKind = "local", address: str | None = None, progress: bool = True) -> Iterator[VideoOutcome]:
+                 executor: ExecutorKind = "local", address: str | None = None, progress: bool = True,
+                 trust_checkpoints: Sequence[str | Path] = ()) -> Iterator[VideoOutcome]:
     """`crashcast predict`: the risk timeline of each video (files or folders of videos) written to
     out/<name>/ (timeline.csv, timeline.json, risk.png, with `annotate` annotated.mp4), one
     outcome per video in order. `name` (the outcome's) is the video's stem when no other video of the
@@ -421,13 +430,16 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     (`executor`, `address`). `config` (a preset, YAML or config) else `backend` chooses the
     perception (`config_for`; auto keeps a saved model's run config). A bad model, config or
     executor raises here, before any video is read. The result is an iterator: with one worker the
-    videos are predicted as it is consumed (`list(api.predict_many(...))` runs them all)."""
+    videos are predicted as it is consumed (`list(api.predict_many(...))` runs them all).
+    `trust_checkpoints`: checkpoint files you trust to be unpickled in full, while the iterator runs
+    (`crashcast.runtime.checkpoints`)."""
     from crashcast.prediction import check_settings
 
     check_settings(stride_s, threshold, 3)  # before anything is read or written
     from crashcast.config import CrashcastConfig
     from crashcast.prediction import predict_many as run_many
     from crashcast.prediction import resolve_model, runs_in_process
+    from crashcast.runtime.checkpoints import trusting
     from crashcast.runtime.executors import get_executor
 
     cfg = config if isinstance(config, CrashcastConfig) and not overrides and weights_dir is None else \
@@ -442,18 +454,22 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     # in this process the model resolved above is used; workers each load it from `model`
     use = risk_model if runs_in_process(executor, workers, len(paths)) else model
+    with trusting(trust_checkpoints):  # a file named that is not there fails here, before any video is read
+        pass
     outcomes = run_many(paths, use, cfg, out, stride_s, threshold, annotate, workers, executor, address, progress)
-    return _recorded(outcomes, out)
+    return _recorded(outcomes, out, trust_checkpoints)
 
 
-def _recorded(outcomes: Iterator[VideoOutcome], out: Path) -> Iterator[VideoOutcome]:
-    """The outcomes, each failure recorded in out/errors.jsonl as it comes."""
+def _recorded(outcomes: Iterator[VideoOutcome], out: Path, trust: Sequence[str | Path] = ()) -> Iterator[VideoOutcome]:
+    """The outcomes, each failure recorded in out/errors.jsonl as it comes (with `trust` trusted meanwhile)."""
+    from crashcast.runtime.checkpoints import trusting
     from crashcast.runtime.layout import record_error
 
-    for o in outcomes:
-        if o.prediction is None or o.files is None:
-            record_error(out, o.name or o.path.stem, "predict", o.error or "failed", o.error_type or "Error", file=str(o.path))
-        yield o
+    with trusting(trust):
+        for o in outcomes:
+            if o.prediction is None or o.files is None:
+                record_error(out, o.name or o.path.stem, "predict", o.error or "failed", o.error_type or "Error", file=str(o.path))
+            yield o
 
 
 def doctor(weights_dir: str | Path | None = None) -> DoctorReport:

@@ -153,6 +153,8 @@ def windows(
 BACKEND_HELP = ("perception preset: auto (the best of paper, fast, classic whose packages are installed and whose "
                 "weights are on disk; never downloads), paper, fast, classic, tiny (random tiny models, for trying the wiring)")
 WEIGHTS_DIR_HELP = "load every model from this folder, offline (also CRASHCAST_WEIGHTS_DIR; see `crashcast weights list`)"
+TRUST_HELP = ("a checkpoint file you trust to be unpickled in full (it may run code): only needed for one that "
+              "the restricted loader refuses; repeat for several")
 
 
 class Executor(StrEnum):
@@ -179,6 +181,7 @@ def extract(
                                                "(pip install 'crashcast[distributed]'; docs/SCALING.md)")] = Executor.local,
     address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to join (auto: the one "
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
+    trust_checkpoint: Annotated[list[Path] | None, typer.Option(help=TRUST_HELP)] = None,
 ) -> None:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
     overrides = list(set_ or [])
@@ -189,7 +192,7 @@ def extract(
     summary = api.extract(annotations, out, videos, backend=backend, config=config, overrides=overrides,
                           weights_dir=weights_dir, workers=workers, missing_event=missing_event.value,
                           annotation_format=annotation_format.value, new_run=new_run, executor=executor.value,
-                          address=address)
+                          address=address, trust_checkpoints=trust_checkpoint or ())
     _print_extract(summary, len(summary.annotation_errors))
     if summary.failed or summary.annotation_errors:
         raise typer.Exit(1)
@@ -320,6 +323,7 @@ def predict(
                                                "(pip install 'crashcast[distributed]'; docs/SCALING.md)")] = Executor.local,
     address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to join (auto: the one "
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
+    trust_checkpoint: Annotated[list[Path] | None, typer.Option(help=TRUST_HELP)] = None,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
     cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model))
@@ -332,7 +336,8 @@ def predict(
     # one after another in this process (each printed as it is done), or in workers, each building the
     # backends and the model once; failures are recorded in out/errors.jsonl
     outcomes = api.predict_many(paths, model, cfg, out, stride_s=stride, threshold=threshold, annotate=annotate,
-                                workers=workers, executor=executor.value, address=address, progress=not machine)
+                                workers=workers, executor=executor.value, address=address, progress=not machine,
+                                trust_checkpoints=trust_checkpoint or ())
     say = err_console if machine else console  # machine formats: only the document on stdout
     docs, frames, failed = [], [], 0
     for outcome in outcomes:

@@ -185,8 +185,10 @@ def test_locate_ultralytics_and_url_files(isolated):
     (isolated / "ul-weights" / YOLO_FILE).write_bytes(b"y" * 10)
     assert W.locate(ul) == isolated / "ul-weights" / YOLO_FILE
     (isolated / "ul-weights" / YOLO_FILE).unlink()
-    (isolated / "cwd" / YOLO_FILE).write_bytes(b"y")  # ultralytics loads a bare name from the working directory
-    assert W.locate(ul) == isolated / "cwd" / YOLO_FILE
+    (isolated / "cwd" / YOLO_FILE).write_bytes(b"y")  # a file of that name in the working directory is not it
+    assert W.locate(ul) is None and W.weights_path(YOLO_FILE) == str(isolated / "ul-weights" / YOLO_FILE)
+    assert W.resolve(YOLO_FILE) == YOLO_FILE  # a name, for the backend to place (`weights_path`), not the cwd file
+    assert W.resolve("./" + YOLO_FILE) == "./" + YOLO_FILE  # said as a path: used as one
 
     url = WeightFile("raft_small.pth", "url", "BSD-3-Clause", url="https://download.pytorch.org/models/raft_small_C_T_V2-01064c6d.pth")
     assert W.target(url) == isolated / "torch" / "hub" / "checkpoints" / "raft_small_C_T_V2-01064c6d.pth"

@@ -2,14 +2,14 @@
 it is downloaded. Nothing here knows a backend, a preset or a model: the registries say which files
 a config needs (`crashcast.readiness` asks them), this module only handles files.
 
-`resolve(name_or_path, weights_dir)`: an existing path is used as is; with a weights folder
+`resolve(name_or_path, weights_dir)`: a path (`is_path`: absolute, or with a folder in it) is used
+as is; a bare file name is never looked up in the working directory; with a weights folder
 (`--weights-dir`, `runtime.weights_dir` or $CRASHCAST_WEIGHTS_DIR: `runtime.context`) a hub id
 `org/name` or a file name must be inside it (`<dir>/org/name`, `<dir>/name`), and nothing is
 downloaded; without one the name goes to the library (Hugging Face hub cache, ultralytics), which
 may download it. `locate` finds a file on disk without a network call (the weights folder when one
 is set, since that is the only place `resolve` then loads from; else the Hugging Face cache,
-ultralytics' weights folder (CLIP: its `clip/` subfolder), torch's hub cache or the working
-directory). `download` is the only function here that touches the network, and with none (or
+ultralytics' weights folder (CLIP: its `clip/` subfolder) or torch's hub cache). `download` is the only function here that touches the network, and with none (or
 HF_HUB_OFFLINE=1) it says what to fetch, from where, its size and licence, and where to put it.
 """
 
@@ -51,6 +51,17 @@ def is_random(name: str) -> bool:
     return name.startswith(RANDOM_PREFIX)
 
 
+def is_path(name: str) -> bool:
+    """A path, not a name: absolute, `~`-prefixed, or with a folder in it (`./x.pt`, `runs/best.pt`; a hub
+    id `org/name` counts only when it exists). A bare file name (`yolov8x.pt`) is a name: it is looked
+    up in the weights folder or the library's, never in the working directory, where anyone's download
+    or archive may have left a file of that name."""
+    p = Path(name).expanduser()
+    if p.is_absolute() or name.startswith(("~", "./", "../", ".\\", "..\\")):
+        return True
+    return len(p.parts) > 1 and p.exists()
+
+
 @dataclass(frozen=True)
 class WeightFile:
     """One set of weights a backend's config needs.
@@ -69,6 +80,9 @@ class WeightFile:
     size_mb: float | None = None
     url: str | None = None
     files: tuple[str, ...] = ()
+    #: the published SHA-256 of a single-file checkpoint, checked before it is loaded
+    #: (`crashcast.runtime.checkpoints.verify_known`) and after it is downloaded; None: none is published
+    sha256: str | None = None
 
     @property
     def fetch_url(self) -> str:
@@ -92,9 +106,8 @@ def candidates(name: str, weights_dir: Path) -> list[Path]:
 
 def resolve(name_or_path: str, weights_dir: Path | None = None) -> str:
     """The local path or library name to load `name_or_path` from (see the module docstring)."""
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        return str(p)
+    if is_path(name_or_path):
+        return os.path.expanduser(name_or_path)
     if weights_dir is None:
         return name_or_path
     for c in candidates(name_or_path, weights_dir):
@@ -130,12 +143,25 @@ def ultralytics_weights_dir() -> Path | None:
     return Path(d).expanduser() if isinstance(d, str) and d else None
 
 
+def ultralytics_dir() -> Path:
+    """ultralytics' weights folder, absolute: its `weights_dir` setting, else its default (`weights`, which
+    ultralytics reads relative to the working directory)."""
+    d = ultralytics_weights_dir() or ULTRALYTICS_DEFAULT_WEIGHTS
+    return d if d.is_absolute() else Path.cwd() / d
+
+
+def weights_path(name: str) -> str:
+    """Where a bare ultralytics checkpoint name is loaded from (and downloaded to) without a crashcast
+    weights folder: ultralytics' weights folder, as an absolute path, so that ultralytics does not
+    first look for the name in the working directory. Paths are returned as they are."""
+    return name if is_path(name) else str(ultralytics_dir() / name)
+
+
 def ultralytics_clip_dir() -> Path:
     """Where ultralytics' YOLO-World text model reads (and downloads) CLIP checkpoints:
     `<weights_dir>/clip` (ultralytics/nn/text_model.py), with ultralytics' default weights folder
     when its settings file does not exist yet."""
-    d = ultralytics_weights_dir() or ULTRALYTICS_DEFAULT_WEIGHTS
-    return (d if d.is_absolute() else Path.cwd() / d) / "clip"
+    return ultralytics_dir() / "clip"
 
 
 def torch_hub_checkpoints() -> Path:
@@ -191,8 +217,8 @@ def locate(wf: WeightFile, weights_dir: Path | None = None) -> Path | None:
     weights folder, only that folder (the only place `resolve` loads from then); without one, the
     place its library loads it from."""
     p = Path(wf.name).expanduser()
-    if p.exists():  # a path, or a file in the working directory: `resolve` and the libraries use it as is
-        return p.resolve()
+    if is_path(wf.name):  # a path: `resolve` uses it as is (a bare name is never looked up in the working directory)
+        return p.resolve() if p.exists() else None
     if weights_dir is not None:
         for c in candidates(wf.name, weights_dir):
             if (c.is_dir() and wf.source == "huggingface" and _complete(c, wf.files)) or c.is_file():
@@ -201,8 +227,8 @@ def locate(wf: WeightFile, weights_dir: Path | None = None) -> Path | None:
     if wf.source == "huggingface":
         return _hf_cached(wf, hf_cache_dir())
     if wf.source == "ultralytics":
-        d = ultralytics_weights_dir()
-        return d / wf.name if d is not None and (d / wf.name).is_file() else None
+        f = ultralytics_dir() / wf.name
+        return f if f.is_file() else None
     if wf.source == ULTRALYTICS_CLIP:
         f = ultralytics_clip_dir() / wf.name
         return f if f.is_file() else None
@@ -218,7 +244,7 @@ def target(wf: WeightFile, weights_dir: Path | None = None) -> Path:
     if wf.source == "huggingface":
         return hf_cache_dir() / ("models--" + wf.name.replace("/", "--"))
     if wf.source == "ultralytics":
-        return (ultralytics_weights_dir() or Path.cwd()) / wf.name
+        return ultralytics_dir() / wf.name
     if wf.source == ULTRALYTICS_CLIP:
         return ultralytics_clip_dir() / wf.name
     return torch_hub_checkpoints() / _url_file_name(wf)
@@ -305,9 +331,11 @@ def download(files: Iterable[WeightFile], dir: str | Path | None = None, *, offl
     return paths
 
 
-def _expected_sha256(wf: WeightFile) -> str | None:
-    """The SHA-256 a CLIP checkpoint's URL names (its parent folder), which the `clip` package checks
-    before using a file in its download folder; None for other files."""
+def expected_sha256(wf: WeightFile) -> str | None:
+    """The file's published SHA-256: the table's, else the one a CLIP checkpoint's URL names (its parent
+    folder, which the `clip` package checks before using a file in its download folder); else None."""
+    if wf.sha256:
+        return wf.sha256.lower()
     if wf.source != ULTRALYTICS_CLIP or not wf.url:
         return None
     parts = wf.url.split("?", 1)[0].rstrip("/").split("/")
@@ -345,7 +373,7 @@ def _fetch(wf: WeightFile, d: Path | None) -> Path:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
                 digest.update(chunk)
-        expected = _expected_sha256(wf)
+        expected = expected_sha256(wf)
         if expected is not None and digest.hexdigest() != expected:
             part.unlink(missing_ok=True)
             raise ModelError(f"{wf.name}: the downloaded file's SHA-256 is {digest.hexdigest()[:16]}..., not the "

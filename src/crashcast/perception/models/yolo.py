@@ -34,9 +34,12 @@ image weights are random too), which needs neither.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
-from collections.abc import Sequence
+import re
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +51,15 @@ from crashcast.perception.base import FrameContext
 from crashcast.perception.models._common import check_rgb_frames
 from crashcast.perception.models.labels import ROAD_USERS, coarse_class
 from crashcast.perception.spec import BuildContext, backend
-from crashcast.runtime.weights import RANDOM_PREFIX, ULTRALYTICS_CLIP, WeightFile, is_random
+from crashcast.runtime.checkpoints import TRUST_ENV, UntrustedCheckpoint, is_trusted, refusal, verify_known
+from crashcast.runtime.weights import (
+    RANDOM_PREFIX,
+    ULTRALYTICS_CLIP,
+    WeightFile,
+    is_path,
+    is_random,
+    weights_path,
+)
 from crashcast.settings import BackendConfig
 from crashcast.types import Detections
 
@@ -83,6 +94,7 @@ CLIP_WEIGHTS = WeightFile(
     338.0,
     "https://openaipublic.azureedge.net/clip/models/"
     "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+    sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
 )
 #: `random:` architectures that are not an ultralytics YAML as such: (YAML, [depth, width, max channels])
 TINY_ARCHS: dict[str, tuple[str, list[float]]] = {
@@ -236,14 +248,15 @@ def _class_filter(names: dict[int, str], classes: str | list[str], weights: str)
 
 def _load(cfg: YoloConfig, ctx: BuildContext) -> Any:
     """The ultralytics model: random, or loaded from the checkpoint; with the YOLO-World vocabulary set."""
-    from ultralytics import YOLO
 
     if is_random(cfg.weights):
         model = _random_model(cfg.weights[len(RANDOM_PREFIX) :])
     else:
-        path = ctx.weights(cfg.weights)
+        path = _checkpoint_path(cfg.weights, ctx)
         try:
-            model = YOLO(path)
+            model = _load_checkpoint(path)
+        except UntrustedCheckpoint:
+            raise
         except Exception as e:  # ultralytics raises many kinds (download, unpickling, missing file)
             raise ConfigError(
                 f"perception.detector.weights: cannot load {cfg.weights!r} ({type(e).__name__}: {e}). "
@@ -258,6 +271,68 @@ def _load(cfg: YoloConfig, ctx: BuildContext) -> Any:
     if cfg.text_classes:
         _set_vocabulary(model, cfg, ctx)
     return model
+
+
+def _checkpoint_path(weights: str, ctx: BuildContext) -> str:
+    """Where the checkpoint is loaded from: a path as given; a bare name from the weights folder when one
+    is set, else from ultralytics' weights folder (`weights_path`), never from the working directory
+    (ultralytics itself would look there first)."""
+    path = ctx.weights(weights)
+    return weights_path(path) if path == weights else path
+
+
+def _load_checkpoint(path: str) -> Any:
+    """`YOLO(path)` through ultralytics' restricted loader (see `crashcast.runtime.checkpoints`): only
+    known model classes are rebuilt; a checkpoint that references anything else is refused, naming what,
+    unless the user trusts the file."""
+    from ultralytics import YOLO
+
+    if is_trusted(path):
+        log.warning("%s: loading in full (trusted on the command line / in the API / $%s)", path, TRUST_ENV)
+        return YOLO(path)
+    with _restricted_loading(path):
+        try:
+            return YOLO(path)
+        except TypeError as e:
+            if "outside the supported" not in str(e):
+                raise
+            raise refusal(path, _refused_because(str(e.__cause__ or ""))) from e
+
+
+def _refused_because(torch_message: str) -> str:
+    """What the restricted loader refused, from torch's WeightsUnpickler message."""
+    found = re.findall(r"GLOBAL ([\w.]+)", torch_message)
+    if found:
+        return f"it references {', '.join(dict.fromkeys(found))}, which is not one of ultralytics' or torch's model classes"
+    op = re.search(r"WeightsUnpickler error:\s*([^\n.]+)", torch_message)
+    return ("the restricted loader cannot read it" + (f" ({op.group(1).strip()})" if op else "")
+            + ": it is not a torch checkpoint, or one that only a full unpickling reads")
+
+
+_SAFE_LOAD_LOCK = threading.Lock()
+#: the first ultralytics release with a restricted (weights_only, allow-list) checkpoint loader
+SAFE_LOAD_SINCE = "8.4.67"
+
+
+@contextlib.contextmanager
+def _restricted_loading(path: str) -> Iterator[None]:
+    """ultralytics' own switch to its restricted loader (`ULTRALYTICS_SAFE_LOAD`, read once at its import),
+    turned on for this load: `torch_safe_load` and the model builder read the module's `SAFE_LOAD`."""
+    import ultralytics
+    import ultralytics.nn.tasks as tasks
+
+    safe = getattr(tasks, "_SafeLoad", None)
+    if safe is None or not getattr(safe, "SUPPORTED", False) or not hasattr(tasks, "SAFE_LOAD"):
+        raise refusal(path, f"ultralytics {ultralytics.__version__} (with this torch) has no restricted checkpoint "
+                      f"loader; ultralytics {SAFE_LOAD_SINCE} and later have one: pip install -U "
+                      f"'ultralytics>={SAFE_LOAD_SINCE}'")
+    with _SAFE_LOAD_LOCK:
+        before = tasks.SAFE_LOAD
+        tasks.SAFE_LOAD = True
+        try:
+            yield
+        finally:
+            tasks.SAFE_LOAD = before
 
 
 def _random_model(arch: str) -> Any:
@@ -349,8 +424,9 @@ def _set_vocabulary(model: Any, cfg: YoloConfig, ctx: BuildContext) -> None:
 
 def _clip_checkpoint(ctx: BuildContext) -> Path | None:
     """The CLIP checkpoint file to load: from the weights folder when one is set (a ConfigError naming
-    the file and the folder when it is not there), an existing `ViT-B-32.pt` in the working directory;
-    None: ultralytics' own folder (`<weights_dir>/clip/`)."""
+    the file and the folder when it is not there), its SHA-256 checked against the published one before
+    anything reads it; None: ultralytics' own folder (`<weights_dir>/clip/`, where the `clip` package
+    checks the hash itself)."""
     try:
         found = Path(ctx.weights(CLIP_WEIGHTS.name))
     except ConfigError as e:
@@ -358,7 +434,10 @@ def _clip_checkpoint(ctx: BuildContext) -> Path | None:
             f"perception.detector.text_classes: YOLO-World needs CLIP ViT-B/32 to encode its vocabulary: {e} "
             f"(fetch it from {CLIP_WEIGHTS.url})"
         ) from e
-    return found if found.is_file() else None
+    if not found.is_file():
+        return None
+    verify_known(found, CLIP_WEIGHTS.sha256 or "", "CLIP ViT-B/32 checkpoint (ViT-B-32.pt)")
+    return found
 
 
 def _clip_place(checkpoint: Path | None) -> str:
@@ -401,7 +480,7 @@ def yolo_weights(cfg: YoloConfig) -> list[WeightFile]:
             ),
             *clip,
         ]
-    if Path(cfg.weights).expanduser().exists():  # a checkpoint of one's own, already here
+    if is_path(cfg.weights) and Path(cfg.weights).expanduser().exists():  # a checkpoint of one's own, already here
         return clip
     if (
         "/" not in cfg.weights and "\\" not in cfg.weights

@@ -274,3 +274,15 @@ def test_a_prompt_template_that_is_a_fifo_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r"template\.yaml.*FIFO"):
         load_template(fifo)
+
+
+def test_a_dataset_info_that_is_a_fifo_is_replaced_not_read(run_copy):
+    """`prompts` merges its entries into an existing prompts/dataset_info.json: a FIFO there blocked the open."""
+    folder = run_copy / "prompts"
+    folder.mkdir()
+    os.mkfifo(folder / "dataset_info.json")
+    written = api.prompts(run_copy, ["test"])
+    assert (folder / "dataset_info.json").is_file() and written.files["test"].sharegpt.is_file()
+    import json
+
+    assert "crashcast_test" in json.loads((folder / "dataset_info.json").read_text())

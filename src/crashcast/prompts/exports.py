@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crashcast.errors import SchemaError
+from crashcast.errors import InputLimitError, SchemaError
 from crashcast.prompts.builder import IMAGE_TOKEN, Prompt
-from crashcast.runtime.store import atomic_write_json, atomic_write_text
+from crashcast.runtime.store import TABLE_FILE_LIMIT, atomic_write_json, atomic_write_text, read_text_bounded
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,9 @@ def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a JSONL file (a regular file within TABLE_FILE_LIMIT: `store.read_bounded`)."""
+    text = read_text_bounded(path, TABLE_FILE_LIMIT, "JSONL file")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,9 @@ def write_dataset_info(folder: Path, splits: Iterable[str]) -> Path:
     info: dict[str, Any] = {}
     if path.exists():
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            log.warning("%s: not valid JSON; rewriting it", path)
+            info = json.loads(read_text_bounded(path, what="dataset_info.json"))
+        except (json.JSONDecodeError, UnicodeDecodeError, InputLimitError) as e:
+            log.warning("%s: not a readable JSON file (%s); rewriting it", path, e)
         if not isinstance(info, dict):
             info = {}
     for split in splits:

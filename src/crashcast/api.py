@@ -294,14 +294,14 @@ def prompts(run: str | Path, splits: Sequence[str] = ("train", "val", "test"), r
             config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = ()) -> PromptFiles:
     """Write each window of `splits` as a VLM prompt into run/prompts/ (ShareGPT + dataset_info.json,
     ms-swift, chat messages). `rationale` None: the config's vlm.rationale."""
-    from crashcast.prompts.dataset import write_prompts
+    from crashcast.prompts.dataset import SPLITS, write_prompts
 
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UsageError(f"unknown split(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SPLITS)}", "--split")
     run = Path(run)
     cfg = _run_config(run, config, overrides)
-    try:
-        files, written, skipped = write_prompts(writable_dir(run, "run"), cfg, tuple(splits), rationale)
-    except ValueError as e:
-        raise UsageError(str(e), "--split") from None
+    files, written, skipped = write_prompts(writable_dir(run, "run"), cfg, tuple(splits), rationale)
     return PromptFiles(RunLayout(run).prompts, files, written, skipped)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from enum import StrEnum
@@ -128,6 +129,8 @@ def windows(
     """List the max/mid/mini windows, keyframe times and labels of every clip."""
     from crashcast.runtime.store import atomic_write_text
 
+    if out is not None and out.is_dir():  # said before any work, with the path the user gave
+        raise CrashcastError(f"{out}: is a folder; --out names the CSV file to write, e.g. {out / 'windows.csv'}")
     found = api.windows(annotations, videos, config, _horizons(horizons), missing_event.value, annotation_format.value)
     wins, errors = found.windows, found.errors
     df = found.table()
@@ -260,7 +263,7 @@ def prompts(
         table.add_row(name, str(len(ps)), str(sum(p.label for p in ps)), f.sharegpt.name, f.swift.name, f.chat.name)
     console.print(table)
     if skipped:
-        err_console.print(f"{len(skipped)} window(s) left out (unreadable window_meta or keyframes): "
+        err_console.print(f"{len(skipped)} window(s) left out (window_meta unreadable or not the table's, or keyframes unreadable): "
                           + "; ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""), style="yellow", markup=False)
         raise typer.Exit(1)
 
@@ -482,9 +485,33 @@ def weights_download(
         console.print(f"{s.file.name}: {s.path}", markup=False)
 
 
+_OVERRIDE_PAIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
+
+
+def _one_pair_per_set(argv: list[str]) -> str | None:
+    """The problem when a `--set` is followed by a second `section.field=value` (`--set a=1 b=2`): an
+    option takes one value, so click would call the second an unexpected argument (or, for predict,
+    a video). None when every pair has its own --set."""
+    for i, arg in enumerate(argv):
+        if arg == "--set" and i + 2 < len(argv):
+            value, after = argv[i + 1], argv[i + 2]
+        elif arg.startswith("--set=") and i + 1 < len(argv):
+            value, after = arg.removeprefix("--set="), argv[i + 1]
+        else:
+            continue
+        if _OVERRIDE_PAIR.match(after) and not Path(after).exists():
+            return (f"--set takes one section.field=value; repeat --set for each pair: --set {value} --set {after} "
+                    f"({after!r} follows --set {value} without its own --set)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `crashcast` entry point: errors crashcast expects (bad input, unwritable folders) end in one
     line naming the file or option and the problem, on stderr, with exit code 2."""
+    problem = _one_pair_per_set([str(a) for a in (sys.argv[1:] if argv is None else argv)])
+    if problem:
+        err_console.print(f"[red]error:[/] {escape(problem)}")
+        raise SystemExit(2)
     try:
         app(args=argv, prog_name="crashcast")
     except CrashcastError as e:

@@ -201,6 +201,8 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
 
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: a second `section.field=value` inside one override's value (`--set "a.b=1 c.d=2"`)
+_SECOND_PAIR = re.compile(r"\s([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+=\S*)")
 
 
 def _apply_override(data: dict[str, Any], item: str) -> None:
@@ -209,6 +211,10 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     key = key.strip()
     if not sep or not _KEY.match(key):
         raise ConfigError(f"--set {item!r}: must look like section.field=value, e.g. windows.horizons_s=[0,0.5]")
+    second = _SECOND_PAIR.search(value)
+    if second and not value.lstrip().startswith(("'", '"')):
+        raise ConfigError(f"--set {item!r}: one section.field=value per --set; give {second.group(1)!r} its own "
+                          "(--set a.b=1 --set c.d=2; in the Python API, one list item per override)")
     try:
         parsed = parse_yaml(value)
     except yaml.YAMLError as e:

@@ -149,10 +149,15 @@ RUN_MARK = "# config hash: "  # the first line of a run's config.yaml
 
 def is_run(run_dir: Path) -> bool:
     """Whether `run_dir` holds a crashcast run (its config.yaml starts with RUN_MARK)."""
+    from crashcast.errors import InputLimitError
+    from crashcast.runtime.store import check_bounded
+
     try:
-        with RunLayout(run_dir).config.open(encoding="utf-8") as f:
-            return f.readline().startswith(RUN_MARK)
-    except (OSError, UnicodeDecodeError):
+        path = RunLayout(run_dir).config
+        check_bounded(path, what="run config.yaml")  # a FIFO would block the open, /dev/zero the readline
+        with path.open(encoding="utf-8") as f:
+            return f.readline(len(RUN_MARK) + 1).startswith(RUN_MARK)
+    except (OSError, UnicodeDecodeError, InputLimitError):
         return False
 
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from crashcast.errors import ConfigError, CrashcastError, SchemaError
+from crashcast.errors import ConfigError, CrashcastError, InputLimitError, SchemaError
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import inside, read_text_bounded
+from crashcast.runtime.store import TABLE_FILE_LIMIT, check_bounded, inside, read_text_bounded
 
 if TYPE_CHECKING:
     from crashcast.features.window_meta import WindowMeta
@@ -68,7 +68,10 @@ def load_features(run_dir: Path, columns: Sequence[str] = META_COLUMNS) -> pd.Da
     import pyarrow as pa
 
     try:
+        check_bounded(path, TABLE_FILE_LIMIT, "feature table")  # a FIFO or a link to /dev/zero is never opened
         df = pd.read_parquet(path)
+    except InputLimitError as e:
+        raise RunFileError(path, str(e).removeprefix(f"{path}: "), "rerun `crashcast extract` to rebuild it") from None
     except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid for random bytes or a cut file
         raise RunFileError(path, f"not a readable Parquet file ({type(e).__name__}: {e})",
                            "rerun `crashcast extract` to rebuild it") from None
@@ -151,10 +154,19 @@ def read_metrics(run_dir: Path) -> dict:
         raise RunFileError(path, "not found", f"run `crashcast evaluate {run_dir}` first")
     try:
         res = json.loads(read_text_bounded(path, what="metrics file"))
-        res["models"]  # the section every reader needs: KeyError or TypeError when absent
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFileError(path, f"not a metrics file written by `crashcast evaluate` ({type(e).__name__}: {e})",
                            again) from None
+    if not isinstance(res, dict) or "models" not in res:
+        raise RunFileError(path, "malformed: no `models` field at the top level (not a metrics file written by "
+                                 "`crashcast evaluate`)", again)
+    models = res["models"]
+    if not isinstance(models, dict) or not models:
+        got = f"a {type(models).__name__}" if models or not isinstance(models, dict) else "empty"
+        raise RunFileError(path, f"malformed: its `models` field is {got}, not a mapping of model name -> results", again)
+    bad = [str(name) for name, r in models.items() if not isinstance(r, dict)]
+    if bad:
+        raise RunFileError(path, f"malformed: `models` entries {', '.join(bad[:3])} are not mappings of results", again)
     return res
 
 
@@ -172,11 +184,14 @@ def read_predictions(run_dir: Path, models: Iterable[str],
         if not path.exists():
             continue
         try:
+            check_bounded(path, TABLE_FILE_LIMIT, "predictions file")
             df = pd.read_csv(path, dtype={"clip_id": str, "window_id": str})
             missing = sorted(set(columns) - set(df.columns))
             if missing:
                 raise ValueError(f"missing column(s) {missing}")
-        except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        except InputLimitError as e:
+            raise RunFileError(path, str(e).removeprefix(f"{path}: ")) from None
+        except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as e:
             raise RunFileError(path, f"not a predictions file written by `crashcast evaluate` ({e})",
                                f"rerun `crashcast evaluate {run_dir}`") from None
         out[name] = df

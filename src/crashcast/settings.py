@@ -22,6 +22,7 @@ from pydantic import (
     SerializeAsAny,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 
@@ -61,9 +62,19 @@ class WindowConfig(Section):
     }
     horizons_s: list[float] = Field(default_factory=lambda: [0.0], min_length=1, max_length=100,
                                     description="seconds before the anchor the windows end (>= 0, each once)")
+
+    @field_validator("keyframe_fractions")
+    @classmethod
+    def _fractions(cls, v: dict[str, tuple[float, float, float]]) -> dict[str, tuple[float, float, float]]:
+        if set(v) != {"max", "mid", "mini"}:
+            raise ValueError(f"keyframe fractions are given for exactly max, mid and mini, got {sorted(v)}")
+        for phase, fr in v.items():
+            if not (all(math.isfinite(f) for f in fr) and 0 <= fr[0] < fr[1] < fr[2] <= 1):
+                raise ValueError(f"{phase}: three increasing fractions of the span in [0, 1], got {list(fr)}")
+        return v
     negative_min_anchor_s: float = Field(6.0, ge=0, le=3600, description="negatives are anchored at least this far into the clip")
     soft_target_decay_s: float = Field(2.0, gt=0, le=600, description="e-folding time of the soft target before the alert")
-    default_alert_lead_s: float = Field(1.0, ge=0, description="alert = event - this, when no alert time is annotated")
+    default_alert_lead_s: float = Field(1.0, ge=0, le=60, description="alert = event - this, when no alert time is annotated")
 
     @field_validator("horizons_s")
     @classmethod
@@ -131,12 +142,12 @@ class GeometryConfig(Section):
     """The dashcam's geometry, shared by every stage that turns pixels into metres."""
 
     hfov_deg: float = Field(70.0, gt=10, lt=170, description="horizontal field of view of the dashcam")
-    camera_height_m: float = Field(1.4, gt=0)
+    camera_height_m: float = Field(1.4, gt=0, le=10)
     horizon: float = Field(0.5, gt=0, lt=1, description="horizon row as a fraction of the image height (where the road vanishes)")
     sky_margin: float | None = Field(0.05, ge=0, lt=1, description="perceive only the rows below horizon - this fraction of the height "
                                      "(the classic detector finds objects on the road, below the horizon); null: the whole frame")
-    ego_front_m: float = Field(1.0, ge=0, description="distance from the camera to the front bumper")
-    ego_path_half_width_m: float = Field(1.6, gt=0, description="half width of the ego path (looming looks there)")
+    ego_front_m: float = Field(1.0, ge=0, le=20, description="distance from the camera to the front bumper")
+    ego_path_half_width_m: float = Field(1.6, gt=0, le=20, description="half width of the ego path (looming looks there)")
 
 
 class ContextConfig(Section):
@@ -145,9 +156,9 @@ class ContextConfig(Section):
     (a detector that needs it, or `looming`)."""
 
     looming: bool = Field(True, description="measure the ego-path looming (scene TTC); needs flow and the road fit")
-    max_road_flow_px: float = Field(24.0, gt=0, description="road motion beyond this many pixels per step is not measurable (very near rows)")
-    residual_threshold_px: float = Field(0.25, gt=0, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
-    residual_relative: float = Field(0.3, ge=0, description="plus this fraction of the road-plane flow at the pixel")
+    max_road_flow_px: float = Field(24.0, gt=0, le=1000, description="road motion beyond this many pixels per step is not measurable (very near rows)")
+    residual_threshold_px: float = Field(0.25, gt=0, le=100, description="flow residual vs the road plane (pixels/frame) that marks an obstacle")
+    residual_relative: float = Field(0.3, ge=0, le=100, description="plus this fraction of the road-plane flow at the pixel")
     max_off_road_fraction: float = Field(0.3, gt=0, le=1, description="more of the ego path off the road plane than this means the fit failed")
 
 
@@ -167,16 +178,16 @@ class RuntimeConfig(Section):
 class FeatureConfig(Section):
     top_k: int = Field(3, ge=1, le=50, description="objects per window in the feature table and prompts, closest first")
     min_track_frames: int = Field(4, ge=2, le=10_000, description="shorter tracks get SpeedValid/AccValid=False")
-    max_valid_depth_m: float = Field(80.0, gt=0, description="beyond this, depth is too coarse for speed")
+    max_valid_depth_m: float = Field(80.0, gt=0, le=1000, description="beyond this, depth is too coarse for speed")
     write_overlays: bool = True
 
 
 class PhysicsConfig(Section):
     """Training-free risk from time-to-contact (see crashcast.risk.physics for the reasoning)."""
 
-    ttc_mid_s: float = Field(2.0, gt=0, description="TTC at which the risk is 0.5 (FCW tests warn at 1.5-2.5 s)")
-    ttc_scale_s: float = Field(0.45, gt=0, description="softness of the TTC logistic")
-    min_closing_mps: float = Field(0.8, ge=0, description="slower closing speeds carry no risk")
+    ttc_mid_s: float = Field(2.0, gt=0, le=60, description="TTC at which the risk is 0.5 (FCW tests warn at 1.5-2.5 s)")
+    ttc_scale_s: float = Field(0.45, gt=0, le=60, description="softness of the TTC logistic")
+    min_closing_mps: float = Field(0.8, ge=0, le=100, description="slower closing speeds carry no risk")
     looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
 
 
@@ -185,15 +196,22 @@ class EvaluationConfig(Section):
                               "fold); null: one train/validation/test split")
     test_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="the split's random seed (numpy's range)")
     threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     ece_bins: int = Field(10, ge=2, le=1000)
     bootstrap: int = Field(500, ge=0, le=100_000)
 
+    @model_validator(mode="after")
+    def _fractions(self) -> EvaluationConfig:
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError(f"test_fraction + val_fraction must leave clips to train on (< 1), got "
+                             f"{self.test_fraction} + {self.val_fraction}")
+        return self
+
 
 class LoraSettings(Section):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
+    r: int = Field(8, ge=1, le=1024)
+    alpha: int = Field(16, ge=1, le=4096)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
                                       description="module names of the language model to adapt (the vision tower's are fused qkv)")
@@ -210,20 +228,20 @@ class VlmConfig(Section):
     quantization: Literal["nf4", "none"] = Field("nf4", description="4-bit NF4 (bitsandbytes) under the LoRA adapters")
     compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: float = Field(2e-5, gt=0, le=1)
     epochs: float = Field(3.0, gt=0, le=1000)
     batch_size: int = Field(1, ge=1, le=1024)
     gradient_accumulation: int = Field(16, ge=1, le=4096)
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "linear"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    mse_weight: float = Field(0.0, ge=0, description="enhanced: loss = CE + mse_weight x weighted MSE")
-    positive_weight: float = Field(3.0, gt=0, description="weight of positive windows in the MSE term")
+    mse_weight: float = Field(0.0, ge=0, le=1000, description="enhanced: loss = CE + mse_weight x weighted MSE")
+    positive_weight: float = Field(3.0, gt=0, le=1000, description="weight of positive windows in the MSE term")
     negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
     rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
     max_new_tokens: int = Field(24, ge=4, le=4096, json_schema_extra={"scoring_only": True},
                                 description="how a trained model answers, not what it learnt: not compared when an adapter is reused")
-    max_pixels: int | None = Field(None, ge=28 * 28, description="cap on image pixels the processor keeps (None: its default)")
-    seed: int = 0
+    max_pixels: int | None = Field(None, ge=28 * 28, le=8192 * 8192, description="cap on image pixels the processor keeps (None: its default)")
+    seed: int = Field(0, ge=0, lt=2**32)
 
     @classmethod
     def scoring_only(cls) -> tuple[str, ...]:

@@ -19,7 +19,8 @@ from dataclasses import replace
 from pathlib import Path, PureWindowsPath
 from typing import Literal, TypeVar
 
-from crashcast.errors import AnnotationError
+from crashcast.errors import AnnotationError, InputLimitError
+from crashcast.runtime.store import ANNOTATION_FILE_LIMIT, read_bounded
 from crashcast.types import Clip
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,9 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise AnnotationError(path, "is not a regular file (a named pipe, a device or a socket), not an annotation file")
     try:
-        return path.read_text(encoding="utf-8-sig")  # utf-8-sig strips a BOM
+        return read_bounded(path, ANNOTATION_FILE_LIMIT, "annotation file").decode("utf-8-sig")  # utf-8-sig strips a BOM
+    except InputLimitError as e:
+        raise AnnotationError(path, str(e).removeprefix(f"{path}: ")) from None
     except UnicodeDecodeError as e:
         raise AnnotationError(path, f"not a UTF-8 text file ({e.reason})") from None
     except OSError as e:

@@ -47,6 +47,11 @@ END_TOLERANCE_S = 0.1
 #   0.25 s is about 7 frames at 30 fps and 2.5 at 10 fps: a single dropped frame or timestamp jitter
 #   passes, a lost group of pictures does not.
 GAP_LIMIT_S = 0.25
+#: the longest one frame is shown: a longer duration from the container, or a longer typical gap
+#: between frames, is damage or a crafted file (it would make the grid hold one frame for hours)
+MAX_FRAME_S = 2.0
+#: the largest source frame decoded (each side, pixels): 8K video is 7680 x 4320
+MAX_SOURCE_SIDE_PX = 8192
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,11 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise VideoError(path, "has no video stream")
+    ctx = container.streams.video[0].codec_context
+    if max(ctx.width or 0, ctx.height or 0) > MAX_SOURCE_SIDE_PX:
+        container.close()
+        raise VideoError(path, f"frames of {ctx.width}x{ctx.height} pixels: more than the {MAX_SOURCE_SIDE_PX} a side "
+                               "crashcast decodes")
     return container
 
 
@@ -340,7 +350,7 @@ def _on_grid(
     if prev is None:
         raise VideoError(path, _no_frame_problem(path, start_s, end_s))
     span.source_fps = 1.0 / float(np.median(gaps)) if gaps and np.median(gaps) > 0 else fps
-    span.video_end = prev[0] + (1.0 / span.source_fps)  # the last frame lasts a typical frame
+    span.video_end = prev[0] + min(1.0 / span.source_fps, MAX_FRAME_S)  # the last frame lasts a typical frame
     span.last = prev
     if reached_end:
         _check_end(path, max(span.video_end, prev[0] + _shown_for(prev[1], gaps)), start_s, end_s)
@@ -357,8 +367,8 @@ def _shown_for(frame: SourceFrame, gaps: list[float]) -> float:
     """How long `frame` is shown: its duration from the container, else the typical (median) time
     between the frames so far (0 before there are any: a gap is then counted from the frame's start)."""
     if frame.duration_s is not None:
-        return frame.duration_s
-    return float(np.median(gaps)) if gaps else 0.0
+        return min(frame.duration_s, MAX_FRAME_S)
+    return min(float(np.median(gaps)), MAX_FRAME_S) if gaps else 0.0
 
 
 def _span_text(start_s: float, end_s: float | None) -> str:

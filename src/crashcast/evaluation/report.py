@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from crashcast import runs
-from crashcast.errors import CrashcastError
+from crashcast.errors import CrashcastError, InputLimitError
 from crashcast.evaluation import plots
 from crashcast.evaluation.experiments import PAPER_TABLE_III, TABLE_METRICS, protocol_text
+from crashcast.prompts.builder import KEYFRAME_FILE_LIMIT
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import atomic_write_text
+from crashcast.runtime.store import atomic_write_text, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,9 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
         # read inside the run only: a crafted clip id or keyframe path (`../..`) is left out, never embedded
         try:
             folder = runs.window_dir(run, row.clip_id, row.phase, row.horizon_s)
-            images = [_b64(f.read_bytes()) for f in runs.keyframes(runs.read_meta(folder), folder)]
-        except (runs.RunFileError, OSError) as e:  # an unreadable keyframe file too
+            images = [_b64(read_bounded(f, KEYFRAME_FILE_LIMIT, "keyframe image"))
+                      for f in runs.keyframes(runs.read_meta(folder), folder)]
+        except (runs.RunFileError, OSError, InputLimitError) as e:  # an unreadable or oversized keyframe file too
             runs.left_out("report", row.window_id, e)
             continue
         scores = []

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from crashcast.errors import SchemaError
-from crashcast.runtime.store import atomic_write_text
+from crashcast.errors import InputLimitError, SchemaError
+from crashcast.runtime.store import WINDOW_META_LIMIT, atomic_write_text, read_text_bounded
 
 SCHEMA_VERSION = "1.2"  # 1.1: frame_paths entries are null when no keyframe image was written; 1.2: depth_kind
 
@@ -130,9 +130,11 @@ def read_window_meta(path: str | Path) -> WindowMeta:
     """Read and validate; a truncated or foreign file raises `SchemaError` naming it."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_bounded(path, WINDOW_META_LIMIT, "window_meta.json"))
     except FileNotFoundError:
         raise SchemaError(f"{path}: not found") from None
+    except InputLimitError as e:
+        raise SchemaError(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SchemaError(f"{path}: not valid JSON (truncated by a killed run?): {e}") from None
     try:

@@ -30,7 +30,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -40,7 +40,7 @@ import yaml
 from crashcast.errors import ConfigError, InputLimitError, SchemaError
 from crashcast.features.window_meta import Instance, ObjectSummary, WindowMeta
 from crashcast.runtime.layout import RunLayout
-from crashcast.runtime.store import inside, read_bounded
+from crashcast.runtime.store import inside, read_bounded, read_text_bounded
 from crashcast.settings import parse_yaml
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,11 @@ def load_template(template: str | Path = DEFAULT_TEMPLATE) -> PromptTemplate:
     """A template by name (a file shipped in `crashcast/prompts/templates/`) or by path to a YAML file."""
     path = Path(template)
     if path.suffix in (".yaml", ".yml"):
-        return _parse_template(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = read_text_bounded(path, what="prompt template")
+        except (OSError, InputLimitError, UnicodeDecodeError) as e:
+            raise ConfigError(f"prompt template {path}: cannot be read ({e})") from None
+        return _parse_template(text, str(path))
     return _packaged_template(str(template))
 
 
@@ -129,6 +133,8 @@ class Prompt:
     horizon_s: float
     label: int
     soft_target: float
+    #: the window_meta.json it was built from (None: built from memory); for messages, not compared
+    source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if IMAGE_TOKEN in self.text or IMAGE_TOKEN in self.assistant:
@@ -152,7 +158,7 @@ def build_prompt(
     overlays are named relative to it); None builds a text-only prompt. `rationale` adds a second
     answer line explaining the number from the closest object's kinematics."""
     if not 1 <= top_k <= len(LETTERS):
-        raise ValueError(f"top_k must be 1..{len(LETTERS)}, got {top_k}")
+        raise ConfigError(f"features.top_k: prompts show 1..{len(LETTERS)} objects (one letter each), got {top_k}")
     tpl = load_template(template)
     t = tpl.text
     images = keyframe_paths(meta, window_dir)
@@ -186,6 +192,7 @@ def build_prompt(
         horizon_s=meta.horizon_s,
         label=meta.label,
         soft_target=meta.soft_target,
+        source=str(Path(window_dir) / RunLayout.WINDOW_META) if window_dir is not None else None,
     )
 
 
@@ -217,6 +224,17 @@ def keyframe_paths(meta: WindowMeta, window_dir: Path | None) -> tuple[Path, ...
 
 #: a keyframe overlay's plausible size in pixels (each side)
 KEYFRAME_SIDE_PX = (16, 8192)
+#: the most bytes a keyframe image file may have
+KEYFRAME_FILE_LIMIT = 64 * 2**20
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, read before decoding (a small file can declare a
+    gigapixel image); None when `data` is not a PNG."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def _check_image(path: Path, window_id: str) -> None:
@@ -226,15 +244,19 @@ def _check_image(path: Path, window_id: str) -> None:
     import numpy as np
 
     try:
-        data = read_bounded(path, 64 * 2**20, "keyframe image")
+        data = read_bounded(path, KEYFRAME_FILE_LIMIT, "keyframe image")
     except (OSError, InputLimitError) as e:
         raise SchemaError(f"{path}: keyframe image of window {window_id} cannot be read ({e})") from None
+    lo, hi = KEYFRAME_SIDE_PX
+    declared = _png_size(data)
+    if declared is not None and not all(lo <= side <= hi for side in declared):
+        raise SchemaError(f"{path}: keyframe image of window {window_id} declares {declared[0]}x{declared[1]} pixels, "
+                          f"not a keyframe overlay (each side {lo}-{hi}); not decoded")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None:
         raise SchemaError(f"{path}: keyframe image of window {window_id} does not decode "
                           f"({len(data)} bytes: empty or corrupt); rerun `crashcast extract` on the run")
     h, w = img.shape[:2]
-    lo, hi = KEYFRAME_SIDE_PX
     if not (lo <= h <= hi and lo <= w <= hi):
         raise SchemaError(f"{path}: keyframe image of window {window_id} is {w}x{h} pixels, not a keyframe overlay "
                           f"(each side {lo}-{hi})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from crashcast import runs
 from crashcast.config import CrashcastConfig
@@ -13,6 +14,9 @@ from crashcast.data.splits import train_val_test
 from crashcast.prompts.builder import Prompt
 from crashcast.prompts.exports import SplitExport, export_prompts
 from crashcast.runtime.layout import RunLayout
+
+if TYPE_CHECKING:
+    from crashcast.features.window_meta import WindowMeta
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,23 @@ def split_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] =
         for r in df.iloc[rows[split]].itertuples(index=False):
             try:
                 folder = runs.window_dir(run_dir, r.clip_id, r.phase, r.horizon_s)
-                prompts.append(runs.window_prompt(runs.read_meta(folder), folder, cfg.features.top_k, use_rationale))
+                meta = runs.read_meta(folder)
+                _check_row(meta, r, folder)
+                prompts.append(runs.window_prompt(meta, folder, cfg.features.top_k, use_rationale))
             except runs.RunFileError as e:
                 skipped.append(runs.left_out("prompts", r.window_id, e))
         out[split] = prompts
     return out, skipped
+
+
+def _check_row(meta: WindowMeta, row: Any, folder: Path) -> None:
+    """RunFileError unless the window_meta.json in `folder` is the one of the table's `row` (a window
+    folder copied over another would give two prompts one id)."""
+    if (meta.window_id, meta.clip_id, meta.phase) != (row.window_id, row.clip_id, row.phase):
+        raise runs.RunFileError(folder / RunLayout.WINDOW_META,
+                                f"holds window {meta.window_id} (clip {meta.clip_id}), but features.parquet's row "
+                                f"for this folder is window {row.window_id} (a window folder copied or moved?)",
+                                runs.EXTRACT_AGAIN)
 
 
 def write_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] = SPLITS,

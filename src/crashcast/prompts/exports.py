@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crashcast.errors import InputLimitError, SchemaError
 from crashcast.prompts.builder import IMAGE_TOKEN, Prompt
-from crashcast.runtime.store import atomic_write_json, atomic_write_text
+from crashcast.runtime.store import TABLE_FILE_LIMIT, atomic_write_json, atomic_write_text, read_text_bounded
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +116,27 @@ def image_count_errors(record: Mapping[str, Any]) -> list[str]:
     return [] if tokens == n else [f"{record.get('id')}: {tokens} {where} placeholders for {n} images"]
 
 
-def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
-    """One JSON object per line, UTF-8, atomically; NaN is refused (not JSON)."""
+def jsonl_text(path: Path, records: Iterable[Mapping[str, Any]]) -> str:
+    """The JSONL text of `records` (one JSON object per line); ValueError naming `path` and the
+    record when one breaks the one-placeholder-per-image rule; NaN is refused (not JSON)."""
     lines = []
     for r in records:
         errors = image_count_errors(r)
         if errors:
             raise ValueError(f"{path}: {errors[0]}")
         lines.append(json.dumps(r, ensure_ascii=False, allow_nan=False))
-    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """One JSON object per line, UTF-8, atomically (`jsonl_text`)."""
+    return atomic_write_text(path, jsonl_text(path, records))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a JSONL file (a regular file within TABLE_FILE_LIMIT: `store.read_bounded`)."""
+    text = read_text_bounded(path, TABLE_FILE_LIMIT, "JSONL file")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -140,24 +148,38 @@ class SplitExport:
     chat: Path
 
 
-def export_split(prompts: Sequence[Prompt], folder: Path, split: str) -> SplitExport:
-    """Write one split's three files into `folder` (dataset_info.json: `write_dataset_info`)."""
-    folder = Path(folder)
-    seen: set[str] = set()
-    for p in prompts:
-        if p.id in seen:
-            raise ValueError(f"split {split}: prompt id {p.id} appears twice")
-        seen.add(p.id)
+def _split_files(prompts: Sequence[Prompt], folder: Path, split: str) -> tuple[SplitExport, dict[Path, str]]:
+    """One split's three files and their text, built and checked; nothing is written."""
     out = SplitExport(
         sharegpt=folder / f"{split}.jsonl",
         swift=folder / f"{split}.swift.jsonl",
         chat=folder / f"{split}.chat.jsonl",
     )
-    write_jsonl(out.sharegpt, (sharegpt_record(p, folder) for p in prompts))
-    write_jsonl(out.swift, (swift_record(p) for p in prompts))
-    write_jsonl(out.chat, (chat_record(p) for p in prompts))
-    log.info("split %s: %d prompts -> %s", split, len(prompts), folder)
-    return out
+    texts = {
+        out.sharegpt: jsonl_text(out.sharegpt, (sharegpt_record(p, folder) for p in prompts)),
+        out.swift: jsonl_text(out.swift, (swift_record(p) for p in prompts)),
+        out.chat: jsonl_text(out.chat, (chat_record(p) for p in prompts)),
+    }
+    return out, texts
+
+
+def check_unique_ids(splits: Mapping[str, Sequence[Prompt]]) -> None:
+    """SchemaError naming every prompt id given more than once (in one split or across splits) and
+    where each copy came from: a window is one record of one split."""
+    where: dict[str, list[str]] = {}
+    for split, prompts in splits.items():
+        for p in prompts:
+            where.setdefault(p.id, []).append(f"{split}: {p.source}" if p.source else split)
+    twice = {i: w for i, w in where.items() if len(w) > 1}
+    if twice:
+        listed = "; ".join(f"{i} ({', '.join(w)})" for i, w in list(twice.items())[:3])
+        raise SchemaError(f"{len(twice)} prompt id(s) given more than once: {listed}{' ...' if len(twice) > 3 else ''}; "
+                          "nothing was written")
+
+
+def export_split(prompts: Sequence[Prompt], folder: Path, split: str) -> SplitExport:
+    """Write one split's three files into `folder` (dataset_info.json: `write_dataset_info`)."""
+    return export_prompts({split: prompts}, folder, dataset_info=False)[split]
 
 
 def write_dataset_info(folder: Path, splits: Iterable[str]) -> Path:
@@ -167,9 +189,9 @@ def write_dataset_info(folder: Path, splits: Iterable[str]) -> Path:
     info: dict[str, Any] = {}
     if path.exists():
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            log.warning("%s: not valid JSON; rewriting it", path)
+            info = json.loads(read_text_bounded(path, what="dataset_info.json"))
+        except (json.JSONDecodeError, UnicodeDecodeError, InputLimitError) as e:
+            log.warning("%s: not a readable JSON file (%s); rewriting it", path, e)
         if not isinstance(info, dict):
             info = {}
     for split in splits:
@@ -177,8 +199,17 @@ def write_dataset_info(folder: Path, splits: Iterable[str]) -> Path:
     return atomic_write_json(path, info)
 
 
-def export_prompts(splits: Mapping[str, Sequence[Prompt]], folder: Path) -> dict[str, SplitExport]:
-    """Every split's three files plus dataset_info.json, in `folder` (a run's `prompts/`)."""
-    out = {split: export_split(prompts, folder, split) for split, prompts in splits.items()}
-    write_dataset_info(folder, splits.keys())
-    return out
+def export_prompts(splits: Mapping[str, Sequence[Prompt]], folder: Path, dataset_info: bool = True) -> dict[str, SplitExport]:
+    """Every split's three files plus dataset_info.json, in `folder` (a run's `prompts/`). Every
+    split is built and checked (unique ids, one placeholder per image) before the first file is
+    written, so a refused export leaves no file behind."""
+    folder = Path(folder)
+    check_unique_ids(splits)
+    built = {split: _split_files(prompts, folder, split) for split, prompts in splits.items()}
+    for split, (_, texts) in built.items():
+        for path, text in texts.items():
+            atomic_write_text(path, text)
+        log.info("split %s: %d prompts -> %s", split, len(splits[split]), folder)
+    if dataset_info:
+        write_dataset_info(folder, splits.keys())
+    return {split: files for split, (files, _) in built.items()}

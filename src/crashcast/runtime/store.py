@@ -9,6 +9,7 @@ any ordinary file (no umask is read or changed).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -47,6 +48,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     when the block succeeds, remove it when the block fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # os.replace would fail naming the temporary file, not the user's path
+        raise IsADirectoryError(errno.EISDIR, "is a folder; name a file to write", str(path))
     while True:
         tmp = _partial_name(path, path.suffix if suffix is None else suffix)
         try:
@@ -54,9 +57,18 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             break
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
+        except OSError as e:  # named by the user's path (a read-only folder, a full disk)
+            raise type(e)(e.errno, e.strerror or str(e), str(path)) from None
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except OSError as e:
+            about_tmp = os.fspath(e.filename) == os.fspath(tmp) if e.filename is not None else e.errno is not None
+            if not about_tmp or type(e).__module__ != "builtins":
+                raise
+            # the user's path, never the temporary name (disk full, a folder in the way, no permission)
+            raise type(e)(e.errno, e.strerror or str(e), str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -98,10 +110,18 @@ SMALL_FILE_LIMIT = 16 * 2**20
 MODEL_FILE_LIMIT = 1024 * 2**20
 
 
-def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> bytes:
-    """The bytes of `path` when it is a regular file of at most `limit` bytes (a link is followed:
-    one to /dev/zero is a device). Anything else is an InputLimitError naming the file and why,
-    raised before a byte is read, so a FIFO or /dev/zero cannot make crashcast read forever."""
+#: a table crashcast reads whole (features.parquet, predictions/<model>.csv, a run's window list)
+TABLE_FILE_LIMIT = 1024 * 2**20
+#: an annotation file (a Nexar CSV of a million clips is about 50 MB)
+ANNOTATION_FILE_LIMIT = 256 * 2**20
+#: one window's window_meta.json (a few kB to a few hundred kB in practice)
+WINDOW_META_LIMIT = 16 * 2**20
+
+
+def check_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> int:
+    """The size of `path` when it is a regular file of at most `limit` bytes (a link is followed:
+    one to /dev/zero is a device); else an InputLimitError naming the file and why. For readers that
+    open the file themselves (pandas, pyarrow): nothing is read here."""
     path = Path(path)
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
@@ -110,6 +130,15 @@ def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "f
         raise InputLimitError(f"{path}: is {kind}, not a regular file; a {what} must be one")
     if st.st_size > limit:
         raise InputLimitError(f"{path}: {st.st_size} bytes, more than the {limit} a {what} may have")
+    return st.st_size
+
+
+def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> bytes:
+    """The bytes of `path` when it is a regular file of at most `limit` bytes (`check_bounded`).
+    Anything else is an InputLimitError naming the file and why, raised before a byte is read, so a
+    FIFO or /dev/zero cannot make crashcast read forever."""
+    path = Path(path)
+    check_bounded(path, limit, what)
     with path.open("rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:  # grew while being read

@@ -32,7 +32,7 @@ class MotionDetectorConfig(BackendConfig):
     min_parallax_px: float = Field(0.2, ge=0, description="road motion (pixels/frame) below which parallax tells nothing")
     road_color_k: float = Field(4.0, gt=0, description="colour distance (in robust std) beyond which a pixel is not road")
     parallax_ratio: float = Field(0.45, ge=0, description="residual / road motion above which a region stands off the road")
-    min_box_px: int = Field(8, ge=2)
+    min_box_px: int = Field(8, ge=2, le=8192)
 
 
 def ground_depth_at_row(y: np.ndarray | float, camera: CameraModel) -> np.ndarray:

@@ -41,7 +41,7 @@ class ByteTrack:
 
 class ByteTrackConfig(BackendConfig):
     name: str = "bytetrack"
-    track_buffer_frames: int = Field(15, ge=1, description="perceived frames a lost track is kept for")
+    track_buffer_frames: int = Field(15, ge=1, le=10_000, description="perceived frames a lost track is kept for")
 
 
 @backend("tracker", "bytetrack", ByteTrackConfig)

@@ -86,11 +86,12 @@ class GroundingDinoConfig(BackendConfig):
     shortest_edge: int | None = Field(
         None,
         ge=32,
+        le=8192,
         description="resize frames so their short side has this many "
         "pixels (None: the checkpoint's setting, 800)",
     )
     longest_edge: int | None = Field(
-        None, ge=32, description="... and the long side at most this many (None: 1333)"
+        None, ge=32, le=8192, description="... and the long side at most this many (None: 1333)"
     )
 
     @field_validator("query")

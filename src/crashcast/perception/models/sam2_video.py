@@ -171,12 +171,12 @@ class Sam2VideoTrackerConfig(BackendConfig):
                          "small,tiny}), a local folder, or random:<arch> (random:tiny, random:sam2.1-hiera-large, ...)")
     match_iou: float = Field(0.5, gt=0, lt=1, description="mask IoU above which a detection keeps a tracked object's id")
     new_object_confidence: float = Field(0.25, ge=0, le=1, description="unmatched detections below this start no object")
-    max_objects: int = Field(32, ge=1, description="objects tracked at once (SAM2 runs each one at every frame)")
-    lost_buffer_frames: int = Field(15, ge=0, description="perceived frames an object may have an empty mask and come back")
+    max_objects: int = Field(32, ge=1, le=1024, description="objects tracked at once (SAM2 runs each one at every frame)")
+    lost_buffer_frames: int = Field(15, ge=0, le=10_000, description="perceived frames an object may have an empty mask and come back")
     reverse: bool = Field(True, description="propagate objects first found late backwards (span tracking only)")
-    reverse_max_frames: int | None = Field(None, ge=1, description="how far back (perceived frames); null: span start")
+    reverse_max_frames: int | None = Field(None, ge=1, le=100_000, description="how far back (perceived frames); null: span start")
     mask_threshold: float = Field(0.0, description="mask logit threshold (0: probability 0.5)")
-    feature_cache_frames: int = Field(64, ge=1, description="frames whose image features stay cached for the "
+    feature_cache_frames: int = Field(64, ge=1, le=10_000, description="frames whose image features stay cached for the "
                                       "reverse pass (memory: ~50 MB per frame in float16, any variant; results "
                                       "do not depend on it)")
 

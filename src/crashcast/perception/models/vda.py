@@ -80,12 +80,12 @@ class VideoDepthAnythingConfig(BackendConfig):
                          "random:vits, random:metric-vits, ...)")
     variant: str | None = Field(None, description="the checkpoint's kind when its file name does not tell "
                                 "([metric_]video_depth_anything_{vits,vitb,vitl})")
-    input_size: int = Field(518, ge=14, description="short side of the network input (pixels; 518 as trained)")
+    input_size: int = Field(518, ge=14, le=4102, description="short side of the network input (pixels; 518 as trained)")
     limit_aspect: bool = Field(True, description="frames wider than 1.78:1 get a smaller input size (official; "
                                "False keeps input_size, at more memory)")
     chunk: int = Field(32, ge=4, le=32, description="frames per chunk (32 as trained)")
-    overlap: int = Field(10, ge=3, description="frames a chunk shares with the previous one (10 as trained)")
-    chunk_batch: int = Field(1, ge=1, description="chunks per network call in depth_span (GPU memory permitting)")
+    overlap: int = Field(10, ge=3, le=31, description="frames a chunk shares with the previous one (10 as trained)")
+    chunk_batch: int = Field(1, ge=1, le=64, description="chunks per network call in depth_span (GPU memory permitting)")
 
     @field_validator("weights")
     @classmethod

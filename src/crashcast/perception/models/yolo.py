@@ -115,8 +115,8 @@ class YoloConfig(BackendConfig):
     )
     conf: float = Field(0.25, ge=0, le=1, description="confidence threshold (ultralytics' default)")
     iou: float = Field(0.7, gt=0, le=1, description="IoU threshold of YOLO's own NMS (ultralytics' default)")
-    imgsz: int = Field(640, ge=32, description="inference size of the long side (a multiple of 32)")
-    max_det: int = Field(300, ge=1, description="most boxes per frame")
+    imgsz: int = Field(640, ge=32, le=8192, description="inference size of the long side (a multiple of 32)")
+    max_det: int = Field(300, ge=1, le=10_000, description="most boxes per frame")
     classes: Literal["road_users", "all"] | list[str] = Field(
         "road_users",
         description="which of the checkpoint's classes to keep: road_users (those labels.py maps onto "

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crashcast.errors import ConfigError, ModelError
+from crashcast.runtime.store import read_text_bounded
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,9 @@ def ultralytics_weights_dir() -> Path | None:
     base = os.environ.get("YOLO_CONFIG_DIR")
     root = Path(base).expanduser() if base else Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser()
     try:
-        d = json.loads((root / "Ultralytics" / "settings.json").read_text(encoding="utf-8")).get("weights_dir")
-    except (OSError, ValueError, AttributeError):
+        d = json.loads(read_text_bounded(root / "Ultralytics" / "settings.json", what="ultralytics settings")
+                       ).get("weights_dir")
+    except (OSError, ValueError, AttributeError):  # InputLimitError is a ValueError
         return None
     return Path(d).expanduser() if isinstance(d, str) and d else None
 
@@ -205,8 +207,8 @@ def _hf_cached(wf: WeightFile, cache: Path) -> Path | None:
 def _snapshot(repo: Path) -> Path | None:
     """The snapshot `refs/main` points to in a hub-cache repository folder."""
     try:
-        rev = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
-    except OSError:
+        rev = read_text_bounded(repo / "refs" / "main", 4096, "hub cache ref").strip()
+    except (OSError, ValueError):
         return None
     snap = repo / "snapshots" / rev
     return snap if snap.is_dir() else None

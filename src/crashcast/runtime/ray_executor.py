@@ -110,7 +110,7 @@ def split_address(address: str, what: str = "--address") -> tuple[str, int]:
     if m is None:
         if "://" in address and not address.startswith("ray://"):
             problem = f"{address.split('://')[0]}:// is not a Ray address scheme (only ray://)"
-        elif rest and ":" not in rest:
+        elif re.fullmatch(rf"{_LABEL}(?:\.{_LABEL})*", rest):
             problem = "no port (host:port)"
         else:
             problem = "not a Ray address"

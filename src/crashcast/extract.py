@@ -238,7 +238,7 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
 
     from crashcast.runtime.executors import get_executor
 
-    runner = get_executor(executor, workers, address, device=cfg.runtime.device)  # refused before anything is written
+    runner = get_executor(executor, workers, address, runtime=cfg.runtime)  # refused before anything is written
     t0 = time.time()
     prepare_run(run_dir, cfg, new)
     remove_partial(run_dir)  # a features.parquet a killed run was writing

@@ -404,7 +404,7 @@ def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: C
     check_settings(stride_s, threshold, 3)
     from crashcast.runtime.executors import get_executor
 
-    runner = get_executor(executor, workers, address, device=cfg.runtime.device)
+    runner = get_executor(executor, workers, address, runtime=cfg.runtime)
     if runs_in_process(executor, workers, len(paths)):
         return _predict_in_process(list(paths), resolve_model(model, cfg), cfg, Path(out_dir), stride_s, threshold,
                                    annotate)

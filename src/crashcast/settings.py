@@ -173,6 +173,15 @@ class RuntimeConfig(Section):
                             "when a VLM scores")
     weights_dir: str | None = Field(None, description="load every model from this folder, offline "
                                     "(also CRASHCAST_WEIGHTS_DIR); see `crashcast weights list`")
+    ray_task_timeout_s: float = Field(3600.0, gt=0, le=7 * 86400,
+                                      description="with --executor ray: a clip still running after this many seconds is "
+                                      "stopped (its worker killed) and recorded as failed; the run goes on")
+    ray_task_retries: int = Field(2, ge=0, le=10, description="with --executor ray: a clip whose worker died (killed, out "
+                                  "of memory, its node lost) is tried on this many fresh workers, then recorded as failed")
+    ray_start_timeout_s: float = Field(600.0, gt=0, le=86400,
+                                       description="with --executor ray: a worker not started after this many seconds "
+                                       "(no room on the cluster, models still loading) is given up; with none started "
+                                       "the run stops")
 
 
 class FeatureConfig(Section):

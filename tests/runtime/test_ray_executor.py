@@ -57,7 +57,11 @@ _extract_job = extract_mod._extract_job
 
 def _job(backends, clip, run_dir, cfg_json):
     """`extract._extract_job`, which first kills its own process (SIGKILL: as the kernel's OOM killer
-    does) when <run>/../kill.json names this clip and fewer than its `times` kills happened."""
+    does) when <run>/../kill.json names this clip and fewer than its `times` kills happened, or hangs
+    when <run>/../hang.json names it."""
+    hang = Path(run_dir).parent / "hang.json"
+    if hang.exists() and clip.id == json.loads(hang.read_text())["clip"]:
+        time.sleep(600)  # far past any limit a test sets
     plan = Path(run_dir).parent / "kill.json"
     if plan.exists():
         spec = json.loads(plan.read_text())
@@ -128,21 +132,24 @@ def test_ray_outputs_equal_the_local_executors_and_backends_are_built_once_per_a
     assert again.skipped == N_CLIPS and not log.exists()  # a resumed run with nothing to do loads nothing
 
 
-@pytest.mark.parametrize("times", [1, 10])
-def test_a_worker_killed_mid_run_costs_only_its_clip(ray_jobs, clips, reference, tmp_path, times):
-    """Killed once: the clip is redone on a fresh worker. Killed on every try: after 1 + 2 retries it
-    is recorded in errors.jsonl, and the other clips are done all the same."""
+@pytest.mark.parametrize("times,retries", [(1, None), (10, None), (1, 0)])
+def test_a_worker_killed_mid_run_costs_only_its_clip(ray_jobs, clips, reference, tmp_path, times, retries):
+    """Killed once: the clip is redone on a fresh worker. Killed on every try: after 1 + 2 retries (the
+    default runtime.ray_task_retries) it is recorded in errors.jsonl, and the other clips are done all
+    the same; with no retries, one kill is enough."""
     victim = clips[1].id
     (tmp_path / "kill.json").write_text(json.dumps({"clip": victim, "times": times}))
     run = tmp_path / "run"
-    summary = extract_run(clips, run, load_config("classic"), workers=2, progress=False, executor="ray")
+    cfg = load_config("classic", [] if retries is None else [f"runtime.ray_task_retries={retries}"])
+    summary = extract_run(clips, run, cfg, workers=2, progress=False, executor="ray")
     kills = len(list((tmp_path / "kills").iterdir()))
-    if times == 1:
+    if times == 1 and retries != 0:
         assert kills == 1 and (summary.ok, summary.failed) == (N_CLIPS, 0)
         assert not (run / "errors.jsonl").exists()
         assert _tree(run) == _tree(reference)
     else:
-        assert kills == 3 and (summary.ok, summary.failed) == (N_CLIPS - 1, 1)  # 1 try + 2 retries
+        tries = 1 + (2 if retries is None else retries)
+        assert kills == tries and (summary.ok, summary.failed) == (N_CLIPS - 1, 1)
         errors = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
         assert [(e["clip_id"], e["stage"]) for e in errors] == [(victim, "extract")]
         assert "worker died" in errors[0]["error"] and errors[0]["error_type"]
@@ -155,6 +162,78 @@ def test_a_backend_that_cannot_be_built_stops_the_ray_run(ray_jobs, clips, tmp_p
     with pytest.raises(WorkerSetupError, match="weights missing"):
         extract_run(clips[:3], tmp_path / "run", cfg, workers=2, progress=False, executor="ray")
     assert not (tmp_path / "run" / "errors.jsonl").exists()  # not the clips' fault
+
+
+def test_a_clip_that_hangs_is_stopped_at_the_time_limit_and_recorded(ray_jobs, clips, reference, tmp_path):
+    """The victim sleeps for 10 minutes: after runtime.ray_task_timeout_s its worker is killed, the clip
+    is recorded in errors.jsonl, and the other clips are done (by the other worker and a fresh one)."""
+    limit = 20.0  # well above one classic clip here (about 5 s on 2 shared cores), far below the hang
+    victim = clips[0].id
+    (tmp_path / "hang.json").write_text(json.dumps({"clip": victim}))
+    run = tmp_path / "run"
+    cfg = load_config("classic", [f"runtime.ray_task_timeout_s={limit}"])
+    t0 = time.monotonic()
+    summary = extract_run(clips[:3], run, cfg, workers=2, progress=False, executor="ray")
+    took = time.monotonic() - t0
+    assert (summary.ok, summary.failed) == (2, 1)
+    assert limit <= took < limit + 60, took  # bounded: never the victim's 600 s
+    errors = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
+    assert [(e["clip_id"], e["stage"], e["error_type"]) for e in errors] == [(victim, "extract", "TimeoutError")]
+    assert f"still running after {limit:g} s" in errors[0]["error"] and "ray_task_timeout_s" in errors[0]["error"]
+    done = _tree(run, "window_meta.json")
+    assert done == {k: v for k, v in _tree(reference, "window_meta.json").items()
+                    if k.split("/")[1] in {c.id for c in clips[1:3]}}
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _die_once(marker: str) -> str:
+    """Kills its own worker process the first time (when `marker` does not exist yet)."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+    return "second try"
+
+
+def test_run_jobs_ray_bounds_every_wait(local_ray, tmp_path):
+    """The executor itself, on trivial jobs: a hang is cut at the limit while the others finish; a
+    worker whose process exits is replaced and its job retried; a worker that cannot be placed (it asks
+    for a GPU this Ray does not have) is given up after the start limit, with a clear error."""
+    from crashcast.runtime.ray_executor import run_jobs_ray
+
+    t0 = time.monotonic()
+    jobs = [("hangs", (600.0,)), ("quick", (0.0,)), ("quick too", (0.1,))]
+    results = run_jobs_ray(_sleep, jobs, workers=2, progress=False, task_timeout_s=3)
+    assert [(r.key, r.ok, r.value, r.error_type) for r in results] == [
+        ("hangs", False, None, "TimeoutError"), ("quick", True, 0.0, None), ("quick too", True, 0.1, None)]
+    assert "still running after 3 s" in results[0].error and time.monotonic() - t0 < 45
+
+    marker = tmp_path / "died"
+    [r] = run_jobs_ray(_die_once, [("dies once", (str(marker),))], workers=1, progress=False, max_retries=1)
+    assert (r.ok, r.value) == (True, "second try") and marker.exists()
+    marker.unlink()
+    [r] = run_jobs_ray(_die_once, [("dies once", (str(marker),))], workers=1, progress=False, max_retries=0)
+    assert not r.ok and "worker died on every try (1)" in r.error
+
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray has a GPU: a worker asking for one starts")
+    t0 = time.monotonic()
+    with pytest.raises(ExecutorError, match=r"did not start within 2 s .*none is left to run the 1 clip"):
+        run_jobs_ray(_sleep, [("never placed", (0.0,))], workers=1, progress=False, num_gpus=1, start_timeout_s=2)
+    assert time.monotonic() - t0 < 30
+
+
+def test_workers_that_cannot_start_stop_the_extract_run_with_a_clear_error(ray_jobs, clips, tmp_path, monkeypatch):
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray has a GPU: a worker asking for one starts")
+    monkeypatch.setenv("CRASHCAST_RAY_GPUS_PER_WORKER", "1")
+    cfg = load_config("classic", ["runtime.ray_start_timeout_s=2"])
+    with pytest.raises(ExecutorError, match="did not start within 2 s"):
+        extract_run(clips[:2], tmp_path / "run", cfg, workers=2, progress=False, executor="ray")
+    assert not (tmp_path / "run" / "errors.jsonl").exists()  # not the clips' fault; a rerun does them
 
 
 def test_unknown_executor_is_refused_before_anything_is_written(clips, tmp_path):

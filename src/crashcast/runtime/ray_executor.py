@@ -13,7 +13,12 @@ fast machine takes more clips than a slow one. An actor asks for 1 CPU and `num_
 
 Faults: an actor whose process dies (killed, out of memory, its node lost) costs only the clip it
 was running; that clip goes to a fresh actor, at most `max_retries` more times, and is then
-returned as a failure ("worker died ...") while the run goes on. A run whose driver dies leaves
+returned as a failure ("worker died ...") while the run goes on. Nothing is waited on without a
+bound: a clip still running after `task_timeout_s` has its actor killed and is returned as a failure
+(not retried: a clip that hangs once hangs again); an actor not started (scheduled, its resource
+built) within `start_timeout_s` is given up, and with no actor left the run stops (`ExecutorError`).
+The address is checked before Ray sees it (`check_address`) and the cluster's port is tried with a
+bound before `ray.init`, which otherwise waits minutes on an address where nothing answers. A run whose driver dies leaves
 every finished clip complete on disk (the job writes atomically, `crashcast.runtime.store`) and a
 rerun resumes. Outputs are written by the actor, under the run folder's path as the driver sees it:
 on a cluster that folder must be on a file system every node mounts at the same path.
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +46,12 @@ from crashcast.runtime.executor import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RETRIES = 2  # a clip whose worker died is tried on this many fresh workers, then recorded as failed
+DEFAULT_TASK_TIMEOUT_S = 3600.0  # a clip still running after this long is stopped and recorded as failed
+DEFAULT_START_TIMEOUT_S = 600.0  # an actor not started after this long is given up
+CONNECT_TIMEOUT_S = 10.0  # the cluster's port must answer within this long
+POLL_S = 5.0  # the longest single wait on Ray (deadlines are checked between waits)
+ADDRESS_FORMS = ("auto (the cluster this machine belongs to), local (a new Ray instance here), host:port (a "
+                 "cluster's head node, e.g. 10.0.0.5:6379) or ray://host:port (Ray Client, e.g. ray://head:10001)")
 GPUS_ENV = "CRASHCAST_RAY_GPUS_PER_WORKER"  # overrides the GPUs each actor asks for (e.g. 0.5)
 
 INSTALL_HINT = RAY_INSTALL_HINT
@@ -83,19 +96,121 @@ class _Worker:
         return os.getpid()
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Start a new local Ray instance (`address` None, `num_cpus` CPUs) or join a cluster (`address`,
-    e.g. "auto" or "head-node:6379"). Returns whether this call started or joined it (and so
-    should shut it down); an already initialised Ray is used as it is."""
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_PORT = re.compile(rf"(?P<host>\[[0-9A-Fa-f:.]+\]|{_LABEL}(?:\.{_LABEL})*):(?P<port>[0-9]{{1,5}})")
+
+
+def split_address(address: str, what: str = "--address") -> tuple[str, int]:
+    """(host, port) of a `host:port` or `ray://host:port` address; `ExecutorError` naming `what` and the
+    value when it is not one (a bracketed IPv6 host, `[::1]:6379`, is one)."""
+    import ipaddress
+
+    rest = address.removeprefix("ray://")
+    m = _HOST_PORT.fullmatch(rest)
+    if m is None:
+        if "://" in address and not address.startswith("ray://"):
+            problem = f"{address.split('://')[0]}:// is not a Ray address scheme (only ray://)"
+        elif re.fullmatch(rf"{_LABEL}(?:\.{_LABEL})*", rest):
+            problem = "no port (host:port)"
+        else:
+            problem = "not a Ray address"
+        raise ExecutorError(f"{what} {address!r}: {problem}; use {ADDRESS_FORMS}")
+    host, port = m["host"], int(m["port"])
+    if not 1 <= port <= 65535:
+        raise ExecutorError(f"{what} {address!r}: port {port} is out of range (1 to 65535)")
+    if host.startswith("["):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            raise ExecutorError(f"{what} {address!r}: {host} is not an IPv6 address") from None
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ExecutorError(f"{what} {address!r}: {host} is not an IPv4 address") from None
+    return host, port
+
+
+def check_address(address: str | None, what: str = "--address") -> str | None:
+    """`address` as `ray.init` takes it, checked without importing Ray: None or "local" (a new Ray
+    instance on this machine), "auto" (the cluster this machine belongs to: $RAY_ADDRESS, else the
+    latest `ray start`), "host:port" (a head node's GCS port) or "ray://host:port" (Ray Client,
+    which needs `ray[client]`), the forms `ray.init` documents. Anything else (a bare host, a port
+    out of range, another scheme: Ray imports a Python module named by it) raises `ExecutorError`
+    naming `what` and the value; Ray itself gives a traceback or waits minutes."""
+    if address is None or address in ("auto", "local"):
+        return address
+    if not isinstance(address, str):
+        raise ExecutorError(f"{what} {address!r}: not a Ray address; use {ADDRESS_FORMS}")
+    split_address(address, what)
+    if address.startswith("ray://"):
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:
+            raise ExecutorError(f'{what} {address!r}: a ray:// address needs Ray Client: pip install "ray[client]"')
+    return address
+
+
+def _reach(address: str, what: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Open (and close) a TCP connection to the cluster at `address` within `timeout` seconds, or raise
+    `ExecutorError` saying why: `ray.init` would otherwise wait minutes on a closed port."""
+    import socket
+
+    host, port = split_address(address, what)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror as e:
+        raise ExecutorError(f"{what} {address!r}: cannot resolve the host {host} ({e.strerror or e})") from None
+    except TimeoutError:
+        raise ExecutorError(f"{what} {address!r}: no answer from the Ray cluster within {timeout:g} s") from None
+    except OSError as e:
+        raise ExecutorError(f"{what} {address!r}: cannot reach the Ray cluster ({e.strerror or e}); is `ray start "
+                            "--head` running there, with that port open to this machine?") from None
+
+
+def _resolve_auto(what: str) -> str:
+    """The concrete address "auto" stands for ($RAY_ADDRESS, else the latest `ray start` on this
+    machine), checked; `ExecutorError` where there is none."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env:
+        return check_address(env, "$RAY_ADDRESS (--address auto)") or env
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address("auto")
+    except ConnectionError as e:
+        raise ExecutorError(f"{what} auto: {str(e).strip().splitlines()[0]}") from None
+    except Exception:  # a private helper that moved: leave the search to ray.init
+        log.debug("could not resolve --address auto ahead of ray.init", exc_info=True)
+        return "auto"
+    return found or "auto"
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, what: str = "--address") -> bool:
+    """Start a new local Ray instance (`address` None or "local", `num_cpus` CPUs) or join a cluster
+    (`address`, e.g. "auto" or "head-node:6379", checked by `check_address`; its port must answer
+    within CONNECT_TIMEOUT_S). Returns whether this call started or joined it (and so should shut
+    it down); an already initialised Ray is used as it is. A cluster that cannot be joined raises
+    `ExecutorError` naming `what` and the address."""
+    check_address(address, what)
     ray = _ray()
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}
-    if address:
-        kwargs["address"] = address
+    if address and address != "local":
+        target = _resolve_auto(what) if address == "auto" else address
+        if target != "auto":
+            _reach(target, what)
+        kwargs["address"] = target
     else:  # "local": a new instance, even where a cluster runs or RAY_ADDRESS is set (that is --address auto)
         kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1)
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "address" not in kwargs or kwargs["address"] == "local":
+            raise ExecutorError(f"cannot start Ray on this machine: {first}") from None
+        raise ExecutorError(f"{what} {address!r}: cannot join the Ray cluster: {first}") from None
     return True
 
 
@@ -123,13 +238,23 @@ def run_jobs_ray(
     num_gpus: float | None = None,
     device: str = "auto",
     max_retries: int = DEFAULT_MAX_RETRIES,
+    task_timeout_s: float = DEFAULT_TASK_TIMEOUT_S,
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
 ) -> list[JobResult]:
     """`run_jobs` on `workers` Ray actors (see the module docstring). Ray is started locally, or joins
     the cluster at `address`, unless it is already initialised (then it is left running). Each actor
-    asks for `num_gpus` GPUs (None: `gpus_per_worker(device)`)."""
+    asks for `num_gpus` GPUs (None: `gpus_per_worker(device)`). Every wait is bounded: a clip by
+    `task_timeout_s` (then a failure), an actor's start by `start_timeout_s`."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if not jobs:
+        return []
+    for name, value in (("task_timeout_s", task_timeout_s), ("start_timeout_s", start_timeout_s)):
+        if not 0 < value < float("inf"):
+            raise ExecutorError(f"{name}={value!r}: a positive, finite number of seconds")
+    if max_retries < 0:
+        raise ExecutorError(f"max_retries={max_retries!r}: 0 or more")
     ray = _ray()
     from ray.exceptions import (
         ActorUnavailableError,
@@ -145,48 +270,97 @@ def run_jobs_ray(
     died = (RayActorError, WorkerCrashedError, OutOfMemoryError, NodeDiedError, ObjectLostError, OwnerDiedError,
             ActorUnavailableError)
     results: dict[str, JobResult] = {}
-    if not jobs:
-        return []
     started = init_ray(address, max(workers, os.cpu_count() or 1))
     gpus = gpus_per_worker(device) if num_gpus is None else float(num_gpus)
     remote_worker = ray.remote(_Worker).options(num_cpus=1, num_gpus=gpus, max_restarts=0, max_concurrency=1)
     actors: list[Any] = []
+    n_actors = max(1, min(workers, len(jobs)))
 
-    def new_actor() -> Any:
-        a = remote_worker.remote(fn, setup)
-        actors.append(a)
-        return a
+    def first_line(e: BaseException) -> str:
+        return str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+
+    def kill(actor: Any) -> None:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            log.debug("ray.kill failed", exc_info=True)
 
     pending = deque((key, args, 0) for key, args in jobs)  # (key, args, deaths so far)
-    running: dict[Any, tuple[Any, str, tuple, int]] = {}  # object ref -> (actor, key, args, deaths)
+    idle: list[Any] = []  # started actors with nothing to do
+    starting: dict[Any, tuple[Any, float]] = {}  # ready ref (actor.pid) -> (actor, when it was asked for)
+    running: dict[Any, tuple[Any, str, tuple, int, float]] = {}  # object ref -> (actor, key, args, deaths, submitted)
+    start_deaths = 0  # actors lost while starting since one last started
+
+    def new_actor() -> None:
+        a = remote_worker.remote(fn, setup)
+        actors.append(a)
+        starting[a.pid.remote()] = (a, time.monotonic())  # runs after the constructor (setup)
+
+    def lost_start(actor: Any, why: str) -> None:
+        """An actor that will not start: go on with the others, or stop when none is left."""
+        nonlocal start_deaths
+        kill(actor)
+        start_deaths += 1
+        if idle or running or starting:
+            log.warning("a Ray worker %s; going on with the %d others", why, len(idle) + len(running) + len(starting))
+        elif start_deaths <= max_retries and "died" in why:
+            log.warning("a Ray worker %s; starting another (%d of %d)", why, start_deaths, max_retries)
+            new_actor()
+        else:
+            raise ExecutorError(f"Ray: a worker {why}, and none is left to run the {len(pending)} clip(s) to do "
+                                f"(each worker asks for 1 CPU and {gpus:g} GPU(s)); the finished clips are kept, "
+                                "a rerun resumes")
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, disable=not progress, transient=False, console=Console(stderr=True)) as bar:
             task = bar.add_task(description, total=len(jobs))
-            idle = [new_actor() for _ in range(max(1, min(workers, len(jobs))))]
+            for _ in range(n_actors):
+                new_actor()
             while pending or running:
                 while pending and idle:
                     actor = idle.pop()
                     key, args, deaths = pending.popleft()
-                    running[actor.run.remote(key, args)] = (actor, key, args, deaths)
-                ready, _ = ray.wait(list(running), num_returns=1)
+                    running[actor.run.remote(key, args)] = (actor, key, args, deaths, time.monotonic())
+                if not pending and starting and not running:  # nothing left for the actors still starting
+                    for ref, (actor, _) in list(starting.items()):
+                        kill(actor)
+                        del starting[ref]
+                    continue
+                now = time.monotonic()
+                deadlines = [t + task_timeout_s for *_, t in running.values()]
+                deadlines += [t + start_timeout_s for _, t in starting.values()]
+                wait_s = min(POLL_S, max(0.0, min(deadlines) - now)) if deadlines else POLL_S
+                ready, _ = ray.wait([*running, *starting], num_returns=1, timeout=wait_s)
+                now = time.monotonic()
                 for ref in ready:
-                    actor, key, args, deaths = running.pop(ref)
+                    if ref in starting:
+                        actor, _ = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                        except died as e:
+                            if getattr(e, "actor_init_failed", False):  # e.g. crashcast not importable on that node
+                                raise WorkerSetupError(f"a Ray worker could not start: {e}") from e
+                            lost_start(actor, f"died while starting ({type(e).__name__}: {first_line(e)})")
+                        else:
+                            start_deaths = 0
+                            idle.append(actor)
+                        continue
+                    actor, key, args, deaths, _ = running.pop(ref)
                     try:
                         r = ray.get(ref)
                     except died as e:
-                        ray.kill(actor, no_restart=True)
-                        if getattr(e, "actor_init_failed", False):  # e.g. crashcast not importable on that node
+                        kill(actor)
+                        if getattr(e, "actor_init_failed", False):
                             raise WorkerSetupError(f"a Ray worker could not start: {e}") from e
                         if pending or deaths < max_retries:
-                            idle.append(new_actor())
+                            new_actor()
                         if deaths < max_retries:
                             log.warning("clip %s: its worker died (%s); retrying on a fresh worker (%d of %d)",
                                         key, type(e).__name__, deaths + 1, max_retries)
                             pending.appendleft((key, args, deaths + 1))
                             continue
-                        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-                        r = JobResult(key, False, error=f"worker died on every try ({deaths + 1}): {first}",
+                        r = JobResult(key, False, error=f"worker died on every try ({deaths + 1}): {first_line(e)}",
                                       error_type=type(e).__name__)
                     except RayTaskError as e:  # not one of fn's exceptions (`_call` returns those), e.g. a
                         idle.append(actor)  # result that cannot be pickled
@@ -197,12 +371,27 @@ def run_jobs_ray(
                         raise WorkerSetupError(r.error or "worker setup failed")
                     results[key] = r
                     bar.advance(task)
+                for ref, (actor, key, _args, _deaths, t) in list(running.items()):
+                    if now - t >= task_timeout_s and ref not in ready:
+                        del running[ref]
+                        kill(actor)  # an actor's running task cannot be cancelled; its process can
+                        log.warning("clip %s: still running after %g s; stopped, recorded as failed", key, task_timeout_s)
+                        results[key] = JobResult(key, False, error=f"still running after {task_timeout_s:g} s (the "
+                                                 "time limit per clip, runtime.ray_task_timeout_s): stopped",
+                                                 error_type="TimeoutError")
+                        bar.advance(task)
+                        if pending:
+                            new_actor()
+                for ref, (actor, t) in list(starting.items()):
+                    if now - t >= start_timeout_s and ref not in ready:
+                        del starting[ref]
+                        lost_start(actor, f"did not start within {start_timeout_s:g} s (runtime.ray_start_timeout_s: "
+                                          "no room for it on the cluster, or its models still loading)")
+                if pending and not (idle or running or starting):  # every actor lost (a node with all of them)
+                    new_actor()
     finally:
         for a in actors:
-            try:
-                ray.kill(a, no_restart=True)
-            except Exception:  # pragma: no cover - already gone
-                pass
+            kill(a)
         if started:
             ray.shutdown()
     return [results[k] for k, _ in jobs]

@@ -103,6 +103,16 @@ def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "f
     one to /dev/zero is a device). Anything else is an InputLimitError naming the file and why,
     raised before a byte is read, so a FIFO or /dev/zero cannot make crashcast read forever."""
     path = Path(path)
+    _checked_size(path, limit, what)
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise InputLimitError(f"{path}: more than the {limit} bytes a {what} may have")
+    return data
+
+
+def _checked_size(path: Path, limit: int, what: str) -> int:
+    """The size of `path` when it is a regular file of at most `limit` bytes; else InputLimitError."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
@@ -110,11 +120,16 @@ def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "f
         raise InputLimitError(f"{path}: is {kind}, not a regular file; a {what} must be one")
     if st.st_size > limit:
         raise InputLimitError(f"{path}: {st.st_size} bytes, more than the {limit} a {what} may have")
+    return st.st_size
+
+
+def read_head(path: str | Path, n: int, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> tuple[bytes, int]:
+    """The first `n` bytes (fewer when the file is shorter) of a regular file of at most `limit`
+    bytes, and its size: a header read without reading the rest (the refusals of `read_bounded`)."""
+    path = Path(path)
+    size = _checked_size(path, limit, what)
     with path.open("rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:  # grew while being read
-        raise InputLimitError(f"{path}: more than the {limit} bytes a {what} may have")
-    return data
+        return f.read(max(0, n)), size
 
 
 def read_text_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> str:

@@ -5,7 +5,6 @@ format, the MLP's weights as JSON."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -214,7 +213,7 @@ class MLPModel(_Tabular):
 
 
 def _model_file(path: Path, what: str) -> bytes:
-    if not os.path.lexists(path):
+    if not path.exists():  # a link to nothing too
         raise ModelError(f"{path}: missing; a saved model folder has its {what} beside model.json")
     return read_bounded(path, MODEL_FILE_LIMIT, what)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from crashcast.errors import ConfigError, CrashcastError
 from crashcast.runtime.executors import ExecutorKind
 from crashcast.runtime.layout import RunLayout
+from crashcast.runtime.store import read_text_bounded
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,8 +125,8 @@ def check_model_features(model: str | Path | None, cfg: CrashcastConfig) -> bool
     cannot be told: no model card, or one without an extraction hash); warns when it was not."""
     card = Path(model) / "model.json" if model is not None and Path(model).is_dir() else None
     try:
-        trained = json.loads(card.read_text(encoding="utf-8")).get("extraction_hash") if card else None
-    except (OSError, ValueError):
+        trained = json.loads(read_text_bounded(card, what="model card")).get("extraction_hash") if card else None
+    except (OSError, ValueError, AttributeError):
         return True  # resolve_model has read it already; an unreadable card was reported there
     if trained and trained != cfg.extraction_hash():
         log.warning("%s was trained on features of another perception config (extraction hash %s, here %s: %s); "

@@ -32,9 +32,10 @@ import pandas as pd
 
 from crashcast.config import CrashcastConfig, load_config
 from crashcast.data.video import VideoWriter, iter_resampled
-from crashcast.errors import ConfigError, CrashcastError
+from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.features import overlays
 from crashcast.features.kinematics import lookback_s, window_objects
+from crashcast.features.table import feature_columns
 from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import Perception
 from crashcast.risk.base import RiskModel
@@ -95,7 +96,14 @@ def resolve_model(model: str | Path | RiskModel | None, cfg: CrashcastConfig) ->
         return model
     if model is None or str(model) in TRAINING_FREE:
         return create_model(str(model or "physics"), cfg.physics.model_dump())
-    return load_model(model, runtime=cfg.runtime)
+    loaded = load_model(model, runtime=cfg.runtime)  # checked whole: a bad folder fails before any video is read
+    computed = set(feature_columns(cfg.features.top_k))
+    missing = [c for c in loaded.columns() if c not in computed]
+    if missing:
+        raise ModelError(f"{Path(model) / 'model.json'}: the model reads {', '.join(missing[:3])}, which features.top_k="
+                         f"{cfg.features.top_k} does not compute; predict with the config it was trained with "
+                         "(--config <its run>/config.yaml) or --set features.top_k=<its value>")
+    return loaded
 
 
 def history_s(cfg: CrashcastConfig) -> float:
@@ -405,9 +413,9 @@ def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: C
     from crashcast.runtime.executors import get_executor
 
     runner = get_executor(executor, workers, address, runtime=cfg.runtime)
+    risk_model = resolve_model(model, cfg)  # here too when workers load it: a bad folder fails before any video
     if runs_in_process(executor, workers, len(paths)):
-        return _predict_in_process(list(paths), resolve_model(model, cfg), cfg, Path(out_dir), stride_s, threshold,
-                                   annotate)
+        return _predict_in_process(list(paths), risk_model, cfg, Path(out_dir), stride_s, threshold, annotate)
     return _predict_parallel(runner, list(paths), model, cfg, Path(out_dir), stride_s, threshold, annotate, progress)
 
 

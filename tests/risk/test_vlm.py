@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from crashcast.config import load_config
-from crashcast.errors import ConfigError
+from crashcast.errors import ConfigError, ModelError
 from crashcast.features.window_meta import read_window_meta
 from crashcast.prompts.builder import Prompt, build_prompt
 
@@ -163,5 +163,5 @@ def test_left_padded_batches_score_like_single_prompts(tiny_cache, offline_cache
 def test_load_vlm_rejects_a_folder_without_an_adapter(tiny_cache, offline_caches, tmp_path):
     from crashcast.risk.vlm import load_vlm
 
-    with pytest.raises(ConfigError, match=r"adapter_config\.json"):
+    with pytest.raises(ModelError, match=r"adapter_config\.json: missing"):
         load_vlm(_cfg("paper-zero-shot"), adapter=tmp_path, device="cpu")

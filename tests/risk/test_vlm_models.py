@@ -374,6 +374,26 @@ def test_a_second_evaluate_reuses_the_adapter_and_a_new_setting_retrains_only_wh
     assert json.loads((folder / "model.json").read_text())["params"]["lora"]["r"] == 4
 
 
+def test_evaluate_refuses_a_damaged_adapter_it_would_reuse(vlm_run, offline_caches, tmp_path, capsys):
+    """(issue 23, item 7) an adapter in run/models/ cut short is named, before torch reads it ("header
+    too large", or a size mismatch deep in peft, before), through the CLI and the API; it is not
+    replaced and no run output changes."""
+    from crashcast import api
+
+    run = tmp_path / "run"
+    shutil.copytree(vlm_run.run, run)
+    adapter = run / "models" / "vlm-baseline" / ADAPTER
+    adapter.write_bytes(adapter.read_bytes()[:-100])
+    outputs = {p: p.read_bytes() for p in [run / "metrics.json", adapter, *sorted((run / "predictions").iterdir())]}
+    capsys.readouterr()
+    assert _cli(["evaluate", run, "--models", "vlm-baseline", *_sets([*TINY, "vlm.epochs=1"])]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and ADAPTER in errors[0] and "cut short" in errors[0], errors
+    with pytest.raises(ModelError, match=rf"{ADAPTER}: the tensors end at byte \d+, but the file has"):
+        api.evaluate(run, "vlm-baseline", overrides=[*TINY, "vlm.epochs=1"])
+    assert {p: p.read_bytes() for p in outputs} == outputs
+
+
 def test_train_vlm_writes_a_loadable_folder_that_evaluate_uses(extracted, tiny_cache, offline_caches, tmp_path):
     _vlm_deps()
     from crashcast.risk.models import load_model

@@ -13,6 +13,7 @@ of kinds and `load_model` are in `crashcast.risk.models`.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,27 @@ from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.runtime.store import atomic_write_text
 
 MODEL_JSON = "model.json"
+#: every column a feature table can have, with `features.top_k` at its largest (50)
+KNOWN_FEATURES = frozenset(feature_columns(50))
+
+
+def check_features(features: Any) -> list[str]:
+    """`features` (a model card's) when it is a list of distinct feature-table column names; else
+    ValueError naming the problem (a name such as `../../etc/passwd` is no column)."""
+    if not isinstance(features, list):
+        raise ValueError(f"features: a list of feature-table column names is needed, not {type(features).__name__}")
+    odd = [f for f in features if not isinstance(f, str)]
+    if odd:
+        raise ValueError(f"features: names are strings, not {odd[0]!r}")
+    unknown = [f for f in features if f not in KNOWN_FEATURES]
+    if unknown:
+        shown = ", ".join(repr(f[:60]) for f in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise ValueError(f"features: {shown} {'is not a' if len(unknown) == 1 else 'are not'} feature-table "
+                         f"column{'' if len(unknown) == 1 else 's'} (e.g. {', '.join(feature_columns(1)[:3])})")
+    if len(set(features)) != len(features):
+        twice = sorted(f for f, n in Counter(features).items() if n > 1)
+        raise ValueError(f"features: {', '.join(twice[:3])} named more than once")
+    return features
 
 
 @dataclass
@@ -139,6 +161,14 @@ class RiskModel:
         return folder
 
     @classmethod
+    def check_card(cls, card: dict) -> None:
+        """ValueError naming the field and the problem unless `card` (a model.json, read) is one this
+        class can load: feature names it could read, a calibrator of finite parameters. The model's
+        own files are checked by `load`."""
+        check_features(card.get("features"))
+        Calibrator.from_dict(card.get("calibration"))
+
+    @classmethod
     def load(cls, folder: Path, card: dict, **options: Any) -> RiskModel:
-        """The model saved in `folder` (its model.json already read into `card`)."""
+        """The model saved in `folder` (its model.json already read into `card` and `check_card`ed)."""
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"))

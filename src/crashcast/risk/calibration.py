@@ -6,7 +6,9 @@ Both save as JSON (parameters or the isotonic step function), never pickle.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,5 +67,53 @@ class Calibrator:
         return {"method": self.method, "a": self.a, "b": self.b, "x": self.x, "y": self.y}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Calibrator:
-        return cls(**d)
+    def from_dict(cls, d: Any) -> Calibrator:
+        """The calibrator a model card records (`to_dict`); ValueError naming the field and the problem
+        unless its parameters are finite numbers of the right shape for its method."""
+        if not isinstance(d, dict):
+            raise ValueError(f"calibration: an object (method, a, b, x, y) is needed, not {type(d).__name__}")
+        unknown = sorted(str(k) for k in set(d) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"calibration: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+        method = d.get("method", "none")
+        if method not in METHODS:
+            raise ValueError(f"calibration.method: {method!r} is not one of {', '.join(METHODS)}")
+        a, b = _number(d.get("a", 1.0), "a"), _number(d.get("b", 0.0), "b")
+        x, y = _numbers(d.get("x", []), "x"), _numbers(d.get("y", []), "y")
+        if method == "platt" and a <= 0:  # `fit` never gives one: it would reverse the model's ranking
+            raise ValueError(f"calibration.a: {a} (a Platt slope must be positive; one of 0 or below reverses or "
+                             "erases the model's ranking)")
+        if method == "isotonic":
+            if len(x) != len(y) or not x:
+                raise ValueError(f"calibration: an isotonic map needs x and y of one length (at least 1), "
+                                 f"not {len(x)} and {len(y)}")
+            if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
+                raise ValueError("calibration: an isotonic map's x and y must both be non-decreasing")
+            if min(y) < 0 or max(y) > 1:
+                raise ValueError("calibration.y: an isotonic map's values are probabilities, from 0 to 1")
+        return cls(method, a, b, x, y)
+
+
+#: the calibration methods `Calibrator` applies, and the fields of its saved form
+METHODS = ("none", "platt", "isotonic")
+FIELDS = ("method", "a", "b", "x", "y")
+#: the most points a saved isotonic map may have (a fit has at most one per validation window)
+MAX_POINTS = 1_000_000
+
+
+def _number(v: Any, name: str) -> float:
+    try:
+        f = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+    except OverflowError:  # an integer beyond float's range
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError(f"calibration.{name}: {str(v)[:40]} is not a finite number")
+    return f
+
+
+def _numbers(v: Any, name: str) -> list[float]:
+    if not isinstance(v, list):
+        raise ValueError(f"calibration.{name}: a list of numbers is needed, not {type(v).__name__}")
+    if len(v) > MAX_POINTS:
+        raise ValueError(f"calibration.{name}: {len(v)} points, more than {MAX_POINTS}")
+    return [_number(e, f"{name}[{i}]") for i, e in enumerate(v)]

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crashcast.errors import ModelError
+from crashcast.errors import CrashcastError, ModelError
 from crashcast.risk.base import MODEL_JSON, RiskModel
 from crashcast.risk.physics import PhysicsModel, TTCRule
 from crashcast.risk.tabular import LightGBMModel, MLPModel, XGBoostModel
@@ -58,9 +58,12 @@ def create_model(kind: str, params: dict | None = None, **options: Any) -> RiskM
 
 
 def load_model(folder: str | Path, **options: Any) -> RiskModel:
-    """Load a saved model folder (its model.json says the kind). A missing, foreign or damaged
-    folder raises ModelError naming the file and the problem. `options` (runtime=RuntimeConfig,
-    base_model=...) reach the models that use them (the VLMs)."""
+    """Load a saved model folder (its model.json says the kind), checked whole before it is used:
+    model.json (the kind, feature names the model can read, a calibrator of finite parameters, the
+    settings), then the model's own files (a booster's trees and feature count, MLP weight shapes, a
+    LoRA adapter's config and safetensors header), so a damaged or foreign folder fails here, before
+    any video is read, with a ModelError naming the file and the problem. `options`
+    (runtime=RuntimeConfig, base_model=...) reach the models that use them (the VLMs)."""
     folder = Path(folder)
     card_path = folder / MODEL_JSON
     if not card_path.is_file():
@@ -68,19 +71,27 @@ def load_model(folder: str | Path, **options: Any) -> RiskModel:
                          f"`crashcast evaluate` or `crashcast train vlm` (run/models/<name>) or one of: {', '.join(TRAINING_FREE)}")
     try:
         card = json.loads(read_text_bounded(card_path, what="model card"))
-        kind = card["kind"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ModelError(f"{card_path}: unreadable model card ({type(e).__name__}: {e})") from None
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError, too many digits
+        raise ModelError(f"{card_path}: unreadable model card ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{card_path}: a model card is a JSON object, not {type(card).__name__}")
+    kind = card.get("kind")
     cls = MODELS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ModelError(f"{card_path}: unknown model kind {kind!r}; known: {', '.join(MODELS)}")
+        raise ModelError(f"{card_path}: unknown model kind {str(kind)[:60]!r}; known: {', '.join(MODELS)}")
     try:
         settings = cls.Config.model_validate(card.get("params") or {}) if cls.Config is not None else None
     except Exception as e:
         raise ModelError(f"{card_path}: its params are not {kind} settings ({type(e).__name__}: {e})") from None
+    try:
+        cls.check_card(card)
+    except ValueError as e:
+        raise ModelError(f"{card_path}: {e}") from None
     packages.require(cls.needs(settings), f"the {kind} model in {folder}")
     try:
         return cls.load(folder, card, **options)
-    except Exception as e:  # a damaged booster/weights file fails inside its library, with its own error types
+    except CrashcastError:
+        raise  # already names the file and the problem
+    except Exception as e:  # a damaged file fails inside its library, with its own error types
         raise ModelError(f"{folder}: the saved {kind} model cannot be loaded ({type(e).__name__}: {e}); "
                          "re-save it with `crashcast evaluate`") from None

@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from crashcast.errors import ModelError
 from crashcast.risk.base import RiskModel, sigmoid
+from crashcast.risk.booster_files import lightgbm_model, xgboost_model
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.windows import WindowSet, as_windows
-from crashcast.runtime.store import MODEL_FILE_LIMIT, atomic_write_text, read_bounded, read_text_bounded
+from crashcast.runtime.store import MODEL_FILE_LIMIT, atomic_write_text, read_bounded
 from crashcast.settings import Section
 
 
@@ -102,7 +104,17 @@ class LightGBMModel(_Tabular):
     def load(cls, folder: Path, card: dict, **options: Any) -> LightGBMModel:
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_str=read_text_bounded(folder / "booster.txt", MODEL_FILE_LIMIT, "LightGBM booster"))
+        path = folder / "booster.txt"
+        try:
+            text = _model_file(path, "LightGBM booster").decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError(f"{path}: not a LightGBM text model (not UTF-8 text)") from None
+        n, checked = _checked(path, lightgbm_model, text)  # LightGBM's parser aborts the process on a damaged file
+        _same_count(path, n, card["features"])
+        try:
+            booster = lgb.Booster(model_str=checked)
+        except lgb.basic.LightGBMError as e:
+            raise ModelError(f"{path}: not a LightGBM model LightGBM reads ({e})") from None
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), booster=booster)
 
 
@@ -135,8 +147,15 @@ class XGBoostModel(_Tabular):
     def load(cls, folder: Path, card: dict, **options: Any) -> XGBoostModel:
         import xgboost as xgb
 
+        path = folder / "booster.json"
+        data = _model_file(path, "XGBoost booster")
+        n = _checked(path, xgboost_model, _json(path, data))  # XGBoost crashes on a tree with a cycle
+        _same_count(path, n, card["features"])
         booster = xgb.Booster()
-        booster.load_model(bytearray(read_bounded(folder / "booster.json", MODEL_FILE_LIMIT, "XGBoost booster")))
+        try:
+            booster.load_model(bytearray(data))
+        except xgb.core.XGBoostError as e:
+            raise ModelError(f"{path}: not an XGBoost model XGBoost reads ({str(e).strip().splitlines()[0]})") from None
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), booster=booster)
 
 
@@ -188,5 +207,68 @@ class MLPModel(_Tabular):
 
     @classmethod
     def load(cls, folder: Path, card: dict, **options: Any) -> MLPModel:
-        weights = json.loads(read_text_bounded(folder / "weights.json", MODEL_FILE_LIMIT, "MLP weights file"))
+        path = folder / "weights.json"
+        weights = _checked(path, mlp_weights, _json(path, _model_file(path, "MLP weights file")), len(card["features"]))
         return cls(card["features"], Calibrator.from_dict(card["calibration"]), card.get("params"), weights=weights)
+
+
+def _model_file(path: Path, what: str) -> bytes:
+    if not path.exists():  # a link to nothing too
+        raise ModelError(f"{path}: missing; a saved model folder has its {what} beside model.json")
+    return read_bounded(path, MODEL_FILE_LIMIT, what)
+
+
+def _json(path: Path, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, UTF-8, too many digits
+        raise ModelError(f"{path}: not JSON ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _checked(path: Path, check: Any, *args: Any) -> Any:
+    """`check(*args)`, its ValueError made a ModelError naming `path`."""
+    try:
+        return check(*args)
+    except ValueError as e:
+        raise ModelError(f"{path}: {e}") from None
+
+
+def _same_count(path: Path, n: int, features: list[str]) -> None:
+    if n != len(features):
+        raise ModelError(f"{path}: a model of {n} features, but its model.json names {len(features)}; "
+                         "the two files do not belong together")
+
+
+def mlp_weights(w: Any, n_features: int) -> dict:
+    """`w` (an MLP's weights.json) when its arrays are finite and chain from `n_features` inputs to one
+    output: median/mean/scale of `n_features` (scale non-zero), coefs[i] (d_i x d_i+1), intercepts[i]
+    (d_i+1), the last layer of width 1; else ValueError naming the array."""
+    if not isinstance(w, dict) or not {"median", "mean", "scale", "coefs", "intercepts"} <= set(w):
+        raise ValueError("not MLP weights (median, mean, scale, coefs, intercepts)")
+
+    def array(v: Any, name: str, ndim: int) -> np.ndarray:
+        try:
+            a = np.asarray(v, dtype=float)
+        except (ValueError, TypeError):
+            a = None
+        if a is None or a.ndim != ndim or not np.isfinite(a).all():
+            raise ValueError(f"{name}: not a {'vector' if ndim == 1 else 'matrix'} of finite numbers")
+        return a
+
+    for name in ("median", "mean", "scale"):
+        if array(w[name], name, 1).shape != (n_features,):
+            raise ValueError(f"{name}: {len(w[name])} values, but model.json names {n_features} features")
+    if (array(w["scale"], "scale", 1) == 0).any():
+        raise ValueError("scale: a zero (features are divided by it)")
+    coefs, inter = w["coefs"], w["intercepts"]
+    if not isinstance(coefs, list) or not isinstance(inter, list) or not coefs or len(coefs) != len(inter):
+        raise ValueError("coefs and intercepts: one matrix and one vector per layer")
+    width = n_features
+    for i, (c, b) in enumerate(zip(coefs, inter, strict=True)):
+        c, b = array(c, f"coefs[{i}]", 2), array(b, f"intercepts[{i}]", 1)
+        if c.shape[0] != width or b.shape != (c.shape[1],):
+            raise ValueError(f"layer {i}: coefs {c.shape} and intercepts {b.shape} do not follow {width} inputs")
+        width = c.shape[1]
+    if width != 1:
+        raise ValueError(f"the last layer gives {width} outputs; a risk score is one")
+    return w

@@ -186,8 +186,10 @@ def load_vlm(cfg: VlmConfig, adapter: Path | None = None, device: str = "auto",
     from crashcast.runtime.context import resolve_device
 
     device = resolve_device(device)
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
-        raise ConfigError(f"{adapter}: no adapter_config.json; expected a folder written by `crashcast train vlm`")
+    if adapter is not None:  # before torch or peft reads a byte of it
+        from crashcast.risk.adapter_files import check_adapter
+
+        check_adapter(adapter)
     model, processor = load_base_model(cfg, device, weights_dir)
     if adapter is not None:
         from peft import PeftModel

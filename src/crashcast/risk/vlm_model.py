@@ -168,16 +168,34 @@ class VlmRiskModel(RiskModel):
                 shutil.copy2(self.adapter / name, folder / name)
 
     @classmethod
+    def check_card(cls, card: dict) -> None:
+        """A VLM's card: no feature columns (it reads prompts), an `adapter` flag that a fine-tuned mode
+        has set, a `prompt_top_k` of 1 to 50, a calibrator of finite parameters."""
+        if card.get("features", []) != []:
+            raise ValueError(f"features: a {cls.kind} model reads prompts, not feature columns; the list is empty")
+        if not isinstance(card.get("adapter", False), bool):
+            raise ValueError("adapter: true or false")
+        if cls.trainable and not card.get("adapter"):
+            raise ValueError(f"adapter: {cls.kind} is fine-tuned, so its folder holds its adapter (adapter: true); "
+                             "train it first (`crashcast train vlm`)")
+        top_k = card.get("prompt_top_k", 3)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
+            raise ValueError(f"prompt_top_k: {str(top_k)[:40]} is not a number of objects from 1 to 50")
+        Calibrator.from_dict(card.get("calibration"))
+
+    @classmethod
     def load(cls, folder: Path, card: dict, **options: Any) -> VlmRiskModel:
+        from crashcast.risk.adapter_files import check_adapter
+
         kw: dict[str, Any] = {"runtime": options.get("runtime")}
         params = dict(card.get("params") or {})
         if options.get("base_model"):
             params["base_model"] = options["base_model"]
         adapter = folder if card.get("adapter") else None
-        if adapter is not None and not (folder / "adapter_config.json").exists():
-            raise ConfigError(f"{folder}: model.json names an adapter but adapter_config.json is missing")
+        if adapter is not None:  # checked now, not when the first window is scored
+            check_adapter(adapter, VlmConfig.model_validate(params).lora.r)
         return cls(None, Calibrator.from_dict(card["calibration"]), params, adapter=adapter,
-                   top_k=int(card.get("prompt_top_k", 3)), **kw)
+                   top_k=card.get("prompt_top_k", 3), **kw)
 
 
 def _card_name() -> str:

@@ -146,6 +146,15 @@ def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "f
     return data
 
 
+def read_head(path: str | Path, n: int, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> tuple[bytes, int]:
+    """The first `n` bytes (fewer when the file is shorter) of a regular file of at most `limit`
+    bytes, and its size: a header read without reading the rest (the refusals of `read_bounded`)."""
+    path = Path(path)
+    size = check_bounded(path, limit, what)
+    with path.open("rb") as f:
+        return f.read(max(0, n)), size
+
+
 def read_text_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "file") -> str:
     """`read_bounded` decoded as UTF-8 (UnicodeDecodeError when it is not)."""
     return read_bounded(path, limit, what).decode("utf-8")

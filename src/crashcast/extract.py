@@ -6,7 +6,8 @@ Run layout (one folder):
     features.parquet            one row per window (derived from the window_meta files)
     errors.jsonl                one line per clip that failed: clip id, stage, error
 Outputs are written atomically; a rerun with the same config skips clips whose window_meta files
-all exist and validate, and redoes the rest.
+all exist and validate, and redoes the rest. Ctrl-C or SIGTERM stops the workers at once
+(`runtime.executor.run_jobs`); the clips that finished stay, and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from crashcast.features.kinematics import window_objects
 from crashcast.features.table import feature_row
 from crashcast.features.window_meta import WindowMeta, read_window_meta, write_window_meta
 from crashcast.perception.bundle import Backends
-from crashcast.runtime.executor import Lazy
+from crashcast.runtime.executor import Lazy, Terminated, sigterm_raises, stop_reason
 from crashcast.runtime.layout import RunLayout, record_error, window_folder
 from crashcast.runtime.store import atomic_write_bytes, atomic_write_text, inside, remove_partial
 from crashcast.types import Clip, Window
@@ -255,7 +256,13 @@ def extract_run(clips: list[Clip], run_dir: Path, cfg: CrashcastConfig, workers:
         jobs = [(c.id, (c, run_dir, cfg_json)) for c in clips]
     # the backends are built once per worker, not once per clip
     setup = partial(Lazy, partial(Backends.build, cfg.perception, cfg.runtime))
-    results = runner.run(_extract_job, jobs, f"extracting {len(clips)} clips", progress, setup=setup)
+    with sigterm_raises():  # SIGTERM as Ctrl-C: the workers stopped and this said before the process ends
+        try:
+            results = runner.run(_extract_job, jobs, f"extracting {len(clips)} clips", progress, setup=setup)
+        except (KeyboardInterrupt, Terminated) as e:
+            log.warning("extraction stopped by %s: the clips that finished are complete in %s; run the same command "
+                        "again to resume (they are skipped, the others redone)", stop_reason(e), run_dir)
+            raise
     rows, ok, failed, skipped = [], 0, 0, 0
     frames_p = frames_d = 0
     stages: dict[str, float] = {}

@@ -41,6 +41,7 @@ from crashcast.perception.pipeline import Perception
 from crashcast.risk.base import RiskModel
 from crashcast.risk.models import TRAINING_FREE, create_model, load_model
 from crashcast.risk.windows import WindowSet
+from crashcast.runtime.executor import Terminated, sigterm_raises, stop_reason
 from crashcast.runtime.store import atomic_write_text
 from crashcast.types import Phase, Window
 
@@ -142,6 +143,7 @@ def check_settings(stride_s: float, threshold: float, smooth: int) -> None:
         raise ConfigError(f"smooth={smooth!r}: the number of strides the risk is smoothed over is a whole number from 1 to 100")
 
 
+@sigterm_raises()  # SIGTERM as Ctrl-C: the annotated video's temporary file and the scratch folder are removed
 def predict(
     path: str | Path,
     model: str | Path | RiskModel | None = None,
@@ -451,7 +453,13 @@ def _predict_parallel(runner: JobExecutor, paths: list[Path], model: str | Path 
     names = output_names(paths)
     jobs = [(str(i), (Path(p).absolute(), out_dir.absolute(), stride_s, threshold, annotate, name))
             for i, (p, name) in enumerate(zip(paths, names, strict=True))]
-    results = runner.run(_predict_job, jobs, f"predicting {len(paths)} videos", progress, setup=setup)
+    with sigterm_raises():  # SIGTERM as Ctrl-C: the workers stopped and this said before the process ends
+        try:
+            results = runner.run(_predict_job, jobs, f"predicting {len(paths)} videos", progress, setup=setup)
+        except (KeyboardInterrupt, Terminated) as e:
+            log.warning("prediction stopped by %s: the videos that finished have complete outputs in %s, the others "
+                        "none (a rerun predicts every video again)", stop_reason(e), out_dir)
+            raise
     return iter([VideoOutcome(Path(path), *r.value, name=name) if r.ok
                  else VideoOutcome(Path(path), error=r.error, error_type=r.error_type, name=name)
                  for path, name, r in zip(paths, names, results, strict=True)])

@@ -2,8 +2,9 @@
 so a killed run never leaves a half-written file under the final name.
 
 Temporary files are named `.<name>.<pid>-<random>.part<suffix>` (the suffix kept: some writers choose
-the format by it); a run killed mid-write can leave one behind, and `remove_partial` clears them when
-that folder's work is redone, but never one whose writer is still alive (a concurrent run's). Files are created with mode 0666 and the process's umask applies, as for
+the format by it); a run killed mid-write can leave one behind: the next write of the same file
+removes it (and `remove_partial` all of a folder's, when its work is redone), but never one whose
+writer is still alive (a concurrent run's). Files are created with mode 0666 and the process's umask applies, as for
 any ordinary file (no umask is read or changed).
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from crashcast.errors import InputLimitError
 
 PART = ".part"
-_PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.part(\.[^.]+)?$")
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.part(\.[^.]+)?$")
 
 
 def _partial_name(path: Path, suffix: str) -> Path:
@@ -50,6 +51,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():  # os.replace would fail naming the temporary file, not the user's path
         raise IsADirectoryError(errno.EISDIR, "is a folder; name a file to write", str(path))
+    remove_partial(path.parent, path.name)  # what a killed writer of this file left
     while True:
         tmp = _partial_name(path, path.suffix if suffix is None else suffix)
         try:
@@ -74,16 +76,21 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             tmp.unlink()
 
 
-def remove_partial(folder: str | Path) -> int:
-    """Delete temporary files that writers no longer alive left in `folder` (not recursive); returns
-    how many. Only names made by `atomic_path` are touched."""
+def remove_partial(folder: str | Path, name: str | None = None) -> int:
+    """Delete temporary files that writers no longer alive left in `folder` (not recursive), only
+    those of the file `name` when given; returns how many. Only names made by `atomic_path` are touched."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
+    prefix = None if name is None else f".{name}."
     for p in folder.iterdir():
+        if prefix is not None and not p.name.startswith(prefix):
+            continue
         m = _PARTIAL.match(p.name)
-        if m and not _alive(int(m["pid"])) and p.is_file():
+        if not m or (prefix is not None and (m["name"] != name or int(m["pid"]) == os.getpid())):
+            continue  # not ours; or another thread of this process writing the same file now
+        if not _alive(int(m["pid"])) and p.is_file():
             p.unlink(missing_ok=True)
             n += 1
     return n

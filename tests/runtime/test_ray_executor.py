@@ -344,3 +344,25 @@ def test_predict_many_on_ray_and_local_processes_match_one_by_one(local_ray, cli
         for v in videos:
             for name in ("timeline.csv", "timeline.json"):
                 assert (out / v.stem / name).read_bytes() == (tmp_path / "one" / v.stem / name).read_bytes(), (executor, v, name)
+
+
+def test_ctrl_c_stops_a_ray_run_promptly(local_ray, caplog):
+    """Issue 23 item 5 on Ray: Ctrl-C while clips run kills the actors, the queued clips never start,
+    and the count is said."""
+    import signal
+    import threading
+
+    from crashcast.runtime.ray_executor import run_jobs_ray
+
+    jobs = [(f"slow {i}", (30.0,)) for i in range(6)]
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_jobs_ray(_sleep, jobs, workers=2, progress=False)
+    finally:
+        timer.cancel()
+    took = time.monotonic() - t0
+    assert took < 3.0 + 15, took  # never the 3 x 30 s the queued clips would take
+    assert "stopped by Ctrl-C (SIGINT): 0 of 6 finished" in caplog.text

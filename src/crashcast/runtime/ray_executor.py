@@ -38,9 +38,11 @@ from crashcast.runtime.executor import (
     RAY_INSTALL_HINT,
     ExecutorError,
     JobResult,
+    Terminated,
     WorkerSetupError,
     _call,
     _use_setup,
+    stop_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -389,6 +391,10 @@ def run_jobs_ray(
                                           "no room for it on the cluster, or its models still loading)")
                 if pending and not (idle or running or starting):  # every actor lost (a node with all of them)
                     new_actor()
+    except (KeyboardInterrupt, Terminated) as e:  # the actors are killed below, the queued clips never start
+        log.warning("%s: stopped by %s: %d of %d finished; the other %d were stopped or never started", description,
+                    stop_reason(e), len(results), len(jobs), len(jobs) - len(results))
+        raise
     finally:
         for a in actors:
             kill(a)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import cli_exit_code
 
-from conftest import cli_exit_code
 from crashcast.errors import ConfigError, CrashcastError
 from crashcast.runtime import checkpoints as C
 from crashcast.runtime import weights as W
@@ -127,7 +127,7 @@ def checkpoints(tmp_path_factory):
 
 
 def _detector(weights, **kw):
-    from scenes import build_detector
+    from tests.perception.models.scenes import build_detector
 
     from crashcast.perception.models.yolo import YoloConfig
 
@@ -142,9 +142,6 @@ def scene_frames():
 
 def test_a_genuine_checkpoint_loads_through_the_restricted_loader(checkpoints, scene_frames):
     d, _ = checkpoints
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests" / "perception" / "models"))
     restricted = _detector(d / "genuine.pt")
     with C.trusting([d / "genuine.pt"]):
         full = _detector(d / "genuine.pt")
@@ -158,9 +155,6 @@ def test_a_genuine_checkpoint_loads_through_the_restricted_loader(checkpoints, s
 @pytest.mark.parametrize("name", ["evil.pt", "evil-legacy.pt", "raw.pt"])
 def test_a_checkpoint_carrying_code_is_refused_and_runs_nothing(checkpoints, name):
     d, marker = checkpoints
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests" / "perception" / "models"))
     marker.unlink(missing_ok=True)
     with pytest.raises(C.UntrustedCheckpoint, match=rf"{name}: not loaded: .*--trust-checkpoint") as e:
         _detector(d / name)

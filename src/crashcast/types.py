@@ -357,6 +357,9 @@ class ClipPerception:
     source_index: np.ndarray | None = None  # (F,) index of each perceived frame in the decoded span
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per perception stage
     depth_kind: str = "metric"  # "metric" (the depth backend's metres) or "ground-aligned" (relative depth fitted to the road)
+    # (F,) 99th percentile of the flow residual against the road-plane motion, pixels/frame; NaN where
+    # not measured (no road-motion context, a failed road fit); None from a pipeline that keeps none
+    motion_residual: np.ndarray | None = None
 
     def track_by_id(self, track_id: int) -> ObjectTrack:
         for t in self.tracks:

@@ -90,3 +90,50 @@ def test_generated_clips_are_readable_and_half_positive(synth_small):
     assert len(truth["frames"]) == round(truth["duration_s"] * 30)
     scen = {json.loads((synth_small / "truth" / f"{c.id}.json").read_text())["scenario"] for c in clips}
     assert set(S.POSITIVE_SCENARIOS) <= scen
+
+
+@pytest.mark.parametrize("name", S.THIRD_PARTY_SCENARIOS)
+def test_third_party_scenarios_do_what_they_say(name):
+    """Two road users ahead meet off our path: positives touch at the event, negatives pass 1.5 m or
+    more apart; nothing comes within 8 m in the ego lane before they meet."""
+    cfg = S.SynthConfig()
+    for seed in range(4):
+        cid = S.clip_id_for(100 + seed, 1, "third-party")
+        rng = S.clip_rng(100 + seed, 1, "third-party")
+        sc = S.make_scenario(name, rng, cfg, cid)
+        truth = S.render_clip(sc, S.Renderer(cfg, rng), cid, None)
+        tp = truth["third_party"]
+        assert tp["agents"] == [0, 1] and truth["closest_approach"] is None
+        if name in S.THIRD_PARTY_POSITIVES:
+            assert sc.target == 1 and sc.event_kind == "third_party_collision"
+            assert tp["collision"] and tp["gap_m"] <= 0.06 and abs(tp["time_s"] - sc.time_of_event_s) < 0.1, (name, seed, tp)
+            assert sc.time_of_alert_s < sc.time_of_event_s
+        else:
+            assert sc.target == 0 and sc.time_of_event_s is None
+            assert not tp["collision"] and tp["gap_m"] >= 1.5, (name, seed, tp)
+        for fr in truth["frames"]:
+            if fr["t"] > tp["time_s"]:
+                break
+            ids = {o["id"]: o for o in fr["objects"]}
+            for i in tp["agents"]:  # both are in view while they close in
+                if fr["t"] >= tp["time_s"] - 1.0:
+                    assert ids[i]["box_xyxy"] is not None, (name, seed, fr["t"], i)
+            for o in fr["objects"]:
+                if abs(o["ground_xz_m"][0]) < 1.8 and o["depth_m"] > 0:
+                    assert o["depth_m"] > 8.0, (name, seed, o)
+
+
+def test_third_party_mix_has_its_own_ids_and_leaves_the_default_mix_alone(tmp_path):
+    assert S.scenario_for(0) == "lead_braking" and S.clip_id_for(7, 3) == "synth0007_0003"
+    assert [S.scenario_for(i, "third-party") for i in range(6)] == [
+        "tp_rear_end", "tp_rear_safe", "tp_side_impact", "tp_cross_stops", "tp_vulnerable", "tp_vulnerable_yield"]
+    assert S.expected_ids(2, 7, "third-party") == ["synth0007_tp0000", "synth0007_tp0001"]
+    with pytest.raises(ValueError, match="unknown synthetic mix"):
+        S.scenario_for(0, "crashes")
+    S.generate(2, tmp_path, seed=7, mix="third-party")
+    assert S.synthetic_ids(tmp_path) == ["synth0007_tp0000", "synth0007_tp0001"]
+    rows = (tmp_path / "annotations.csv").read_text().splitlines()
+    assert rows[1].endswith(",1") and rows[2].endswith(",0")
+    truth = json.loads((tmp_path / "truth" / "synth0007_tp0000.json").read_text())
+    assert truth["scenario"] == "tp_rear_end" and truth["third_party"]["collision"]
+    assert decode(tmp_path / "synth0007_tp0000.mp4", 0.0, 0.5).size == (640, 360)

@@ -8,6 +8,14 @@ positives: lead vehicle braking hard (collision or near-miss), cut-in, crossing 
            oncoming vehicle drifting into the lane;
 negatives: safe following, overtaking, parked cars.
 
+A second mix (`generate(..., mix="third-party")`) holds crashes between other road users ahead,
+off the ego path: two vehicles in the next lane (the front one brakes, the one behind runs into it),
+a vehicle crossing from the right into the side of one ahead, a vehicle ahead hitting a crossing
+pedestrian or cyclist; and as negatives the same encounters without contact (the follower keeps its
+distance, the crossing vehicle stops short, the vehicle yields). Their truth records add
+`third_party`: the two agents and the moment and gap of their closest approach. The default mix
+(`scenario_for`) is unchanged: the same seed renders the same clips as before.
+
 Each clip gets an MP4 (H.264), a row in a Nexar-layout `annotations.csv` and a ground-truth JSON
 with, per frame, every object's 3D position, projected 2D box, true depth (distance along the
 optical axis to its nearest point), true time-to-contact, and the ego speed. The same seed gives
@@ -36,6 +44,11 @@ log = logging.getLogger(__name__)
 
 POSITIVE_SCENARIOS = ("lead_braking", "cut_in", "crossing_pedestrian", "oncoming_drift")
 NEGATIVE_SCENARIOS = ("safe_following", "overtaking", "parked_cars")
+#: other road users collide ahead (positives) or pass close without contact (negatives)
+THIRD_PARTY_POSITIVES = ("tp_rear_end", "tp_side_impact", "tp_vulnerable")
+THIRD_PARTY_NEGATIVES = ("tp_rear_safe", "tp_cross_stops", "tp_vulnerable_yield")
+THIRD_PARTY_SCENARIOS = THIRD_PARTY_POSITIVES + THIRD_PARTY_NEGATIVES
+MIXES = ("default", "third-party")
 LANE_WIDTH_M = 3.5
 NEAR_PLANE_M = 0.25
 
@@ -84,6 +97,7 @@ class Actor:
     facing: int = 1  # +1 drives away from us (we see its rear), -1 comes toward us
     braking: np.ndarray | None = None
     role: str = "other"
+    sideways: bool = False  # a vehicle crossing our path: its length lies along x (we see its side)
 
     @property
     def half_width(self) -> float:
@@ -106,6 +120,7 @@ class Scenario:
     event_kind: str | None = None
     key_actor: int | None = None
     notes: dict = field(default_factory=dict)
+    agents: tuple[int, int] | None = None  # third-party scenarios: the two road users that meet
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -157,12 +172,15 @@ def _parked(rng: np.random.Generator, first_id: int, t: np.ndarray, s_ego: np.nd
     return actors
 
 
-def make_scenario(name: str, rng: np.random.Generator, cfg: SynthConfig) -> Scenario:
-    """Sample one scenario's trajectories (all in camera-relative coordinates over the frame grid)."""
+def make_scenario(name: str, rng: np.random.Generator, cfg: SynthConfig, clip_id: str | None = None) -> Scenario:
+    """Sample one scenario's trajectories (all in camera-relative coordinates over the frame grid).
+    `clip_id` places a third-party negative's closest approach at its windows' anchor."""
     dt = 1.0 / cfg.fps
     duration = round(rng.uniform(cfg.min_duration_s, cfg.max_duration_s) * cfg.fps) / cfg.fps
     n = round(duration * cfg.fps)
     t = np.arange(n) * dt
+    if name in THIRD_PARTY_SCENARIOS:
+        return _third_party(name, rng, cfg, duration, t, clip_id)
     front = cfg.ego_front_m
     v0 = rng.uniform(10.0, 18.0)
     ego = np.full(n, v0)
@@ -289,6 +307,179 @@ def make_scenario(name: str, rng: np.random.Generator, cfg: SynthConfig) -> Scen
     return Scenario(name, target, duration, ego, actors, r3(event), r3(alert), kind, key)
 
 
+# ----------------------------------------------------------------------------- third-party scenarios
+
+
+def _travel(v: np.ndarray, dt: float) -> np.ndarray:
+    """Distance travelled (m) at each frame for speeds `v` (m/s) per frame, 0 at the first."""
+    return np.concatenate([[0.0], np.cumsum(v[:-1] * dt)])
+
+
+def _cyclist(rng: np.random.Generator) -> list[Body]:
+    """A cyclist crossing our path: a bike seen side-on (its length along x) and its rider."""
+    shirt = [(200, 60, 40), (40, 90, 180), (230, 200, 60), (60, 140, 70)][int(rng.integers(4))]
+    return [
+        Body(0.0, 0.0, 0.0, 1.7, 1.0, 0.12, (30, 30, 35)),  # bike
+        Body(0.0, 0.0, 0.95, 0.45, 0.6, 0.3, shirt),  # rider
+        Body(0.0, 0.0, 1.55, 0.22, 0.24, 0.22, (225, 185, 150)),  # head
+    ]
+
+
+def _meeting_time(duration: float, rng: np.random.Generator, positive: bool, clip_id: str | None) -> float:
+    """When the two road users meet: a positive's collision near the clip's end (as the ego scenarios'
+    events); a negative's closest approach at its windows' anchor under the default window settings
+    (`data.windows.anchor_time`), so its windows end at the near miss as a positive's end at the crash."""
+    if positive or clip_id is None:
+        return duration - rng.uniform(0.3, 1.0)
+    from crashcast.data.windows import hashed_fraction
+    from crashcast.settings import WindowConfig
+
+    w = WindowConfig()
+    lo = min(w.negative_min_anchor_s + max(w.horizons_s), duration)
+    return lo + hashed_fraction(clip_id) * (duration - lo)
+
+
+def _third_party(name: str, rng: np.random.Generator, cfg: SynthConfig, duration: float, t: np.ndarray,
+                 clip_id: str | None) -> Scenario:
+    """Two road users ahead, in the lane to our right, meet at `te`: they collide (positives) or pass
+    within a few metres (negatives). The ego keeps its lane and speed; nothing enters its path
+    before `te`. Trajectories are built along the road in the world (s) and shifted by the ego's
+    own travel into camera coordinates."""
+    dt = 1.0 / cfg.fps
+    n = len(t)
+    positive = name in THIRD_PARTY_POSITIVES
+    v0 = rng.uniform(7.0, 14.0)
+    ego = np.full(n, v0)
+    s_ego = _travel(ego, dt)
+    te = _meeting_time(duration, rng, positive, clip_id)
+    ke = min(int(round(te / dt)), n - 1)
+    after = t > te
+    lane = LANE_WIDTH_M + rng.uniform(-0.2, 0.2)
+    actors: list[Actor] = []
+    alert = None
+
+    if name in ("tp_rear_end", "tp_rear_safe"):
+        rear, front_car = _vehicle(rng, 0), _vehicle(rng, 1)
+        v_c = v0 + rng.uniform(-1.0, 0.5)
+        m = int(12 * cfg.fps)
+        for _ in range(50):
+            g0 = rng.uniform(6.0, 14.0)
+            if positive:
+                a_f = rng.uniform(6.0, 9.0)
+                gap, hit, v_r = _gap_closing(g0, v_c, a_f, dt, m)
+                tau = hit * dt if hit is not None else 99.0
+            else:  # the follower brakes too, late: pick the delay that leaves 2-5 m
+                a_f = rng.uniform(3.0, 6.0)
+                a_r = a_f * rng.uniform(1.1, 1.4)
+                want = rng.uniform(2.0, 5.0)
+                lo_d, hi_d = 0.0, 6.0
+                for _ in range(40):
+                    mid = (lo_d + hi_d) / 2
+                    gap, hit, _ = _gap_closing(g0, v_c, a_f, dt, m, a_r, mid)
+                    if hit is not None or gap.min() < want:
+                        hi_d = mid
+                    else:
+                        lo_d = mid
+                gap, hit, v_r = _gap_closing(g0, v_c, a_f, dt, m, a_r, lo_d)
+                tau = int(np.argmin(gap)) * dt
+            if 1.5 <= tau <= 4.0:
+                break
+        t_brake = te - tau
+        k = np.clip(np.round((t - t_brake) / dt).astype(int), 0, m - 1)
+        v_rear = np.where(t < t_brake, v_c, v_r[k])
+        g = np.where(t < t_brake, g0, gap[k])
+        if positive:  # locked together after the crash, both skidding to a stop
+            v_hit = 0.5 * (v_rear[ke] + max(v_c - a_f * tau, 0.0))
+            v_rear = np.where(after, np.maximum(v_hit - 7.0 * (t - te), 0.0), v_rear)
+            g = np.where(after, 0.0, g)
+        g = np.maximum(g, 0.0)
+        s_rear = _travel(v_rear, dt)
+        z_rear = s_rear - s_ego
+        z_rear += rng.uniform(14.0, 26.0) - z_rear[ke]  # the follower's centre at the meeting
+        z_front = z_rear + rear[0].l / 2 + g + front_car[0].l / 2
+        x_front = np.full(n, lane)
+        if positive:  # the struck car is shoved aside
+            x_front = x_front + 0.6 * _smoothstep((t - te) / 0.4)
+        braking_front = t >= t_brake
+        braking_rear = after if positive else t >= t_brake + lo_d
+        actors += [Actor(0, "vehicle", rear, np.full(n, lane), z_rear, 1, braking_rear, "tp_follower"),
+                   Actor(1, "vehicle", front_car, x_front, z_front, 1, braking_front, "tp_leader")]
+        alert = t_brake
+    elif name in ("tp_side_impact", "tp_cross_stops"):
+        car = _vehicle(rng, 0)
+        b = _vehicle(rng, 1)[0]
+        crosser = [Body(0.0, 0.0, 0.0, b.l, b.h, b.w, b.color)]  # side-on: its length lies along x
+        v_a = v0 + rng.uniform(-1.5, 0.0)
+        v_b = rng.uniform(4.0, 7.0)
+        s_a = _travel(np.full(n, v_a), dt)
+        if positive:  # locked together after the crash, skidding to a stop
+            s_a = np.where(after, s_a[ke] + v_a * (t - te) - 0.5 * 8.0 * np.minimum(t - te, v_a / 8.0) ** 2, s_a)
+            s_a = np.where(after & (t - te > v_a / 8.0), s_a[ke] + v_a**2 / 16.0, s_a)
+        z_a = s_a - s_ego
+        z_a += rng.uniform(16.0, 28.0) - z_a[ke]
+        x_touch = lane + car[0].w / 2 + b.l / 2
+        z_b_world = z_a[ke] + s_ego[ke] + rng.uniform(-1.0, 1.0)  # where the cross road meets the lane
+        dt_e = te - t
+        if positive:
+            x_a = lane - 0.8 * _smoothstep((t - te) / 0.5)  # pushed toward our lane
+            x_b = np.where(after, x_touch + (x_a - lane), x_touch + v_b * dt_e)
+            z_b = np.where(after, z_b_world - s_ego + (s_a - s_a[ke]) * 0.5, z_b_world - s_ego)
+        else:  # brakes and stops short of the lane as the car passes
+            decel = rng.uniform(4.0, 7.0)
+            x_stop = x_touch + rng.uniform(1.5, 3.5)
+            t_stop = v_b / decel
+            x_b = np.where(dt_e <= 0, x_stop, np.where(dt_e < t_stop, x_stop + 0.5 * decel * dt_e**2,
+                                                        x_stop + v_b**2 / (2 * decel) + v_b * (dt_e - t_stop)))
+            x_a = np.full(n, lane)
+            z_b = z_b_world - s_ego
+        actors += [Actor(0, "vehicle", car, x_a, z_a, 1, after if positive else None, "tp_crossed"),
+                   Actor(1, "vehicle", crosser, x_b, z_b, 1, None, "tp_crossing", sideways=True)]
+        alert = te - min(2.0, te)
+    elif name in ("tp_vulnerable", "tp_vulnerable_yield"):
+        # an oncoming car in the left lane and a pedestrian or cyclist crossing it from the left verge:
+        # the walker is on the near side of the car, in view (in the right lane it would hide behind it)
+        car = _vehicle(rng, 0)
+        cyclist = rng.random() < 0.5
+        body = _cyclist(rng) if cyclist else _person(rng)
+        half_d = max(bb.l for bb in body) / 2
+        v_v = rng.uniform(5.0, 9.0)
+        v_p = rng.uniform(3.0, 5.0) if cyclist else rng.uniform(1.3, 2.5)
+        x_hit = -lane + car[0].w / 2 - rng.uniform(0.3, 1.2)
+        x_kerb = -(1.5 * LANE_WIDTH_M + 2.0)
+        x_wait = -(LANE_WIDTH_M / 2 + 0.6)  # a crossing that is not finished waits on the lane line (off our path)
+        if positive:
+            v_car = np.where(after, np.maximum(v_v - 8.0 * (t - te), 0.0), v_v)
+            braking = after
+        else:  # the car brakes to a stop 2-4 m short of the crossing
+            decel = rng.uniform(4.0, 7.0)
+            t_b = te - v_v / decel
+            v_car = np.where(t < t_b, v_v, np.maximum(v_v - decel * (t - t_b), 0.0))
+            braking = t >= t_b
+        z_v = -_travel(v_car, dt) - s_ego
+        z_v += rng.uniform(16.0, 26.0) - z_v[ke]
+        z_line = z_v[ke] - car[0].l / 2 - half_d - 0.05  # the walker's line (camera z at te)
+        if positive:
+            z_p = np.where(after, z_v - car[0].l / 2 - half_d - 0.05, z_line + s_ego[ke] - s_ego)
+            x_p = np.where(after, x_hit, np.maximum(x_hit - v_p * (te - t), x_kerb))
+            alert = te - min((x_hit - x_kerb) / v_p, te)
+        else:
+            z_p = z_line - rng.uniform(2.0, 4.0) + s_ego[ke] - s_ego
+            x_p = np.clip(x_hit - v_p * (te - t), x_kerb, x_wait)
+        actors += [Actor(0, "vehicle", car, np.full(n, -lane), z_v, -1, braking, "tp_striking"),
+                   Actor(1, "cyclist" if cyclist else "person", body, x_p, z_p, 1, None, "tp_vulnerable")]
+    else:
+        raise ValueError(f"unknown third-party scenario {name!r}; choose from {THIRD_PARTY_SCENARIOS}")
+
+    side = 1.0 if name in ("tp_vulnerable", "tp_vulnerable_yield") else -1.0  # parked cars: not on the crossing side
+    for _ in range(int(rng.integers(0, 3))):
+        aid = len(actors)
+        z0 = rng.uniform(12.0, float(s_ego[-1] + 40))
+        actors.append(Actor(aid, "vehicle", _vehicle(rng, aid), np.full(n, side * rng.uniform(5.6, 6.6)), z0 - s_ego, 1, role="parked"))
+    r3 = lambda v: None if v is None else round(float(v), 3)  # noqa: E731
+    return Scenario(name, int(positive), duration, ego, actors, r3(te) if positive else None,
+                    r3(alert) if positive else None, "third_party_collision" if positive else None, None, agents=(0, 1))
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -393,7 +584,16 @@ class Renderer:
                     continue
                 col = np.array(b.color, np.float32) * shade[fname] * self.light
                 details = []
-                if actor.cls == "vehicle" and bi == 0:
+                if actor.cls == "vehicle" and bi == 0 and actor.sideways:
+                    if fname in ("left", "right"):  # its nose and tail
+                        details.append(((0.12, 0.55, 0.88, 0.9), (40, 45, 55)))
+                        details.append(((0.04, 0.28, 0.2, 0.42), (150, 20, 20)))
+                        details.append(((0.8, 0.28, 0.96, 0.42), (150, 20, 20)))
+                    elif fname in ("rear", "front"):  # its flank, toward us or away
+                        details.append(((0.12, 0.0, 0.27, 0.3), (20, 20, 20)))
+                        details.append(((0.73, 0.0, 0.88, 0.3), (20, 20, 20)))
+                        details.append(((0.25, 0.55, 0.8, 0.88), (45, 50, 60)))
+                elif actor.cls == "vehicle" and bi == 0:
                     facing_us = (fname == "rear" and actor.facing == 1) or (fname == "front" and actor.facing == -1)
                     back = (fname == "front" and actor.facing == 1) or (fname == "rear" and actor.facing == -1)
                     if facing_us or back:
@@ -537,15 +737,28 @@ def _clip_near(poly: np.ndarray, near: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- clips
 
 
-def scenario_for(index: int) -> str:
-    """Half positives (even indices), each class cycling through its scenario types."""
+def scenario_for(index: int, mix: str = "default") -> str:
+    """Half positives (even indices), each class cycling through its scenario types; `mix` picks the
+    ego scenarios ("default") or the third-party ones ("third-party")."""
+    pos, neg = _mix(mix)
     if index % 2 == 0:
-        return POSITIVE_SCENARIOS[(index // 2) % len(POSITIVE_SCENARIOS)]
-    return NEGATIVE_SCENARIOS[(index // 2) % len(NEGATIVE_SCENARIOS)]
+        return pos[(index // 2) % len(pos)]
+    return neg[(index // 2) % len(neg)]
 
 
-def clip_rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+def _mix(mix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if mix == "default":
+        return POSITIVE_SCENARIOS, NEGATIVE_SCENARIOS
+    if mix == "third-party":
+        return THIRD_PARTY_POSITIVES, THIRD_PARTY_NEGATIVES
+    raise ValueError(f"unknown synthetic mix {mix!r}; choose from {', '.join(MIXES)}")
+
+
+def clip_rng(seed: int, index: int, mix: str = "default") -> np.random.Generator:
+    """The generator of one clip; the third-party mix draws from its own stream (not the default
+    mix's clip of the same seed and index)."""
+    key = [seed, index] if mix == "default" else [seed, index, MIXES.index(mix)]
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 def render_clip(sc: Scenario, renderer: Renderer, clip_id: str, video_path: Path | None) -> dict:
@@ -591,7 +804,7 @@ def render_clip(sc: Scenario, renderer: Renderer, clip_id: str, video_path: Path
         gap = np.hypot(np.maximum(np.abs(a.x) - a.half_width, 0.0), a.z - a.half_length - cfg.ego_front_m)
         kmin = int(np.nonzero(gap <= gap.min() + 0.01)[0][0])
         closest = {"object_id": sc.key_actor, "time_s": round(kmin * dt, 4), "gap_m": round(float(gap[kmin]), 4)}
-    return {
+    record = {
         "clip_id": clip_id,
         "scenario": sc.name,
         "target": sc.target,
@@ -607,18 +820,40 @@ def render_clip(sc: Scenario, renderer: Renderer, clip_id: str, video_path: Path
         "closest_approach": closest,
         "frames": frames_truth,
     }
+    if sc.agents is not None:  # third-party scenarios only: the records of the default mix stay as they were
+        record["third_party"] = agents_closest_approach(sc, cfg.fps)
+    return record
 
 
-def clip_id_for(seed: int, index: int) -> str:
-    return f"synth{seed:04d}_{index:04d}"
+def footprint_gap(a: Actor, b: Actor) -> np.ndarray:
+    """Road distance (m) between the footprints (axis-aligned rectangles) of two actors, per frame."""
+    dx = np.maximum(np.abs(a.x - b.x) - (a.half_width + b.half_width), 0.0)
+    dz = np.maximum(np.abs(a.z - b.z) - (a.half_length + b.half_length), 0.0)
+    return np.hypot(dx, dz)
 
 
-def render_one(seed: int, index: int, out_dir: Path, cfg: SynthConfig) -> tuple[str, str, str, int]:
-    """Render clip `index` of `seed` into out_dir (video + truth JSON); returns its CSV row."""
-    rng = clip_rng(seed, index)
-    sc = make_scenario(scenario_for(index), rng, cfg)
+def agents_closest_approach(sc: Scenario, fps: float) -> dict:
+    """The two road users of a third-party scenario and their closest approach: the first frame within
+    1 cm of the smallest footprint gap (contact for a collision), and the centres' distance then."""
+    a, b = (next(x for x in sc.actors if x.id == i) for i in sc.agents)
+    gap = footprint_gap(a, b)
+    k = int(np.nonzero(gap <= gap.min() + 0.01)[0][0])
+    return {"agents": list(sc.agents), "classes": [a.cls, b.cls], "roles": [a.role, b.role], "collision": bool(sc.target),
+            "time_s": round(k / fps, 4), "gap_m": round(float(gap[k]), 4),
+            "centre_distance_m": round(float(np.hypot(a.x[k] - b.x[k], a.z[k] - b.z[k])), 4)}
+
+
+def clip_id_for(seed: int, index: int, mix: str = "default") -> str:
+    _mix(mix)
+    return f"synth{seed:04d}_{'tp' if mix == 'third-party' else ''}{index:04d}"
+
+
+def render_one(seed: int, index: int, out_dir: Path, cfg: SynthConfig, mix: str = "default") -> tuple[str, str, str, int]:
+    """Render clip `index` of `seed` (in `mix`) into out_dir (video + truth JSON); returns its CSV row."""
+    rng = clip_rng(seed, index, mix)
+    cid = clip_id_for(seed, index, mix)
+    sc = make_scenario(scenario_for(index, mix), rng, cfg, cid)
     renderer = Renderer(cfg, rng)
-    cid = clip_id_for(seed, index)
     video = out_dir / f"{cid}.mp4"
     tmp = video.with_name(f".{video.stem}.part.mp4")
     truth = render_clip(sc, renderer, cid, tmp)
@@ -628,7 +863,7 @@ def render_one(seed: int, index: int, out_dir: Path, cfg: SynthConfig) -> tuple[
 
 
 CSV_HEADER = "id,time_of_event,time_of_alert,target"
-_ID = re.compile(r"synth-?\d+_\d{4,}")  # clip_id_for's ids
+_ID = re.compile(r"synth-?\d+_(?:tp)?\d{4,}")  # clip_id_for's ids
 
 
 def synthetic_ids(out_dir: str | Path) -> list[str] | None:
@@ -665,12 +900,12 @@ def _is_truth(path: Path, cid: str) -> bool:
         return False
 
 
-def expected_ids(n: int, seed: int) -> list[str]:
-    """The clip ids `generate(n, seed=seed)` writes, in order."""
-    return [clip_id_for(seed, i) for i in range(n)]
+def expected_ids(n: int, seed: int, mix: str = "default") -> list[str]:
+    """The clip ids `generate(n, seed=seed, mix=mix)` writes, in order."""
+    return [clip_id_for(seed, i, mix) for i in range(n)]
 
 
-def prepare_out(out_dir: str | Path, n: int, seed: int) -> bool:
+def prepare_out(out_dir: str | Path, n: int, seed: int, mix: str = "default") -> bool:
     """Make `out_dir` ready for `generate(n, seed=seed)`: True when it already holds exactly those clips
     (rendering again rewrites the same files). A folder whose annotations.csv crashcast did not write
     is refused (`CrashcastError` naming the file); crashcast's own clips of another seed or count are
@@ -684,7 +919,7 @@ def prepare_out(out_dir: str | Path, n: int, seed: int) -> bool:
     if have is None:
         raise CrashcastError(f"{csv_path}: an annotations.csv that crashcast's synth did not write (not synthetic clips "
                              f"with their truth/ files); synth leaves it alone - choose another --out folder")
-    want = expected_ids(n, seed)
+    want = expected_ids(n, seed, mix)
     if have == want:
         return True
     if have:
@@ -702,17 +937,20 @@ def prepare_out(out_dir: str | Path, n: int, seed: int) -> bool:
     return False
 
 
-def generate(n: int, out_dir: str | Path, seed: int = 0, cfg: SynthConfig | None = None, workers: int = 1, progress: bool = False) -> Path:
+def generate(n: int, out_dir: str | Path, seed: int = 0, cfg: SynthConfig | None = None, workers: int = 1, progress: bool = False,
+             mix: str = "default") -> Path:
     """Write n clips, `annotations.csv` and `truth/<id>.json` to `out_dir`; returns the CSV path.
-    A folder holding data crashcast did not write is refused; crashcast's own clips of another seed or
-    count are replaced (`prepare_out`)."""
+    `mix`: "default" (the ego scenarios) or "third-party" (other road users collide ahead; ids
+    `synth<seed>_tp<index>`). A folder holding data crashcast did not write is refused; crashcast's
+    own clips of another seed, count or mix are replaced (`prepare_out`)."""
     from crashcast.runtime.executor import run_jobs
 
+    _mix(mix)
     cfg = cfg or SynthConfig()
     out = Path(out_dir)
-    prepare_out(out, n, seed)
+    prepare_out(out, n, seed, mix)
     (out / "truth").mkdir(parents=True, exist_ok=True)
-    jobs = [(clip_id_for(seed, i), (seed, i, out, cfg)) for i in range(n)]
+    jobs = [(clip_id_for(seed, i, mix), (seed, i, out, cfg, mix)) for i in range(n)]
     results = run_jobs(render_one, jobs, workers, f"rendering {n} synthetic clips", progress)
     failed = [r for r in results if not r.ok]
     if failed:

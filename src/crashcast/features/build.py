@@ -12,12 +12,14 @@ import math
 import numpy as np
 
 from crashcast.config import CrashcastConfig
+from crashcast.features.convergence import closest_pair, motion_anomaly
 from crashcast.features.kinematics import ObjectKinematics, scene_looming
 from crashcast.features.window_meta import (
     Instance,
     MaskStat,
     ObjectSummary,
     OpticalFlowStat,
+    PairSummary,
     Scene,
     WindowMeta,
     finite_or_none,
@@ -37,7 +39,17 @@ def _summary(o: ObjectKinematics) -> ObjectSummary:
         lateral_offset_m=finite_or_none(o.lateral_offset_m, 3), speed_valid=o.speed_valid, acc_valid=o.acc_valid,
         speed_mps=finite_or_none(last(o.speed_mps)), accel_mps2=finite_or_none(last(o.accel_mps2)),
         frames_seen=o.frames_seen, depth_track_m=o.depth_track_m, depth_track_t=o.depth_track_t,
+        position_m=[round(v, 3) for v in o.position_m] if o.position_m is not None else None,
+        velocity_mps=[round(v, 3) for v in o.velocity_mps] if o.velocity_mps is not None else None,
     )
+
+
+def _pair(objects: list[ObjectKinematics]) -> PairSummary | None:
+    p = closest_pair(objects)
+    if p is None:
+        return None
+    return PairSummary(object_a=p.a, object_b=p.b, class_a=p.class_a, class_b=p.class_b, distance_m=round(p.distance_m, 3),
+                       tcpa_s=round(p.tcpa_s, 3), dcpa_m=round(p.dcpa_m, 3), closing_mps=round(p.closing_mps, 3))
 
 
 def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, frame_paths: list[str | None],
@@ -59,6 +71,7 @@ def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, fra
         box_depths.append(depths)
         mask_stats.append(stats)
     looming = scene_looming(perc, w)
+    anomaly = motion_anomaly(perc, w)
     fps = cfg.video.fps
     return WindowMeta(
         phase=w.phase, frame_paths=frame_paths, frame_times=list(w.keyframe_times_s), label=w.label,
@@ -68,5 +81,6 @@ def build_window_meta(w: Window, perc: ClipPerception, cfg: CrashcastConfig, fra
         keyframe_indices=[round(t * fps) for t in w.keyframe_times_s], backends=perc.backends,
         config_hash=config_hash, objects=[_summary(o) for o in objects], depth_kind=perc.depth_kind,
         scene=Scene(looming_per_s=round(looming, 4), scene_ttc_s=finite_or_none(1.0 / looming if looming > 1e-6 else math.inf),
-                    n_objects=len(objects)),
+                    n_objects=len(objects), motion_anomaly=None if anomaly is None else round(anomaly, 4)),
+        pair=_pair(objects),
     )

@@ -22,6 +22,7 @@ KEYFRAME_TOLERANCE_S = 0.1
 CLOSING_FIT_S = 0.6  # depth rate: least squares over the last 0.6 s of the track
 EXPANSION_FIT_S = 0.4
 MIN_CLOSING_MPS = 0.3
+VELOCITY_FIT_S = 1.0  # 3D centroid velocity: robust line fits over the last second of the track
 
 
 @dataclass
@@ -51,6 +52,37 @@ class ObjectKinematics:
     frames_seen: int
     depth_track_m: list[float] = field(default_factory=list)
     depth_track_t: list[float] = field(default_factory=list)
+    # the 3D centroid (camera frame, m) at the window's end and its velocity (m/s, relative to the
+    # camera); None when the track has too few frames with depth in the last VELOCITY_FIT_S
+    position_m: list[float] | None = None
+    velocity_mps: list[float] | None = None
+
+
+def centroid_motion(track: ObjectTrack, t: np.ndarray, rows: np.ndarray, end_s: float, cam: CameraModel,
+                    max_depth_m: float) -> tuple[list[float] | None, list[float] | None]:
+    """(position, velocity) of the track's 3D centroid at `end_s`, from the frames `rows` (indices
+    into the track, times `t`) of the last VELOCITY_FIT_S: each frame's pixel centroid (the box centre
+    without one) back-projected at its depth, a robust line fitted per axis; the position is the
+    fitted line at `end_s`. None, None with fewer than 3 frames of valid depth."""
+    sel = (t >= end_s - VELOCITY_FIT_S) & np.isfinite(track.depth_m[rows]) & (track.depth_m[rows] > 0) \
+        & (track.depth_m[rows] < max_depth_m)
+    if sel.sum() < 3:
+        return None, None
+    idx = rows[sel]
+    z = track.depth_m[idx]
+    if track.centroid_px is not None:
+        u, v = track.centroid_px[idx, 0], track.centroid_px[idx, 1]
+    else:
+        b = track.box_xyxy[idx]
+        u, v = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    pts = np.stack([(u - cam.cx) * z / cam.focal_px, (v - cam.cy) * z / cam.focal_px, z], axis=1)
+    ts = t[sel]
+    vel = [_fit_slope(ts, pts[:, i]) for i in range(3)]
+    if any(x is None for x in vel):
+        return None, None
+    tm = float(np.mean(ts))
+    pos = [float(np.median(pts[:, i] - vel[i] * (ts - tm)) + vel[i] * (end_s - tm)) for i in range(3)]
+    return pos, [float(x) for x in vel]
 
 
 def back_project(u: float, v: float, z: float, cam: CameraModel) -> list[float]:
@@ -153,6 +185,7 @@ def object_kinematics(track: ObjectTrack, times_s: np.ndarray, window: Window, c
         ttc = min(ttc_depth, ttc_scale)  # they disagree: be conservative
     last_box = boxes[-1]
     lat = lateral_offset(last_box, z_end, cam) if math.isfinite(z_end) else None
+    position, velocity = centroid_motion(track, t, np.flatnonzero(in_win), window.end_s, cam, cfg.max_valid_depth_m)
     return ObjectKinematics(
         object_id=track.track_id, class_name=track.class_name,
         depth_m=per_kf["depth"], box_xyxy=per_kf["box"], centroid_m=per_kf["centroid"],
@@ -162,6 +195,7 @@ def object_kinematics(track: ObjectTrack, times_s: np.ndarray, window: Window, c
         depth_rate_mps=rate, closing_speed_mps=closing, ttc_depth_s=ttc_depth, ttc_scale_s=ttc_scale, ttc_s=ttc,
         lateral_offset_m=lat, frames_seen=seen,
         depth_track_m=[round(float(v), 3) for v in z[finite]], depth_track_t=[round(float(v), 4) for v in t[finite]],
+        position_m=position, velocity_mps=velocity,
     )
 
 

@@ -1,8 +1,19 @@
 """The feature table: one row per window, derived from its window_meta.json (the single source).
 
-Columns: identifiers and labels, scene features, ego-path aggregates, and the top-K closest
-objects flattened (`obj1_depth_m`, ...). Unknown values are NaN; an infinite TTC is capped at
-`TTC_CAP_S` so models see "far in the future" rather than a missing value.
+Columns: identifiers and labels, scene features, ego-path aggregates, third-party cues, and the
+top-K closest objects flattened (`obj1_depth_m`, ...). Unknown values are NaN; an infinite TTC is
+capped at `TTC_CAP_S` so models see "far in the future" rather than a missing value.
+
+Third-party cues (`features.convergence`; features, so every tabular model trained on the table
+uses them):
+- `pair_dcpa_m`: the smallest distance two tracked objects come to each other within the next
+  `PAIR_HORIZON_S` at their current velocities (road plane, centroids; `DEPTH_CAP_M` with no pair);
+- `pair_tcpa_s`: when (s from the window's end; `TTC_CAP_S` with no pair);
+- `pair_distance_m`, `pair_closing_mps`: that pair's distance now and how fast it shrinks;
+- `pair_has_person`: 1 when one of the two is a person or cyclist;
+- `motion_anomaly`: sudden image motion the ego motion does not explain (pixels/frame; NaN when
+  perception measured none).
+`pair_a_id`, `pair_b_id` (the two objects' track ids, NaN with no pair) are identifiers, not features.
 """
 
 from __future__ import annotations
@@ -22,9 +33,13 @@ _OBJ_FIELDS = ["present", "depth_m", "depth_end_m", "closing_mps", "ttc_s", "lat
                "flow_mag", "occlusion", "mask_area", "is_vehicle", "is_person"]
 
 
+#: the third-party feature columns (see the module docstring)
+THIRD_PARTY_COLUMNS = ["pair_dcpa_m", "pair_tcpa_s", "pair_distance_m", "pair_closing_mps", "pair_has_person", "motion_anomaly"]
+
+
 def feature_columns(top_k: int = 3) -> list[str]:
     scene = ["looming_per_s", "scene_ttc_s", "n_objects", "path_min_ttc_s", "path_max_closing_mps", "path_min_depth_m", "min_ttc_s"]
-    return scene + [f"obj{k}_{f}" for k in range(1, top_k + 1) for f in _OBJ_FIELDS]
+    return scene + THIRD_PARTY_COLUMNS + [f"obj{k}_{f}" for k in range(1, top_k + 1) for f in _OBJ_FIELDS]
 
 
 def _cap(v: float | None, cap: float) -> float:
@@ -47,6 +62,14 @@ def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
     row["path_max_closing_mps"] = max((o.closing_speed_mps or 0.0 for o in settled), default=0.0)
     row["path_min_depth_m"] = min((_cap(o.mean_depth_m, DEPTH_CAP_M) for o in in_path), default=DEPTH_CAP_M)
     row["min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in objs if o.frames_seen >= MIN_FRAMES_FOR_TTC), default=TTC_CAP_S)
+    p = meta.pair
+    row.update({
+        "pair_dcpa_m": p.dcpa_m if p else DEPTH_CAP_M, "pair_tcpa_s": p.tcpa_s if p else TTC_CAP_S,
+        "pair_distance_m": p.distance_m if p else DEPTH_CAP_M, "pair_closing_mps": p.closing_mps if p else 0.0,
+        "pair_has_person": float(bool(p) and bool({p.class_a, p.class_b} & {"person", "cyclist"})),
+        "motion_anomaly": meta.scene.motion_anomaly if meta.scene.motion_anomaly is not None else np.nan,
+        "pair_a_id": float(p.object_a) if p else np.nan, "pair_b_id": float(p.object_b) if p else np.nan,
+    })
     for k in range(1, top_k + 1):
         o = objs[k - 1] if k <= len(objs) else None
         pre = f"obj{k}_"

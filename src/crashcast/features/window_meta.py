@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from crashcast.errors import InputLimitError, SchemaError
 from crashcast.runtime.store import WINDOW_META_LIMIT, atomic_write_text, read_text_bounded
 
-SCHEMA_VERSION = "1.2"  # 1.1: frame_paths entries are null when no keyframe image was written; 1.2: depth_kind
+SCHEMA_VERSION = "1.3"  # 1.1: frame_paths entries are null when no keyframe image was written; 1.2: depth_kind;
+# 1.3: objects' position_m/velocity_mps, the closest pair (`pair`), scene.motion_anomaly (absent in older files: null)
 
 
 class _Model(BaseModel):
@@ -70,12 +71,31 @@ class ObjectSummary(_Model):
     frames_seen: int
     depth_track_m: list[float]
     depth_track_t: list[float]
+    position_m: list[float] | None = Field(None, min_length=3, max_length=3, description="3D centroid at the window "
+                                           "end, camera frame (x right, y down, z forward), m")
+    velocity_mps: list[float] | None = Field(None, min_length=3, max_length=3, description="its velocity relative to "
+                                             "the camera, m/s (robust fit over the last second)")
+
+
+class PairSummary(_Model):
+    """The two tracked objects that come closest to each other (`features.convergence.closest_pair`)."""
+
+    object_a: int
+    object_b: int
+    class_a: str
+    class_b: str
+    distance_m: float = Field(description="road-plane distance of their centroids at the window end")
+    tcpa_s: float = Field(ge=0, description="time to their closest approach at constant velocity (capped at the horizon)")
+    dcpa_m: float = Field(ge=0, description="their centroid distance then")
+    closing_mps: float = Field(description="how fast their distance shrinks now (negative: separating)")
 
 
 class Scene(_Model):
     looming_per_s: float = Field(description="ego-path looming at the window end (1/s); contact in 1/looming s")
     scene_ttc_s: float | None
     n_objects: int
+    motion_anomaly: float | None = Field(None, ge=0, description="sudden image motion the road-plane (ego) motion does "
+                                         "not explain, pixels/frame (features.convergence.motion_anomaly); null: not measured")
 
 
 class WindowMeta(_Model):
@@ -108,6 +128,8 @@ class WindowMeta(_Model):
     config_hash: str
     objects: list[ObjectSummary]
     scene: Scene
+    pair: PairSummary | None = Field(None, description="the closest pair of tracked objects (third-party convergence); "
+                                     "null when fewer than two objects have a settled 3D track")
 
 
 def finite_or_none(v: float | None, ndigits: int = 4) -> float | None:

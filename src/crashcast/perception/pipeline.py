@@ -98,6 +98,7 @@ class _Perceived:
     detections: Detections
     looming: float
     keep_masks: bool
+    residual: float = float("nan")  # 99th percentile of the road-motion residual (px/frame); NaN: not measured
 
 
 class Perception:
@@ -158,6 +159,7 @@ class Perception:
         self.first_index = 0  # the perceived-frame index of times[0] (frames before it are forgotten)
         self.times: list[float] = []
         self.looming: list[float] = []  # per kept frame, the causal median of the raw looming
+        self.motion_residual: list[float] = []  # per kept frame, `_Perceived.residual`
         self._raw_looming: deque[float] = deque(maxlen=LOOMING_MEDIAN)
         self.detections: list[Detections] = []
         self.frames_processed = 0
@@ -207,6 +209,7 @@ class Perception:
         frames = [f[y0:] for f in frames]  # views: every stage below works on the perceived rows
         ctxs = []
         looming = []
+        residual = [float("nan")] * len(frames)
         prevs, curs, idx = [], [], []
         prev = self._prev
         for j, (f, t) in enumerate(zip(frames, times_s, strict=True)):
@@ -227,7 +230,7 @@ class Perception:
                 flow.uv /= k  # pixels per frame
                 ctxs[j].flow = flow
                 if self.uses_context:
-                    looming[j] = self._context(frames[j], ctxs[j], k)
+                    looming[j], residual[j] = self._context(frames[j], ctxs[j], k)
             t = time.perf_counter()
         dets = self.detector.detect(frames, ctxs)
         t = self._lap("detect", t)
@@ -236,13 +239,14 @@ class Perception:
             dets = [self.detector.merge_masks(d) for d in dets]
         self._lap("segment", t)
         out = []
-        for f, tm, ctx, det, loom, kp in zip(frames, times_s, ctxs, dets, looming, keep, strict=True):
+        for f, tm, ctx, det, loom, kp, res in zip(frames, times_s, ctxs, dets, looming, keep, residual, strict=True):
             slim = FrameContext(ctx.index, ctx.time_s, ctx.camera, flow=ctx.flow, origin_y=ctx.origin_y)
-            out.append(_Perceived(f, float(tm), slim, det, loom, bool(kp)))
+            out.append(_Perceived(f, float(tm), slim, det, loom, bool(kp), res))
         return out
 
-    def _context(self, frame: np.ndarray, ctx: FrameContext, k: int) -> float:
-        """The road-motion context of one frame (fills `ctx`); returns the raw ego-path looming."""
+    def _context(self, frame: np.ndarray, ctx: FrameContext, k: int) -> tuple[float, float]:
+        """The road-motion context of one frame (fills `ctx`); returns the raw ego-path looming and the
+        99th percentile of the residual flow where flow is valid (NaN when the road fit failed)."""
         t = time.perf_counter()
         flow = ctx.flow
         road = fit_road_motion(flow.uv, self._cam, stride=k)
@@ -263,12 +267,16 @@ class Perception:
             # the road's own motion is not explained: a failed fit, not a wall of obstacles
             log.debug("%s t=%.2f: road motion fit failed; no motion cues this frame", self.clip_id, ctx.time_s)
             ctx.off_road = np.zeros_like(ctx.off_road)
+            res_p99 = float("nan")
+        else:  # every other pixel: the percentile of the residual (the motion anomaly's raw signal)
+            valid = residual[::2, ::2][ctx.flow_valid[::2, ::2]]
+            res_p99 = float(np.percentile(valid, 99)) if valid.size else float("nan")
         if not self.cfg.context.looming:
-            return 0.0
+            return 0.0, res_p99
         box = self._cor_box
         looming = ego_path_looming(flow.uv[box], ctx.off_road[box], self._corridor[box], self.fps, camera=self._cor_cam)
         self._lap("looming", t)
-        return looming
+        return looming, res_p99
 
     def _finish(self, items: list[_Perceived], span_tracker: bool = False, span_depth: bool = False) -> None:
         """Tracking and depth for perceived frames (in time order), then their object records."""
@@ -360,6 +368,7 @@ class Perception:
         # causal median over the last LOOMING_MEDIAN frames: one noisy frame is not a threat
         self._raw_looming.append(float(p.looming))
         self.looming.append(float(np.median(np.array(self._raw_looming))))
+        self.motion_residual.append(p.residual)
         self.detections.append(kept)
         self.frames_processed += 1
         if self.history_s is not None:
@@ -374,7 +383,7 @@ class Perception:
             n += 1
         if n == 0:
             return
-        del self.times[:n], self.looming[:n], self.detections[:n]
+        del self.times[:n], self.looming[:n], self.detections[:n], self.motion_residual[:n]
         self.first_index += n
         for tid in list(self._tracks):
             tl = self._tracks[tid]
@@ -410,6 +419,7 @@ class Perception:
             camera=self.camera, tracks=self.tracks(), looming=looming, scene_ttc_s=ttc, detections=list(self.detections),
             backends=self.backend_names, frames_processed=self.frames_processed, stage_seconds=dict(self.seconds),
             depth_kind="ground-aligned" if "ground-aligned" in self.depth_kinds else "metric",
+            motion_residual=np.array(self.motion_residual, float),
         )
 
 

@@ -380,7 +380,7 @@ def _summary_line(pred, path: Path) -> str:
     tl = pred.timeline
     at = tl[(tl.time_s - pred.first_alert).abs() < 1e-6]
     row = at.iloc[0] if len(at) else None
-    head = f"first alert at {pred.first_alert:.1f} s" + (f" (risk {row.risk:.2f}): {row.reason}" if row is not None else "")
+    head = f"{path.name}: first alert at {pred.first_alert:.1f} s" + (f" (risk {row.risk:.2f}): {row.reason}" if row is not None else "")
     return head + ("" if abs(peak_t - pred.first_alert) < 1e-6 else f"; peak {peak:.2f} at {peak_t:.1f} s")
 
 

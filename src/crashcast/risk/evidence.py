@@ -115,12 +115,21 @@ class Evidence:
         d = asdict(self)
         for t in d["terms"]:
             for m in t["measurements"]:
-                m.pop("decimals")
-                m.pop("in_text")
                 m["value"] = _json_num(m["value"])
             t["contribution"] = _json_num(t["contribution"])
         d["raw"], d["risk"] = _json_num(d["raw"]), _json_num(d["risk"])
         return {k: v for k, v in d.items() if v is not None}
+
+
+def evidence_from_dict(d: dict[str, Any]) -> Evidence:
+    """The inverse of `Evidence.to_dict` (a timeline.json row's `evidence`); None numbers read as NaN."""
+    def num(v: Any) -> float:
+        return math.nan if v is None else float(v)
+
+    terms = [Term(t["name"], num(t["contribution"]), tuple(Agent(**a) for a in t["agents"]),
+                  tuple(Measurement(**{**m, "value": num(m["value"])}) for m in t["measurements"])) for t in d["terms"]]
+    return Evidence(d["model"], num(d["raw"]), terms, None if d.get("risk") is None else float(d["risk"]), d.get("text"),
+                    d.get("text_source"))
 
 
 def _json_num(v: float | None) -> float | None:

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cli_exit_code
 from crashcast import api
 from crashcast.risk.evidence import LOW_RISK, evidence_from_dict
 from crashcast.risk.physics import physics_score, sigmoid
 from crashcast.settings import PhysicsConfig
-from conftest import cli_exit_code
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 STRIDE_S = 1.0

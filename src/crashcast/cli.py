@@ -369,21 +369,31 @@ def predict(
 
 
 def _summary_line(pred, path: Path) -> str:
-    alert = f"first alert at {pred.first_alert:.1f} s" if pred.first_alert is not None else "no alert"
+    """One line a person reads: 'first alert at 2.5 s (risk 0.81): <the reason then>; peak 0.93 at
+    3.0 s', or 'no alert (peak risk 0.12 at 4.0 s)'. The reason is the one given with the risk at
+    the alert (rendered from that stride's evidence)."""
     if pred.peak is None:
         return f"{path.name}: no risk estimate (the video is shorter than one stride)"
     peak_t, peak = pred.peak
-    return f"{path.name}: {alert}; peak risk {peak:.2f} at {peak_t:.1f} s" + (f" - {pred.reasons[0]}" if pred.reasons else "")
+    if pred.first_alert is None:
+        return f"{path.name}: no alert (peak risk {peak:.2f} at {peak_t:.1f} s)"
+    tl = pred.timeline
+    at = tl[(tl.time_s - pred.first_alert).abs() < 1e-6]
+    row = at.iloc[0] if len(at) else None
+    head = f"{path.name}: first alert at {pred.first_alert:.1f} s" + (f" (risk {row.risk:.2f}): {row.reason}" if row is not None else "")
+    return head + ("" if abs(peak_t - pred.first_alert) < 1e-6 else f"; peak {peak:.2f} at {peak_t:.1f} s")
 
 
 def _print_timeline(pred, path: Path, threshold: float) -> None:
+    """The timeline as a table: the (smoothed) risk the alert reads, the stride's own risk, and the
+    reason for that stride's risk (rendered from its evidence)."""
     alert = f"first alert at {pred.first_alert:.1f} s" if pred.first_alert is not None else "no alert"
     table = Table(title=escape(f"{path.name}: {alert} (threshold {threshold}, model {pred.model})"))
-    for col in ("time (s)", "risk", "top reason"):
+    for col in ("time (s)", "risk", "this stride", "why this stride's risk"):
         table.add_column(col)
     for r in pred.timeline.itertuples():
         style = "bold red" if r.risk >= threshold else None
-        table.add_row(f"{r.time_s:.1f}", f"{r.risk:.2f}", escape(r.reason), style=style)
+        table.add_row(f"{r.time_s:.1f}", f"{r.risk:.2f}", f"{r.risk_raw:.2f}", escape(r.reason), style=style)
     console.print(table)
 
 

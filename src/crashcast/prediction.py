@@ -57,7 +57,8 @@ MODEL_PHASE: Phase = "max"  # the window the risk model sees: the most context
 class Prediction:
     """A video's risk timeline (one row per stride: time_s, risk, risk_raw, reason, min_ttc_s,
     looming_per_s, n_objects; a VLM adds its answer as written: answer, written, parse_error,
-    score_source), the first time the risk reached `threshold` (None if never) and the reasons given
+    score_source; last, driving_term and evidence: what risk_raw came from, as JSON, which the
+    reason is rendered from), the first time the risk reached `threshold` (None if never) and the reasons given
     at the alert and at the peak."""
 
     video: Path
@@ -86,7 +87,8 @@ class Prediction:
         return {
             "video": str(self.video), "model": self.model, "threshold": self.threshold, "first_alert_s": self.first_alert,
             "peak": None if peak is None else {"time_s": peak[0], "risk": peak[1]}, "reasons": self.reasons,
-            "timeline": json.loads(self.timeline.to_json(orient="records")),
+            "timeline": [{**r, "evidence": json.loads(r["evidence"])} if r.get("evidence") else r
+                         for r in json.loads(self.timeline.to_json(orient="records"))],
         }
 
 
@@ -225,7 +227,8 @@ def predict(
                 rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4), "reason": current_reason,
                              "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
                              "n_objects": int(main.n_objects.iloc[0]),
-                             **{k: v[0] for k, v in scores.columns.items()}})  # a VLM's answer, as it wrote it
+                             **{k: v[0] for k, v in scores.columns.items()},  # a VLM's answer, as it wrote it
+                             **_evidence_columns(scores)})
                 while next_t <= t + 1e-9:  # once, unless frames were missing (a gap in a damaged file)
                     next_t += stride_s
                 now = time.perf_counter()
@@ -260,6 +263,16 @@ def predict(
         log.info("%s: shorter than one stride (%.2f s): no risk estimate", path, stride_s)
     return Prediction(path, timeline, threshold, risk_model.kind, first_alert, reasons, time.time() - t_start,
                       perception.frames_processed, stride_seconds)
+
+
+def _evidence_columns(scores) -> dict[str, str]:
+    """The reason's evidence as the timeline keeps it (last columns): `driving_term` (object, looming,
+    features, vlm, ...) and `evidence`, the whole `Evidence` as compact JSON (an object in timeline.json)."""
+    if scores.evidence is None:
+        return {}
+    ev = scores.evidence[0]
+    return {"driving_term": ev.driving.name if ev.driving else "",
+            "evidence": json.dumps(ev.to_dict(), separators=(",", ":"), allow_nan=False)}
 
 
 def _annotated(frame: np.ndarray, det, depths: dict[int, float], ttcs: dict[int, float], risk: float, threshold: float,

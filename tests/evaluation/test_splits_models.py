@@ -7,7 +7,6 @@ from crashcast.data.splits import kfold, train_val_test
 from crashcast.evaluation import metrics as M
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, load_model
-from crashcast.risk.rationale import rationale
 
 
 def test_splits_are_grouped_by_video_and_deterministic(make_toy_table):
@@ -39,15 +38,24 @@ def test_models_learn_save_and_reload_without_pickle(kind, tmp_path, make_toy_ta
     np.testing.assert_allclose(again.predict(test), score, rtol=1e-6, atol=1e-9)
 
 
-def test_lightgbm_rationale_names_the_closing_object(make_toy_table):
+def test_lightgbm_rationale_names_what_drove_its_score(make_toy_table):
+    """The toy positives close at 8.0 m/s: LightGBM's SHAP contributions put that first (the path's
+    closing speed), and its reason says so with the row's values; the physics reason gives the path
+    TTC and closing speed it scored."""
     df = make_toy_table(80)
     model = create_model("lightgbm").fit(df)
     pos = df[df.label == 1].head(3)
-    reasons = model.explain(pos)
-    assert all("vehicle A" in r for r in reasons), reasons
+    scores = model.score(pos)
+    assert all("closing" in r and "8.0 m/s" in r for r in scores.rationale), scores.rationale
+    contrib = model.contributions(pos)
+    for (_, row), ev, reason, (_, c) in zip(pos.iterrows(), scores.evidence, scores.rationale, contrib.iterrows(), strict=True):
+        assert ev.driving.measurements[0].name == c.idxmax()
+        for m in ev.driving.measurements:  # the reason's numbers are the row's values of the driving features
+            if m.unit != "flag":
+                assert m.value == row[m.name] and m.shown() in reason
     row = pos.iloc[0]
-    assert f"TTC {row.obj1_ttc_s:.1f} s" in rationale(row)
-    assert "closing at 8.0 m/s" in rationale(row)
+    physics = create_model("physics").score(pos.head(1)).rationale[0]  # the physics reason: the path aggregates it scored
+    assert f"TTC {row.path_min_ttc_s:.1f} s" in physics and f"closing at {row.path_max_closing_mps:.1f} m/s" in physics
 
 
 def test_calibration_fixes_overconfident_scores():

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from crashcast.features.table import feature_columns
 from crashcast.risk.calibration import Calibrator
+from crashcast.risk.evidence import Evidence
 from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.runtime.store import atomic_write_text
 
@@ -54,17 +55,20 @@ def check_features(features: Any) -> list[str]:
 @dataclass
 class RiskScores:
     """A model's reading of some windows (in their order): `raw` uncalibrated scores, `rationale` one
-    short reason each, `columns` any further per-window outputs the predictions file should keep
-    (a VLM's answer text and parse failures)."""
+    short reason each (rendered from `evidence`, `crashcast.risk.rationale.render`), `evidence` what
+    each score came from (`crashcast.risk.evidence.Evidence`), `columns` any further per-window
+    outputs the predictions file should keep (a VLM's answer text and parse failures)."""
 
     raw: np.ndarray
     rationale: list[str]
     columns: dict[str, list[Any]] = field(default_factory=dict)
+    evidence: list[Evidence] | None = None
 
     def __post_init__(self) -> None:
         self.raw = np.asarray(self.raw, float)
         n = len(self.raw)
-        if len(self.rationale) != n or any(len(v) != n for v in self.columns.values()):
+        if (len(self.rationale) != n or any(len(v) != n for v in self.columns.values())
+                or (self.evidence is not None and len(self.evidence) != n)):
             raise ValueError("RiskScores: every field needs one entry per window")
 
 
@@ -123,10 +127,18 @@ class RiskModel:
         return self.score(windows).raw
 
     def score(self, windows: WindowSet | pd.DataFrame) -> RiskScores:
+        """Raw scores, and with each the evidence it came from and the reason rendered from it."""
+        from crashcast.risk.rationale import render
+
         ws = as_windows(windows)
         if type(self).raw_scores is RiskModel.raw_scores:
             raise NotImplementedError(f"{type(self).__name__} implements neither score nor raw_scores")
-        return RiskScores(self.raw_scores(ws), self.explain(ws))
+        raw = np.asarray(self.raw_scores(ws), float)
+        evidence = self.evidence(ws, raw)
+        risk = np.clip(self.calibration(raw), 0.0, 1.0) if len(raw) else raw
+        for ev, r in zip(evidence, risk, strict=True):
+            ev.risk = float(r)
+        return RiskScores(raw, [render(ev) for ev in evidence], evidence=evidence)
 
     def predict(self, windows: WindowSet | pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities in [0, 1]."""
@@ -136,12 +148,24 @@ class RiskModel:
         """Per-row, per-feature contributions to the score (None if the model has none)."""
         return None
 
-    def explain(self, windows: WindowSet | pd.DataFrame) -> list[str]:
-        """One reason per window, from its feature-table row (`crashcast.risk.rationale`)."""
-        from crashcast.risk.rationale import rationales
+    def evidence(self, windows: WindowSet, raw: np.ndarray) -> list[Evidence]:
+        """What each window's score (`raw`, this model's scores of `windows`) came from. Here: the
+        features that moved it most (`contributions`; `crashcast.risk.rationale.feature_evidence`);
+        models that know their terms (physics) override it."""
+        from crashcast.risk.rationale import feature_evidence
 
         ws = as_windows(windows)
-        return rationales(ws.table, self.contributions(ws))
+        contrib = self.contributions(ws)
+        if contrib is None:
+            raise NotImplementedError(f"{type(self).__name__} gives neither evidence nor contributions")
+        risk = np.clip(self.calibration(raw), 0.0, 1.0) if len(raw) else raw
+        metas = ws.metas if ws.metas is not None else [None] * len(ws)
+        return [feature_evidence(self.kind, float(raw[i]), float(risk[i]), row, contrib.iloc[i], metas[i])
+                for i, (_, row) in enumerate(ws.table.iterrows())]
+
+    def explain(self, windows: WindowSet | pd.DataFrame) -> list[str]:
+        """One reason per window, rendered from the evidence of its score (`score`)."""
+        return self.score(windows).rationale
 
     # --- persistence
 

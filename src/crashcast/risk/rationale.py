@@ -1,72 +1,158 @@
-"""The reason a tabular or physics model gives for a window's score, in words, from its feature-table
-row: the object (or scene cue) that drives the score most, e.g. 'vehicle B, 14 m ahead, closing at
-6.0 m/s, TTC 2.3 s'. The vision-language models write their own (the config's `vlm.rationale`
-option teaches a fine-tuned one to)."""
+"""The reason a person reads for a window's score, rendered from the score's `Evidence` only (the one
+renderer), so its numbers are the numbers the score came from: 'vehicle A (#3) 9 m ahead, closing at
+7.9 m/s, TTC 1.1 s from the depth rate'; when the risk is low it says so, with what kept it low:
+'low: vehicle B (#4) 24 m ahead, not closing (0.0 m/s), no TTC under 10 s; the road ahead does not
+loom (no contact under 10 s)'. A vision-language model's reason is its own words (its evidence
+says so: `text_source`).
+
+`feature_evidence` turns a learned model's per-feature contributions into evidence: the object (or
+the scene) whose features moved the score most in its direction, with those features' values.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import pandas as pd
+from crashcast.risk.evidence import Agent, Evidence, Measurement, Term, finite, table_agent
 
-from crashcast.features.table import TTC_CAP_S
-
-LETTERS = "ABCDEFGHIJ"
-
-
-def describe_object(row: pd.Series, k: int) -> str | None:
-    """'vehicle B, 14 m ahead, closing at 6.0 m/s, TTC 2.3 s' for the k-th closest object (1-based)."""
-    pre = f"obj{k}_"
-    if not row.get(pre + "present", 0):
-        return None
-    cls = "person" if row.get(pre + "is_person", 0) else ("vehicle" if row.get(pre + "is_vehicle", 0) else "object")
-    parts = [f"{cls} {LETTERS[k - 1]}"]
-    depth = row.get(pre + "depth_end_m", row.get(pre + "depth_m"))  # where it is now, at the window's end
-    if depth is None or not math.isfinite(depth):
-        depth = row.get(pre + "depth_m")
-    if depth is not None and math.isfinite(depth):
-        parts.append(f"{depth:.0f} m ahead" if row.get(pre + "in_path", 0) else f"{depth:.0f} m away, beside the path")
-    closing = row.get(pre + "closing_mps")
-    if closing is not None and math.isfinite(closing) and closing > 0.3:
-        parts.append(f"closing at {closing:.1f} m/s")
-    ttc = row.get(pre + "ttc_s")
-    if ttc is not None and math.isfinite(ttc) and ttc < TTC_CAP_S:
-        parts.append(f"TTC {ttc:.1f} s")
-    return ", ".join(parts)
-
-
-def rationale(row: pd.Series, contrib: pd.Series | None = None, top_k: int = 3) -> str:
-    """A short reason: the object (or scene cue) that drives the score most. With `contrib` (a
-    booster's per-feature contributions to this row's score) the largest positive one decides;
-    otherwise the object with the smallest TTC, the looming road ahead, or the closest object."""
-    if contrib is not None:
-        ranked = contrib.sort_values(ascending=False)
-        for feat, value in ranked.items():
-            if value <= 0:
-                break
-            if feat.startswith("obj") and "_" in feat:
-                d = describe_object(row, int(feat[3 : feat.index("_")]))
-                if d:
-                    return d
-            if feat in ("looming_per_s", "scene_ttc_s") and row.get("scene_ttc_s", TTC_CAP_S) < TTC_CAP_S:
-                return f"the road ahead looms: contact in {row['scene_ttc_s']:.1f} s at this rate"
-            if feat.startswith("path_") or feat == "min_ttc_s":
-                break
-    # most threatening object by TTC, else the closest
-    best, best_ttc = None, math.inf
-    for k in range(1, top_k + 1):
-        ttc = row.get(f"obj{k}_ttc_s", math.nan)
-        if row.get(f"obj{k}_present", 0) and math.isfinite(ttc) and ttc < best_ttc:
-            best, best_ttc = k, ttc
-    if best is not None and best_ttc < TTC_CAP_S:
-        return describe_object(row, best) or "an object closes in"
-    if row.get("scene_ttc_s", TTC_CAP_S) < TTC_CAP_S:
-        return f"the road ahead looms: contact in {row['scene_ttc_s']:.1f} s at this rate"
-    d = describe_object(row, 1) if row.get("obj1_present", 0) else None
-    return f"nothing closing in ({d})" if d else "nothing closing in"
+# feature-table column (its object-free suffix) -> (unit, decimals, phrase with {v} for the number)
+_PHRASES: dict[str, tuple[str, int, str]] = {
+    "depth_m": ("m", 0, "{v} m away on average"),
+    "depth_end_m": ("m", 0, "{v} m away"),
+    "closing_mps": ("m/s", 1, "closing at {v} m/s"),
+    "ttc_s": ("s", 1, "TTC {v} s"),
+    "lateral_m": ("m", 1, "{v} m off the path axis"),
+    "speed_mps": ("m/s", 1, "moving at {v} m/s"),
+    "accel_mps2": ("m/s²", 1, "acceleration {v} m/s²"),
+    "flow_mag": ("px", 1, "image motion {v} px"),
+    "occlusion": ("", 2, "occlusion {v}"),
+    "mask_area": ("px²", 0, "mask {v} px²"),
+    "looming_per_s": ("/s", 2, "road looming {v} per s"),
+    "scene_ttc_s": ("s", 1, "road contact in {v} s"),
+    "n_objects": ("", 0, "{v} objects seen"),
+    "path_min_ttc_s": ("s", 1, "smallest TTC in the path {v} s"),
+    "path_max_closing_mps": ("m/s", 1, "fastest closing in the path {v} m/s"),
+    "path_min_depth_m": ("m", 0, "nearest in the path {v} m"),
+    "min_ttc_s": ("s", 1, "smallest TTC {v} s"),
+}
+_FLAGS = {"present": ("present", "absent"), "in_path": ("in the path", "beside the path"),
+          "is_vehicle": ("a vehicle", "not a vehicle"), "is_person": ("a person", "not a person")}
 
 
-def rationales(table: pd.DataFrame, contributions: pd.DataFrame | None = None) -> list[str]:
-    """`rationale` of every row of a feature table (with the matching row of `contributions`)."""
-    return [rationale(row, None if contributions is None else contributions.iloc[i])
-            for i, (_, row) in enumerate(table.iterrows())]
+def agent_name(a: Agent) -> str:
+    """'vehicle A (#3)': class, rank letter, track id (as on the annotated video)."""
+    name = f"{a.class_name} {a.letter}" if a.letter else a.class_name
+    return f"{name} (#{a.object_id})" if a.object_id is not None else name
+
+
+def _ttc(m: Measurement) -> str:
+    if m.decimals == 0:
+        return f"no TTC under {m.shown()} s"
+    return f"TTC {m.shown()} s" + (f" from {m.source}" if m.source else "")
+
+
+def _object(t: Term) -> str:
+    dist, closing, ttc, gate = t.get("distance"), t.get("closing"), t.get("ttc"), t.get("min_closing")
+    if not t.agents:
+        head = "nothing in the path"
+    else:
+        head = agent_name(t.agents[0]) + (f" {dist.shown()} m ahead" if dist else "")
+    parts = [head]
+    other = ""
+    if closing is not None and closing.in_text:
+        said = f"closing at {closing.shown()} m/s" if closing.value > 0.05 else f"not closing ({closing.shown()} m/s)"
+        if closing.agent is not None and closing.agent > 0:
+            other = f"; fastest closing in the path: {agent_name(t.agents[closing.agent])} at {closing.shown()} m/s"
+        elif closing.agent == 0 or not t.agents:
+            parts.append(said)
+        elif closing.value > 0.05:  # the object closing fastest is not among the ones named (beyond the table's top-K)
+            other = f"; an object in the path closing at {closing.shown()} m/s"
+        else:
+            other = f"; nothing in the path closing ({closing.shown()} m/s)"
+    if ttc is not None and ttc.in_text:
+        said_ttc = _ttc(ttc) if ttc.agent is not None or ttc.decimals == 0 else f"an object in the path at {_ttc(ttc)}"
+        if gate is not None and gate.in_text:
+            said_ttc += f", not counted: the path closes slower than {gate.shown()} m/s"
+        parts.append(said_ttc)
+    return ", ".join(parts) + other
+
+
+def _looming(t: Term) -> str:
+    m = t.get("scene_ttc")
+    if m.decimals == 0:
+        return f"the road ahead does not loom (no contact under {m.shown()} s)"
+    return f"the road ahead looms: contact in {m.shown()} s at this rate"
+
+
+def _phrase(m: Measurement) -> str:
+    field = m.name.split("_", 1)[1] if m.name.startswith("obj") else m.name
+    if m.unit == "flag":
+        yes, no = _FLAGS.get(field, (field, f"not {field}"))
+        return yes if m.value else no
+    if not math.isfinite(m.value):
+        return f"{field.replace('_', ' ')} unknown"
+    if field in _PHRASES:
+        return _PHRASES[field][2].format(v=m.shown())
+    return f"{m.name.replace('_', ' ')} {m.shown()}" + (f" {m.unit}" if m.unit else "")
+
+
+def _features(t: Term) -> str:
+    head = agent_name(t.agents[0]) if t.agents else "the scene"
+    said = [_phrase(m) for m in t.measurements if m.in_text]
+    return f"{head}: {', '.join(said)}" if said else head
+
+
+def _generic(t: Term) -> str:
+    """Any other term (e.g. a third-party one): the agents it names, then its measurements."""
+    head = " and ".join(agent_name(a) for a in t.agents) or t.name.replace("_", " ")
+    said = [_phrase(m) for m in t.measurements if m.in_text]
+    return f"{head}: {', '.join(said)}" if said else head
+
+
+_RENDER = {"object": _object, "looming": _looming, "features": _features}
+
+
+def render(ev: Evidence) -> str:
+    """The reason, from the evidence alone."""
+    if ev.text is not None:  # a model's own words, as it wrote them (the evidence names who wrote them)
+        return ev.text
+    if not ev.terms:
+        return "no evidence"
+    said = "; ".join(_RENDER.get(t.name, _generic)(t) for t in ev.shown_terms())
+    return f"low: {said}" if ev.low else said
+
+
+def _measurement(row: Any, col: str) -> Measurement:
+    field = col.split("_", 1)[1] if col.startswith("obj") else col
+    value = finite(row.get(col))
+    if field in _FLAGS:
+        return Measurement(col, float(bool(value)), "flag", decimals=0)
+    unit, decimals, _ = _PHRASES.get(field, ("", 2, ""))
+    return Measurement(col, math.nan if value is None else value, unit, "feature table", decimals=decimals)
+
+
+def feature_evidence(kind: str, raw: float, risk: float, row: Any, contrib: Any, meta: Any = None, top: int = 3) -> Evidence:
+    """Evidence of a learned model from its per-feature contributions to one window's score
+    (`contrib`: a Series over the features, in the model's units). Features group by object
+    (obj1_* is vehicle/person A) and the scene; the group that moved the score most in its
+    direction (up; down when the risk is low) drives, and its `top` features in that direction are
+    its measurements, with their values."""
+    sign = -1.0 if Evidence(kind, raw, risk=risk).low else 1.0
+    groups: dict[str, list[str]] = {}
+    for col in contrib.index:
+        key = col[: col.index("_")] if col.startswith("obj") and "_" in col else "scene"
+        groups.setdefault(key, []).append(col)
+    terms = []
+    for key, cols in groups.items():
+        total = float(sum(contrib[c] for c in cols))
+        pushing = sorted((c for c in cols if sign * contrib[c] > 0), key=lambda c: -sign * contrib[c])[:top]
+        agents: tuple[Agent, ...] = ()
+        if key != "scene":
+            k = int(key[3:])
+            if not row.get(f"obj{k}_present", 0):
+                continue  # an absent object's features say only that it is absent
+            agents = (table_agent(row, k, meta),)
+        terms.append(Term("features", total, agents, tuple(_measurement(row, c) for c in pushing)))
+    terms.sort(key=lambda t: -sign * t.contribution)
+    return Evidence(kind, raw, terms, risk)

@@ -140,6 +140,14 @@ class XGBoostModel(_Tabular):
 
         return self.booster.predict(xgb.DMatrix(self._x(windows)))
 
+    def contributions(self, windows: WindowSet | pd.DataFrame) -> pd.DataFrame:
+        """SHAP contributions (log-odds) of each feature to each row's score (XGBoost's `pred_contribs`)."""
+        import xgboost as xgb
+
+        ws = as_windows(windows)
+        c = self.booster.predict(xgb.DMatrix(self._x(ws)), pred_contribs=True)
+        return pd.DataFrame(c[:, :-1], columns=self.features, index=ws.table.index)
+
     def _save_weights(self, folder: Path) -> None:
         self.booster.save_model(str(folder / "booster.json"))
 
@@ -201,6 +209,20 @@ class MLPModel(_Tabular):
             if i < len(coefs) - 1:
                 h = np.maximum(h, 0.0)
         return sigmoid(h[:, 0])
+
+    def contributions(self, windows: WindowSet | pd.DataFrame) -> pd.DataFrame:
+        """Each feature's contribution (probability) to each row's score: the score minus the score
+        with that feature set to its training median (occlusion; the MLP has no exact attribution)."""
+        ws = as_windows(windows)
+        x = self._x(ws)
+        base = self.raw_scores(ws)
+        med = np.asarray(self.weights["median"])
+        out = np.empty_like(x)
+        for j in range(x.shape[1]):
+            xj = x.copy()
+            xj[:, j] = med[j]
+            out[:, j] = base - self.raw_scores(pd.DataFrame(xj, columns=self.features))
+        return pd.DataFrame(out, columns=self.features, index=ws.table.index)
 
     def _save_weights(self, folder: Path) -> None:
         atomic_write_text(folder / "weights.json", json.dumps(self.weights))

@@ -30,6 +30,7 @@ from crashcast.config import load_config
 from crashcast.errors import ConfigError, ModelError
 from crashcast.risk.base import RiskModel, RiskScores
 from crashcast.risk.calibration import Calibrator
+from crashcast.risk.evidence import Evidence, Term
 from crashcast.risk.vlm import vlm_requires, vlm_weights
 from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.runtime.context import RuntimeContext
@@ -149,7 +150,12 @@ class VlmRiskModel(RiskModel):
         reasons = [reason_of(s) for s in scored]
         columns = {"answer": [s.text for s in scored], "written": [s.written for s in scored],
                    "parse_error": [s.error or "" for s in scored], "score_source": [s.source for s in scored]}
-        return RiskScores(np.array([s.probability for s in scored], float), reasons, columns)
+        raw = np.array([s.probability for s in scored], float)
+        risk = np.clip(self.calibration(raw), 0.0, 1.0) if len(raw) else raw
+        # the VLM's reason is its own words: the evidence says so (its score is its answer, read as `score_source` says)
+        evidence = [Evidence(self.kind, float(p), [Term("vlm", float(p))], float(r), text=reason,
+                             text_source=f"{self.kind} (its own words)") for p, r, reason in zip(raw, risk, reasons, strict=True)]
+        return RiskScores(raw, reasons, columns, evidence)
 
     def explain(self, windows) -> list[str]:
         return self.score(windows).rationale

@@ -286,7 +286,7 @@ def auto_backend(weights_dir: str | Path | None = None, overrides: list[str] | N
         return stay(f"no network to fetch the {fetch} preset's weights, {size}")
     log.info("--backend auto: downloading the %s preset's weights once (%s; --offline skips this)", fetch, size)
     try:
-        got = W.download(files, None, progress=progress)
+        got = W.download(files, None, offline_only=offline, progress=progress)
     except Exception as e:  # network, HTTP, disk: the weight-free choice stands, the next run tries again
         log.debug("downloading the %s weights failed", fetch, exc_info=True)
         why = (e.reasons[0] if isinstance(e, W.WeightsUnavailable) and e.reasons else

@@ -25,8 +25,13 @@ def cli_exit_code(argv: list) -> int:
 
 def pytest_configure(config) -> None:
     """CPU kernels for a CUDA-only torchvision next to a CPU torch (tests/torchvision_cpu_ops.py), before
-    any test imports it; with a matching pair (torch 2.14.1 + torchvision 0.29.1, a CUDA machine) nothing."""
+    any test imports it; with a matching pair (torch 2.14.1 + torchvision 0.29.1, a CUDA machine) nothing.
+    CRASHCAST_OFFLINE=1 for the whole session (child processes too): `--backend auto` never downloads
+    weights in a test, except where a test unsets it to download from its own local server."""
+    import os
     import sys
+
+    os.environ["CRASHCAST_OFFLINE"] = "1"
 
     sys.path.insert(0, str(Path(__file__).parent))
     import torchvision_cpu_ops

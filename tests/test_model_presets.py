@@ -68,15 +68,20 @@ def test_predict_with_the_tiny_backend(synth_small, tmp_path, capsys, offline):
 
 
 def test_backend_auto_picks_a_preset_that_can_run_and_says_why(synth_small, tmp_path, capsys, offline, monkeypatch):
-    """No model weights on disk here: `auto` must fall back to the classic preset, in one log line
-    that names what was passed over, why, and how to get it - and start no download."""
+    """No model weights on disk here: `auto` must fall back to the classic preset, in one short log
+    line that says how to get a better one - and start no download (a weights folder is loaded
+    offline); the full reason (what was passed over and why) at -vv."""
     monkeypatch.chdir(tmp_path)
     ann = tmp_path / "one.csv"
     pd.read_csv(synth_small / "annotations.csv").head(1).to_csv(ann, index=False)
     _run(["extract", "--annotations", ann, "--videos", synth_small, "--out", tmp_path / "run",
           "--weights-dir", tmp_path / "weights"])
-    lines = [line for line in capsys.readouterr().err.splitlines() if "--backend auto" in line]
-    assert len(lines) == 1 and "chose classic" in lines[0]
-    assert "paper is not ready" in lines[0] and "crashcast weights download paper" in lines[0]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "perception: " in line]
+    assert len(lines) == 1 and len(lines[0]) <= 150 + len("INFO "), lines
+    assert "perception: classic (weight-free;" in lines[0] and "crashcast weights download fast" in lines[0]
+    _run(["-vv", "extract", "--annotations", ann, "--videos", synth_small, "--out", tmp_path / "run2",
+          "--weights-dir", tmp_path / "weights"])
+    debug = [line for line in capsys.readouterr().err.splitlines() if "--backend auto chose" in line]
+    assert len(debug) == 1 and "paper is not ready" in debug[0] and "crashcast weights download paper" in debug[0]
     meta = read_window_meta(next((tmp_path / "run").glob("clips/*/max/window_meta.json")))
     assert meta.backends["detector"] == "classic-motion"

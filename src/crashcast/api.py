@@ -92,11 +92,15 @@ def load(config: str | Path | CrashcastConfig | None, overrides: Sequence[str] =
 
 
 def config_for(backend: str = "auto", config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = (),
-               weights_dir: str | Path | None = None, run: str | Path | None = None) -> CrashcastConfig:
+               weights_dir: str | Path | None = None, run: str | Path | None = None,
+               offline: bool | None = None) -> CrashcastConfig:
     """The config of `config` (a preset, YAML or config), else of the `backend` preset. `auto` keeps
     the config of `run` when that is a crashcast run folder (resuming it, or predicting with a model
     trained on its features, must use the same perception); otherwise it picks the best preset that
-    can run here now and says, in one log line, which, why, and how to get a better one."""
+    can run here, first downloading the fast preset's weights (about 105 MB, once, with a progress
+    bar) when that is all it lacks and the network is there (`readiness.auto_backend`; `offline`
+    True, or None with CRASHCAST_OFFLINE=1 / HF_HUB_OFFLINE=1 set, never downloads), and says in one
+    short log line which it took and how to get a better one (the full reason at debug level)."""
     from crashcast.extract import is_run
 
     overrides = list(overrides)
@@ -107,33 +111,52 @@ def config_for(backend: str = "auto", config: str | Path | CrashcastConfig | Non
     if backend == "auto" and run is not None and is_run(Path(run)):
         log.info("--backend auto: using the config of the run %s (%s)", run, RunLayout(Path(run)).config)
         return load(RunLayout(Path(run)).config, overrides)
-    from crashcast.readiness import choose_backend, is_vlm_preset
+    from crashcast.readiness import auto_backend, is_vlm_preset
 
     if backend != "auto" and is_vlm_preset(backend):
         raise ConfigError(f"--backend {backend}: a VLM preset (it sets the vlm risk model, not perception); name a "
                           f"perception preset (paper, fast, classic, tiny), and use {backend} with `crashcast train vlm "
                           f"--config {backend}` or `crashcast evaluate --models vlm-...`")
     if backend == "auto":
-        preset, reason, hint = choose_backend(weights_dir=weights_dir, overrides=overrides)
-        log.info("--backend auto chose %s%s", reason, f"; {hint}" if hint else "")
-        backend = preset
+        choice = auto_backend(weights_dir, overrides, offline=offline)
+        log.info("%s", choice.line)
+        log.debug("--backend auto chose %s%s", choice.reason, f"; {choice.hint}" if choice.hint else "")
+        backend = choice.preset
     return load(backend, overrides)
 
 
-def check_model_features(model: str | Path | None, cfg: CrashcastConfig) -> bool:
-    """Whether a saved model folder was trained on features of `cfg`'s perception (True when that
-    cannot be told: no model card, or one without an extraction hash); warns when it was not."""
-    card = Path(model) / "model.json" if model is not None and Path(model).is_dir() else None
+def check_model_features(model: str | Path | None, cfg: CrashcastConfig, videos: Sequence[str | Path] = ()) -> bool:
+    """Whether a saved model folder fits what it is applied to: trained on features of `cfg`'s
+    perception (its card's extraction hash), and not on synthetic clips only when one of `videos` is
+    real (`crashcast.data.domain`: a video is real unless it is one of a synthetic folder's clips).
+    Each misfit is one warning line; True when nothing misfits or it cannot be told (no model card,
+    or a card without those fields: models saved before they were recorded)."""
+    card_path = Path(model) / "model.json" if model is not None and Path(model).is_dir() else None
     try:
-        trained = json.loads(read_text_bounded(card, what="model card")).get("extraction_hash") if card else None
-    except (OSError, ValueError, AttributeError):
+        card = json.loads(read_text_bounded(card_path, what="model card")) if card_path else None
+    except (OSError, ValueError):
         return True  # resolve_model has read it already; an unreadable card was reported there
+    if not isinstance(card, dict):
+        return True
+    ok = True
+    trained, preset = card.get("extraction_hash"), card.get("perception_preset")
     if trained and trained != cfg.extraction_hash():
-        log.warning("%s was trained on features of another perception config (extraction hash %s, here %s: %s); "
-                    "its scores may not mean what they say - predict with --config <its run>/config.yaml",
-                    model, trained, cfg.extraction_hash(), cfg.name)
-        return False
-    return True
+        log.warning("%s was trained on features of another perception config (%s, extraction hash %s; here %s, %s): "
+                    "its scores may not mean what they say; predict with --config <its run>/config.yaml",
+                    model, preset or "?", trained, cfg.name, cfg.extraction_hash())
+        ok = False
+    domain = card.get("training_domain")
+    if videos and isinstance(domain, dict) and domain.get("trained_on") == "synthetic":
+        from crashcast.data.domain import video_domain
+
+        real = [Path(v) for v in videos if video_domain(v) == "real"]
+        if real:
+            which = f"{real[0].name} is a real video" if len(videos) == 1 else \
+                f"{len(real)} of the {len(videos)} videos are real"
+            log.warning("%s was trained on synthetic clips only (%s clips); %s: its scores may not transfer",
+                        model, domain.get("synthetic_clips", "?"), which)
+            ok = False
+    return ok
 
 
 def model_run(model: str | Path | None) -> Path | None:
@@ -236,21 +259,24 @@ def extract(annotations: str | Path, out: str | Path, videos: str | Path | None 
             weights_dir: str | Path | None = None, workers: int = 1, missing_event: MissingEvent = "skip",
             annotation_format: AnnotationFormat = "auto", new_run: bool = False, executor: ExecutorKind = "local",
             address: str | None = None, progress: bool = True,
-            trust_checkpoints: Sequence[str | Path] = ()) -> ExtractSummary:
+            trust_checkpoints: Sequence[str | Path] = (), offline: bool | None = None) -> ExtractSummary:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet into
     the run folder `out` (a rerun resumes). Failed clips and bad annotation rows are recorded in
     `out/errors.jsonl`; the summary counts them (`failed`, `annotation_errors`). `trust_checkpoints`:
-    checkpoint files you trust to be unpickled in full (`crashcast.runtime.checkpoints`)."""
+    checkpoint files you trust to be unpickled in full (`crashcast.runtime.checkpoints`). `offline`:
+    `--backend auto` downloads nothing (None: CRASHCAST_OFFLINE / HF_HUB_OFFLINE decide; `config_for`)."""
+    from crashcast.data.domain import record_domains
     from crashcast.extract import extract_run
     from crashcast.runtime.checkpoints import trusting
     from crashcast.runtime.layout import record_error
 
     out = Path(out)
-    cfg = config_for(backend, config, overrides, weights_dir, run=out)
+    cfg = config_for(backend, config, overrides, weights_dir, run=out, offline=offline)
     clips, errors = load_clips(annotations, videos, missing_event, annotation_format)
     with trusting(trust_checkpoints):
         summary = extract_run(clips, writable_dir(out), cfg, workers=workers, progress=progress, new=new_run,
                               executor=executor, address=address)
+    record_domains(out, clips)  # synthetic or real, for the cards of the models trained on the run
     for e in errors:
         record_error(out, None, "annotations", str(e), type(e).__name__, file=getattr(e, "path", None), row=getattr(e, "row", None))
     summary.annotation_errors = list(errors)
@@ -354,6 +380,7 @@ def train_vlm(data: TrainingData, device: str = "auto") -> TrainResult:
     """Fine-tune the VLM of `data` with 4-bit NF4 QLoRA (validation each epoch) and write the adapter
     and its model card (model.json: `crashcast predict --model` and `evaluate` load the folder) to
     `data.out_dir` (run/models/vlm-<mode>/)."""
+    from crashcast.data.domain import training_domain
     from crashcast.risk.finetune import train_vlm as fit
     from crashcast.risk.models import create_model
     from crashcast.runtime.context import RuntimeContext
@@ -364,7 +391,8 @@ def train_vlm(data: TrainingData, device: str = "auto") -> TrainResult:
     result = fit(data.train, data.val, vlm, out, device=device, weights_dir=runtime.weights_dir)
     create_model(f"vlm-{vlm.mode}", vlm.model_dump(mode="json"), adapter=out, top_k=cfg.features.top_k).save(
         out, {"config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(), "perception_preset": cfg.name,
-              "trained_on_clips": len({p.clip_id for p in data.train})})
+              "trained_on_clips": len({p.clip_id for p in data.train}),
+              "training_domain": training_domain(data.run, {p.clip_id for p in data.train})})
     return result
 
 
@@ -420,7 +448,7 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
                  backend: str = "auto", overrides: Sequence[str] = (), weights_dir: str | Path | None = None,
                  stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
                  executor: ExecutorKind = "local", address: str | None = None, progress: bool = True,
-                 trust_checkpoints: Sequence[str | Path] = ()) -> Iterator[VideoOutcome]:
+                 trust_checkpoints: Sequence[str | Path] = (), offline: bool | None = None) -> Iterator[VideoOutcome]:
     """`crashcast predict`: the risk timeline of each video (files or folders of videos) written to
     out/<name>/ (timeline.csv, timeline.json, risk.png, with `annotate` annotated.mp4), one
     outcome per video in order. `name` (the outcome's) is the video's stem when no other video of the
@@ -433,7 +461,8 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     executor raises here, before any video is read. The result is an iterator: with one worker the
     videos are predicted as it is consumed (`list(api.predict_many(...))` runs them all).
     `trust_checkpoints`: checkpoint files you trust to be unpickled in full, while the iterator runs
-    (`crashcast.runtime.checkpoints`)."""
+    (`crashcast.runtime.checkpoints`). `offline`: `--backend auto` downloads nothing (None:
+    CRASHCAST_OFFLINE / HF_HUB_OFFLINE decide; `config_for`)."""
     from crashcast.prediction import check_settings
 
     check_settings(stride_s, threshold, 3)  # before anything is read or written
@@ -444,13 +473,13 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     from crashcast.runtime.executors import get_executor
 
     cfg = config if isinstance(config, CrashcastConfig) and not overrides and weights_dir is None else \
-        config_for(backend, config, overrides, weights_dir, run=model_run(model))
+        config_for(backend, config, overrides, weights_dir, run=model_run(model), offline=offline)
     paths = videos_in(videos)
     if not paths:
         raise UsageError("no video files given or found in the folders", "VIDEOS")
     get_executor(executor, workers, address)  # a bad choice fails before any model is loaded
     risk_model = resolve_model(model, cfg)  # a bad model fails here, before any video is read
-    check_model_features(model, cfg)
+    check_model_features(model, cfg, paths)
     out = writable_dir(out)
     (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     # in this process the model resolved above is used; workers each load it from `model`

@@ -154,7 +154,9 @@ def windows(
 # ----------------------------------------------------------------------------- extract
 
 BACKEND_HELP = ("perception preset: auto (the best of paper, fast, classic whose packages are installed and whose "
-                "weights are on disk; never downloads), paper, fast, classic, tiny (random tiny models, for trying the wiring)")
+                "weights are on disk; online, it first downloads the fast preset's weights once, 105 MB, unless "
+                "--offline), paper, fast, classic, tiny (random tiny models, for trying the wiring)")
+OFFLINE_HELP = "download nothing: --backend auto takes what is on disk (also CRASHCAST_OFFLINE=1 or HF_HUB_OFFLINE=1)"
 WEIGHTS_DIR_HELP = "load every model from this folder, offline (also CRASHCAST_WEIGHTS_DIR; see `crashcast weights list`)"
 TRUST_HELP = ("a checkpoint file you trust to be unpickled in full (it may run code): only needed for one that "
               "the restricted loader refuses; repeat for several")
@@ -185,6 +187,7 @@ def extract(
     address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to join (auto: the one "
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
     trust_checkpoint: Annotated[list[Path] | None, typer.Option(help=TRUST_HELP)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
 ) -> None:
     """Perceive each clip once and write window_meta.json, keyframe overlays and features.parquet."""
     overrides = list(set_ or [])
@@ -195,7 +198,7 @@ def extract(
     summary = api.extract(annotations, out, videos, backend=backend, config=config, overrides=overrides,
                           weights_dir=weights_dir, workers=workers, missing_event=missing_event.value,
                           annotation_format=annotation_format.value, new_run=new_run, executor=executor.value,
-                          address=address, trust_checkpoints=trust_checkpoint or ())
+                          address=address, trust_checkpoints=trust_checkpoint or (), offline=offline or None)
     _print_extract(summary, len(summary.annotation_errors))
     if summary.failed or summary.annotation_errors:
         raise typer.Exit(1)
@@ -327,9 +330,11 @@ def predict(
     address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to join (auto: the one "
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
     trust_checkpoint: Annotated[list[Path] | None, typer.Option(help=TRUST_HELP)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why."""
-    cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model))
+    cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model),
+                         offline=offline or None)
     paths = api.videos_in(videos)
     if not paths:
         raise typer.BadParameter("no video files given or found in the folders", param_hint="VIDEOS")
@@ -406,6 +411,8 @@ def demo(
     n: Annotated[int, typer.Option("--n", min=4, help="synthetic clips to render")] = 24,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="parallel processes")] = 2,
+    offline: Annotated[bool, typer.Option("--offline", help="download nothing (the demo never does: it runs the "
+                                                            "weight-free classic preset; accepted like predict's and extract's)")] = False,
 ) -> None:
     """The whole classic pipeline on built-in synthetic clips: synth -> extract -> evaluate -> report.
 
@@ -422,7 +429,8 @@ def demo(
     if reused:
         console.print(f"synthetic clips already in {data}", markup=False)
     cfg = api.load("classic", [api.horizons_override([0, 0.5, 1.0, 1.5])])
-    summary = api.extract(csv_path, run, data, config=cfg, workers=workers, missing_event="error", new_run=not reused)
+    summary = api.extract(csv_path, run, data, config=cfg, workers=workers, missing_event="error", new_run=not reused,
+                          offline=True)
     _print_extract(summary)
     results = api.evaluate(run, ["ttc", "physics", "lightgbm"], "platt", folds=min(5, n // 2), config=cfg)
     console.print((run / "metrics.md").read_text(), markup=False)

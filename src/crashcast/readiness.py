@@ -1,5 +1,6 @@
 """What can run here, now, without downloading anything: the one answer `crashcast doctor`,
-`crashcast weights` and `--backend auto` read.
+`crashcast weights` and `--backend auto` read (`auto_backend`, the one function here that may
+download: the `fast` preset's weights on first use when online).
 
 It sits above both registries and asks them: each perception stage's backend (its packages and
 weight files as functions of its config, composite backends included) and, for the presets that
@@ -11,6 +12,7 @@ knows a backend or a preset.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,14 +25,21 @@ from crashcast.errors import ConfigError
 from crashcast.perception import registry
 from crashcast.risk import models as risk_models
 from crashcast.runtime import packages
+from crashcast.runtime import weights as W
 from crashcast.runtime.context import weights_dir_for
 from crashcast.runtime.packages import install_hint
 from crashcast.runtime.store import read_text_bounded
 from crashcast.runtime.weights import WeightFile, locate, target
 from crashcast.settings import parse_yaml
 
+log = logging.getLogger(__name__)
+
 #: the presets `--backend auto` tries, best first (names that do not exist are skipped)
 AUTO_CANDIDATES = ("paper", "fast", "classic")
+
+#: the preset whose weights `--backend auto` downloads on first use when online (about 105 MB); the
+#: paper preset's (gigabytes) stay an explicit `crashcast weights download paper`
+FETCH_PRESET = "fast"
 
 
 @dataclass(frozen=True)
@@ -216,3 +225,77 @@ def choose_backend(candidates: Iterable[str | Path] = AUTO_CANDIDATES, weights_d
                       + "; ".join(f"{p.name}: {p.why()}" for p in passed))
 
 
+def _mb(files: Iterable[WeightFile]) -> str:
+    total = sum(f.size_mb or 0.0 for f in {(f.name, f.source): f for f in files}.values())
+    return f"{total / 1000:.1f} GB" if total >= 1000 else f"{total:.0f} MB"
+
+
+def _how_to_get(st: PresetStatus) -> str:
+    """A short phrase: what would make the preset `st` usable."""
+    if st.missing_packages:
+        return f"{st.name} needs {', '.join(st.missing_packages)} (`crashcast doctor` says how)"
+    if st.problems or not st.missing_weights:
+        return f"{st.name} does not run here (`crashcast doctor` says why)"
+    return f"`crashcast weights download {st.name}` for {st.name}, {_mb(w.file for w in st.missing_weights)}"
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What `--backend auto` runs: the preset, one short line for the log (what it is and how to get a
+    better one), the full reason and hint (`choose_backend`'s), and the files downloaded on the way."""
+
+    preset: str
+    line: str
+    reason: str
+    hint: str | None = None
+    downloaded: tuple[Path, ...] = ()
+
+
+def auto_backend(weights_dir: str | Path | None = None, overrides: list[str] | None = None, *,
+                 offline: bool | None = None, candidates: Iterable[str | Path] = AUTO_CANDIDATES,
+                 fetch: str = FETCH_PRESET, progress: bool = True) -> AutoChoice:
+    """`--backend auto`: the best candidate ready here (`choose_backend`); when that is worse than
+    `fetch` (the fast preset) and all `fetch` lacks is weights, download them once, with a progress
+    bar, into the libraries' caches and take it. Nothing is downloaded when `offline` (None: the
+    environment, CRASHCAST_OFFLINE / HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), when a weights folder
+    is set (`--weights-dir`, runtime.weights_dir, $CRASHCAST_WEIGHTS_DIR: loaded offline), or when
+    the hosts cannot be reached; then, or when the download fails (nothing partial is kept; the next
+    run tries again), the weight-free choice stands and the line says why in a few words."""
+    candidates = [str(c) for c in candidates]
+    preset, reason, hint = choose_backend(candidates, weights_dir, overrides)
+    if preset == candidates[0] or fetch not in candidates or candidates.index(preset) <= candidates.index(fetch):
+        if hint is None:
+            return AutoChoice(preset, f"perception: {preset} (its weights are on disk)", reason)
+        best = preset_status(candidates[0], weights_dir, overrides=overrides)
+        return AutoChoice(preset, f"perception: {preset} ({_how_to_get(best)})", reason, hint)
+    st = preset_status(fetch, weights_dir, overrides=overrides)  # the torchvision check: choose_backend's answer
+    what = "weight-free" if preset == "classic" else preset
+
+    def stay(why: str) -> AutoChoice:
+        return AutoChoice(preset, f"perception: {preset} ({what}; {why})", reason, hint)
+
+    if st.missing_packages or st.problems or not st.missing_weights:
+        return stay(_how_to_get(st))
+    files = list({(w.file.name, w.file.source): w.file for w in st.missing_weights}.values())
+    size = _mb(files)
+    if st.weights_dir is not None:
+        return stay(f"the weights folder has no {fetch} weights: `crashcast weights download {fetch}` puts them there")
+    if W.offline() if offline is None else offline:
+        return stay(f"offline; `crashcast weights download {fetch}` for better, {size}")
+    if not W.reachable(files):
+        return stay(f"no network to fetch the {fetch} preset's weights, {size}")
+    log.info("--backend auto: downloading the %s preset's weights once (%s; --offline skips this)", fetch, size)
+    try:
+        got = W.download(files, None, offline_only=offline, progress=progress)
+    except Exception as e:  # network, HTTP, disk: the weight-free choice stands, the next run tries again
+        log.debug("downloading the %s weights failed", fetch, exc_info=True)
+        why = (e.reasons[0] if isinstance(e, W.WeightsUnavailable) and e.reasons else
+               (str(e).splitlines() or [type(e).__name__])[0])
+        why = why if len(why) <= 70 else why[:67].rsplit(" ", 1)[0] + "..."
+        return stay(f"the download failed: {why}; the next run retries")
+    preset, reason, hint = choose_backend(candidates, weights_dir, overrides)
+    if preset != fetch:
+        return AutoChoice(preset, f"perception: {preset} ({fetch}'s weights were fetched, but {fetch} is not ready: "
+                          "`crashcast doctor` says why)", reason, hint, tuple(got))
+    return AutoChoice(preset, f"perception: {fetch} (its weights, {size}, were downloaded just now)", reason, hint,
+                      tuple(got))

@@ -413,6 +413,7 @@ def test_download_offline_says_what_to_fetch_and_where(tmp_path):
 
 def test_download_with_a_failing_network_gives_the_same_instructions(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("CRASHCAST_OFFLINE")
     url = WeightFile("cc-wtest.pth", "url", "BSD-3-Clause", size_mb=5.0, url="https://example.invalid/cc-wtest.pth")
     with pytest.raises(W.WeightsUnavailable) as e:
         W.download([url], tmp_path / "weights")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from crashcast.config import CrashcastConfig
+from crashcast.data.domain import training_domain
 from crashcast.data.splits import Split, cv_folds, train_val_test
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
@@ -279,13 +280,17 @@ def _model_to_save(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: W
               "perception_preset": cfg.name}
     if protocol["kind"] == "split":
         model = scored.last_model
+        seen = set(df.clip_id.iloc[parts[0].train]) | set(df.clip_id.iloc[parts[0].val])
         meta = {**common, "trained_on_clips": int(df.clip_id.iloc[parts[0].train].nunique()),
                 "calibrated_on_clips": int(df.clip_id.iloc[parts[0].val].nunique())}
     else:
         model = _final_model(new, ws, scored, calibration, RunLayout(run_dir).model_dir(name))
+        seen = set(df.clip_id)
         meta = {**common, "folds": protocol["folds"], "trained_on_clips": protocol["clips"], "refit_on_all_clips": True,
                 "calibration_fitted_on": f"pooled out-of-fold raw scores of all {protocol['clips']} clips",
                 "metrics_note": "out-of-fold estimate of this training procedure; this model itself has seen every clip"}
+    # the clips whose windows fitted it or calibrated it: synthetic, real (`crashcast.data.domain`)
+    meta["training_domain"] = training_domain(run_dir, seen)
     return model, meta
 
 

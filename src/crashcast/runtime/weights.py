@@ -9,8 +9,10 @@ as is; a bare file name is never looked up in the working directory; with a weig
 downloaded; without one the name goes to the library (Hugging Face hub cache, ultralytics), which
 may download it. `locate` finds a file on disk without a network call (the weights folder when one
 is set, since that is the only place `resolve` then loads from; else the Hugging Face cache,
-ultralytics' weights folder (CLIP: its `clip/` subfolder) or torch's hub cache). `download` is the only function here that touches the network, and with none (or
-HF_HUB_OFFLINE=1) it says what to fetch, from where, its size and licence, and where to put it.
+ultralytics' weights folder (CLIP: its `clip/` subfolder) or torch's hub cache). `download` (and
+`reachable`, its quick check) are the only functions here that touch the network; with none (or
+CRASHCAST_OFFLINE=1 / HF_HUB_OFFLINE=1) it says what to fetch, from where, its size and licence, and
+where to put it. A download lands under a temporary name and is renamed when complete.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import logging
 import os
 import re
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,15 +273,66 @@ def size_on_disk_mb(path: Path | None) -> float | None:
 class WeightsUnavailable(ModelError):
     """Weights could not be downloaded; the message says what to fetch by hand and where to put it."""
 
-    def __init__(self, message: str, files: list[WeightFile]) -> None:
+    def __init__(self, message: str, files: list[WeightFile], reasons: list[str] | None = None) -> None:
         super().__init__(message)
         self.files = files
+        self.reasons = reasons or []  # why each file could not be fetched, in one line each
+
+
+#: the environment variables that keep crashcast (and the libraries it calls) off the network
+OFFLINE_ENV = ("CRASHCAST_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+#: the base URL ultralytics assets (yolo11n.pt, ...) are fetched from in place of the one the
+#: checkpoint table names (a mirror; the tests' local server)
+ULTRALYTICS_ASSETS_ENV = "CRASHCAST_ULTRALYTICS_ASSETS"
 
 
 def offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set: make no network call (read now, not at import)."""
-    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    """CRASHCAST_OFFLINE / HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set: make no network call (read now,
+    not at import)."""
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_ENV)
+
+
+def hf_endpoint() -> str:
+    """The Hugging Face hub endpoint, read from $HF_ENDPOINT now (huggingface_hub reads it once, at import)."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def source_url(wf: WeightFile) -> str | None:
+    """The URL `download` fetches `wf` from (a hub repository: the endpoint's page of it); None when
+    its library decides (an ultralytics name without a known URL)."""
+    if wf.source == "huggingface":
+        return f"{hf_endpoint()}/{wf.name}"
+    if wf.source == "ultralytics":
+        base = os.environ.get(ULTRALYTICS_ASSETS_ENV)
+        return f"{base.rstrip('/')}/{Path(wf.name).name}" if base else wf.url
+    return wf.url
+
+
+def reachable(files: Iterable[WeightFile], timeout: float = 3.0) -> bool:
+    """Whether the hosts `download` would fetch `files` from accept a connection within `timeout`
+    seconds (a quick check before a download, so that a machine without a network falls back at
+    once). Behind a proxy (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY set) the hosts are not dialled directly:
+    True, and the download itself finds out."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) or os.environ.get(v.lower()) for v in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")):
+        return True
+    hosts = set()
+    for wf in files:
+        url = source_url(wf)
+        if url:
+            u = urlsplit(url)
+            if u.hostname:
+                hosts.add((u.hostname, u.port or (443 if u.scheme == "https" else 80)))
+    for host in sorted(hosts):
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+        except OSError:
+            log.debug("%s:%s is not reachable", *host, exc_info=True)
+            return False
+    return True
 
 
 def fetch_instructions(files: Iterable[WeightFile], weights_dir: Path | None = None) -> str:
@@ -300,37 +354,65 @@ def fetch_instructions(files: Iterable[WeightFile], weights_dir: Path | None = N
 
 
 def download(files: Iterable[WeightFile], dir: str | Path | None = None, *, offline_only: bool | None = None,
-             ) -> list[Path]:
+             progress: bool = True) -> list[Path]:
     """Fetch every file not yet on disk into the weights folder `dir` (`<dir>/<name>`; a hub id
     becomes the folder `<dir>/org/name`), or without one into its library's cache (Hugging Face hub
     cache, ultralytics' weights folder, torch's hub cache). Returns where each file is. When some
-    cannot be fetched (no network, HF_HUB_OFFLINE=1, `offline_only=True`), the others are still
-    fetched and WeightsUnavailable says what to fetch by hand and where to put it."""
+    cannot be fetched (no network, CRASHCAST_OFFLINE=1 or HF_HUB_OFFLINE=1, `offline_only=True`), the
+    others are still fetched and WeightsUnavailable says what to fetch by hand and where to put it.
+    A file is written under a temporary name and renamed when complete (its size, and its SHA-256
+    when one is published, checked), so an interrupted download is never taken for the file.
+    `progress`: a progress bar per file on stderr."""
     d = Path(dir).expanduser() if dir is not None else None
     no_net = offline() if offline_only is None else offline_only
     unique = list({(wf.name, wf.source): wf for wf in files}.values())
     paths: list[Path] = []
     failed: list[tuple[WeightFile, str]] = []
-    for wf in unique:
-        found = locate(wf, d)
-        if found is not None:
-            log.info("%s: already at %s", wf.name, found)
-            paths.append(found)
-            continue
-        if no_net:
-            failed.append((wf, "offline (HF_HUB_OFFLINE)"))
-            continue
-        try:
-            paths.append(_fetch(wf, d))
-        except Exception as e:  # network, HTTP, disk: all end in the same by-hand instructions
-            log.debug("downloading %s failed", wf.name, exc_info=True)
-            failed.append((wf, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
+    with _quiet_http_logs():
+        for wf in unique:
+            _download_one(wf, d, no_net, progress, paths, failed)
     if failed:
         why = "; ".join(dict.fromkeys(reason for _, reason in failed))
         raise WeightsUnavailable(f"{len(failed)} weight file(s) could not be downloaded here ({why}). Fetch them on a "
                                  f"machine with internet and copy them over:\n"
-                                 + fetch_instructions([wf for wf, _ in failed], d), [wf for wf, _ in failed])
+                                 + fetch_instructions([wf for wf, _ in failed], d), [wf for wf, _ in failed],
+                                 [reason for _, reason in failed])
     return paths
+
+
+def _download_one(wf: WeightFile, d: Path | None, no_net: bool, progress: bool, paths: list[Path],
+                  failed: list[tuple[WeightFile, str]]) -> None:
+    """`download` of one file: where it is added to `paths`, or why not to `failed`."""
+    found = locate(wf, d)
+    if found is not None:
+        log.info("%s: already at %s", wf.name, found)
+        paths.append(found)
+        return
+    if no_net:
+        failed.append((wf, "offline (CRASHCAST_OFFLINE / HF_HUB_OFFLINE)"))
+        return
+    try:
+        paths.append(_fetch(wf, d, progress))
+    except Exception as e:  # network, HTTP, disk: all end in the same by-hand instructions
+        log.debug("downloading %s failed", wf.name, exc_info=True)
+        why = str(e) if isinstance(e, ModelError) else f"{type(e).__name__}: {e}"
+        failed.append((wf, (why.splitlines() or [type(e).__name__])[0][:200]))
+
+
+@contextmanager
+def _quiet_http_logs() -> Iterator[None]:
+    """The HTTP client's per-request INFO lines (httpx, under huggingface_hub) held back while
+    downloading, unless debugging: the progress bars say what is happening."""
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpx2", "httpcore")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() > logging.DEBUG:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def expected_sha256(wf: WeightFile) -> str | None:
@@ -344,44 +426,86 @@ def expected_sha256(wf: WeightFile) -> str | None:
     return parts[-2].lower() if len(parts) >= 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[-2]) else None
 
 
-def _fetch(wf: WeightFile, d: Path | None) -> Path:
-    """Download one file through its library; the place it lands is checked with `locate`."""
-    if wf.source == ULTRALYTICS_CLIP and d is None and importlib.util.find_spec("ultralytics") is not None:
-        try:  # ultralytics writes its settings file on import: the weights folder it will read CLIP from
+def _fetch(wf: WeightFile, d: Path | None, progress: bool = True) -> Path:
+    """Download one file (a hub repository's listed files through huggingface_hub, which writes each
+    as `<blob>.incomplete` and renames it when complete; any other file through `fetch_url`); the
+    place it lands is checked with `locate`."""
+    if wf.source in (ULTRALYTICS_CLIP, "ultralytics") and d is None and ultralytics_weights_dir() is None \
+            and importlib.util.find_spec("ultralytics") is not None:
+        try:  # ultralytics writes its settings file on import: the weights folder it will read the file from
             import ultralytics.utils  # noqa: F401
         except Exception:  # a broken install: its default folder, as `target` says
             log.debug("importing ultralytics failed", exc_info=True)
     dest = target(wf, d)
     if wf.source == "huggingface":
-        from huggingface_hub import snapshot_download
-
-        patterns = list(wf.files) or None
-        if d is not None:
-            snapshot_download(wf.name, local_dir=dest, allow_patterns=patterns)
-        else:
-            snapshot_download(wf.name, cache_dir=hf_cache_dir(), allow_patterns=patterns)
-    elif wf.source == "ultralytics":
+        _fetch_hub(wf, dest if d is not None else None, progress)
+    elif wf.source == "ultralytics" and source_url(wf) is None:  # a name only ultralytics knows where to find
         from ultralytics.utils.downloads import attempt_download_asset
 
         dest.parent.mkdir(parents=True, exist_ok=True)
         attempt_download_asset(str(dest))
     else:
-        if not wf.url:
+        url = source_url(wf)
+        if not url:
             raise ModelError(f"{wf.name}: no url to download it from")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(wf.url, timeout=60) as r, part.open("wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-        expected = expected_sha256(wf)
-        if expected is not None and digest.hexdigest() != expected:
-            part.unlink(missing_ok=True)
-            raise ModelError(f"{wf.name}: the downloaded file's SHA-256 is {digest.hexdigest()[:16]}..., not the "
-                             f"{expected[:16]}... its URL names (a corrupt or different file)")
-        part.replace(dest)
+        fetch_url(url, dest, expected_sha256(wf), progress=progress)
     found = locate(wf, d)
     if found is None:
         raise ModelError(f"{wf.name}: the download finished but the file is not at {dest}")
     return found
+
+
+def _fetch_hub(wf: WeightFile, local_dir: Path | None, progress: bool) -> None:
+    """A hub repository's files from $HF_ENDPOINT (read now): the listed files one by one (each a
+    `resolve` request), or with glob patterns or none listed the snapshot (the hub's API lists it)."""
+    import inspect
+    import sys
+
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    where: dict = {"local_dir": local_dir} if local_dir is not None else {"cache_dir": hf_cache_dir()}
+    if wf.files and not any(map(_is_glob, wf.files)):
+        if progress and sys.stderr.isatty() and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+            import tqdm  # huggingface_hub's own bar stays off under a log level it does not expect
+
+            where["tqdm_class"] = tqdm.tqdm
+        for f in wf.files:
+            hf_hub_download(wf.name, f, endpoint=hf_endpoint(), **where)
+    else:
+        snapshot_download(wf.name, allow_patterns=list(wf.files) or None, endpoint=hf_endpoint(), **where)
+
+
+def fetch_url(url: str, dest: Path, sha256: str | None = None, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest` through `<dest>.<pid>.part` (this process's own, so two downloads
+    at once never write one file), renamed to `dest` only when complete: as many bytes as the server
+    announced (Content-Length) and, with `sha256`, that digest; otherwise the part file is removed
+    and ModelError says what was wrong. A progress bar on stderr with `progress`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    got = 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            length = r.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with part.open("wb") as f, Progress(TextColumn(dest.name), BarColumn(), DownloadColumn(),
+                                                TransferSpeedColumn(), disable=not progress,
+                                                console=Console(stderr=True)) as bar:
+                task = bar.add_task("download", total=total)
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    got += len(chunk)
+                    bar.update(task, advance=len(chunk))
+        if total is not None and got != total:
+            raise ModelError(f"{dest.name}: the connection was cut after {got} of {total} bytes")
+        if sha256 is not None and digest.hexdigest() != sha256.lower():
+            raise ModelError(f"{dest.name}: the downloaded file's SHA-256 is {digest.hexdigest()[:16]}..., not the "
+                             f"published {sha256[:16]}... (a corrupt or different file)")
+        part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest

@@ -34,7 +34,8 @@ class MotionDetectorConfig(BackendConfig):
     road_color_k: float = Field(4.0, gt=0, description="colour distance (in robust std) beyond which a pixel is not road")
     parallax_ratio: float = Field(0.45, ge=0, description="residual / road motion above which a region stands off the road")
     min_box_px: int = Field(8, ge=2, le=8192)
-    min_height_m: float = Field(0.8, ge=0, description="boxes less tall than this at their contact depth are flat: paint, shadows")
+    min_height_m: float = Field(0.8, ge=0, description="boxes over road markings less tall than this at their contact depth "
+                                "are the markings (0.4 m for the others)")
     max_ego_overlap: float = Field(0.4, ge=0, le=1, description="boxes this much on camera-fixed pixels (bonnet, mirrors, overlays) are dropped")
     paint_contrast: float = Field(22.0, gt=0, description="grey levels a thin marking stands above the road around it")
     ego_mask: bool = Field(True, description="learn the camera-fixed pixels of each clip and ignore them")
@@ -240,6 +241,7 @@ class MotionDetector:
         valid = ctx.flow_valid if ctx.flow_valid is not None else np.ones_like(measurable)
         ego = self._ego.update(frame, ctx.flow.uv if ctx.flow is not None else None) if self.cfg.ego_mask else np.zeros((h, w), bool)
         paint = lane_paint(frame, int(np.clip(cam.horizon_y + 1, 0, h - 1)), contrast=self.cfg.paint_contrast)
+        marked = paint.copy()  # any bright thin marking, before the checks that it lies on the road
         self._road_lightness = None
         span, candidates, not_road = self._appearance_candidates(frame, cam, ctx.residual, road_mag, valid, ctx.origin_y)
         # paint lies on the road: road-coloured on both sides (a white car's bright trim is not), and it
@@ -283,7 +285,9 @@ class MotionDetector:
             width_m, height_m = bw * z / cam.focal_px, bh * z / cam.focal_px
             if width_m > 6.0 or height_m > 6.0:  # larger than any road user: buildings, misfits
                 continue
-            if width_m < 0.45 or height_m < self.cfg.min_height_m:  # smaller than any road user at that depth: paint, blemishes
+            if width_m < 0.45 or height_m < 0.4:  # smaller than any road user at that depth: paint, blemishes
+                continue
+            if height_m < self.cfg.min_height_m and marked[y:bottom, x : x + bw].mean() > 0.03:  # a low box over a marking
                 continue
             if bw > 4 * bh:  # a long low strip: a kerb, a shadow band, the road's edge
                 continue

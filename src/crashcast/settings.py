@@ -200,6 +200,30 @@ class PhysicsConfig(Section):
     looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
 
 
+AlertPolicyName = Literal["none", "median", "k-of-n", "hysteresis", "ema", "max"]
+
+
+class AlertConfig(Section):
+    """How `predict` turns each stride's raw risk into the risk shown and the alert
+    (`crashcast.risk.alerts`; the default chosen by measurement in docs/ALERTS.md). Each field is
+    used by the policies its description names; the threshold is predict's `threshold`."""
+
+    policy: AlertPolicyName = Field("hysteresis", description="none (raw >= threshold), median (of the last `window` "
+                                    "strides), k-of-n (k of the last `window`), hysteresis (on at the threshold, off "
+                                    "below off_fraction x threshold), ema, max (of the last `window`)")
+    window: int = Field(3, ge=1, le=100, description="median, max: strides looked at (this one included); k-of-n: n")
+    k: int = Field(2, ge=1, le=100, description="k-of-n: strides of the last `window` that must reach the threshold")
+    off_fraction: float = Field(0.6, gt=0, le=1, description="hysteresis: the alert ends when the raw risk falls "
+                                "below this fraction of the threshold")
+    alpha: float = Field(0.5, gt=0, le=1, description="ema: the newest stride's weight")
+
+    @model_validator(mode="after")
+    def _k_of_window(self) -> AlertConfig:
+        if self.k > self.window:
+            raise ValueError(f"k={self.k} of window={self.window}: k-of-n needs k <= window")
+        return self
+
+
 class EvaluationConfig(Section):
     folds: int | None = Field(None, ge=2, le=100, description="k-fold cross-validation by video (every clip scored once, out of "
                               "fold); null: one train/validation/test split")

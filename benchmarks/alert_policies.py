@@ -51,7 +51,7 @@ GRID: list[tuple[str, dict]] = [
     *[("k-of-n", {"k": k, "n": n}) for k, n in ((2, 3), (2, 4), (3, 5))],
     *[("hysteresis", {"off": f}) for f in (0.4, 0.6, 0.8)],
     *[("ema", {"alpha": a}) for a in (0.3, 0.5, 0.7)],
-    *[("max", {"window": w}) for w in (2, 3, 5)],
+    *[("max", {"window": w}) for w in (2, 3, 5, 8)],
 ]
 
 
@@ -92,11 +92,15 @@ def raw_streams(folder: Path, model: str, cfg_name: str, cache: Path, stride_s: 
 def score(policy: AlertPolicy, streams: list[Stream], stride_s: float, early_s: float) -> dict:
     """The counts of the module docstring for one policy over one data set's streams."""
     tta, missed, n_pos, neg_alerts, neg_s, early_alerts, early_span_s = [], 0, 0, 0, 0.0, 0, 0.0
+    n_neg, neg_clips_alerted, neg_on = 0, 0, 0
     for s in streams:
         alert = [a.alert for a in policy.apply(s.raw)]
         starts = onsets(s.times_s, alert)
         if s.target == 0:
+            n_neg += 1
+            neg_clips_alerted += bool(starts)
             neg_alerts += len(starts)
+            neg_on += sum(alert)
             neg_s += len(s.times_s) * stride_s
         elif s.event_s is not None:
             n_pos += 1
@@ -110,7 +114,8 @@ def score(policy: AlertPolicy, streams: list[Stream], stride_s: float, early_s: 
             early_span_s += max(0.0, min(cut, float(s.times_s[-1]))) if len(s.times_s) else 0.0
     return {"policy": policy.name, "settings": _settings(policy), "positives": n_pos, "missed": missed,
             "median_tta_s": float(np.median(tta)) if tta else float("nan"),
-            "false_alerts_neg": neg_alerts, "neg_hours": neg_s / 3600, "fa_per_h_neg": per_hour(neg_alerts, neg_s),
+            "negatives": n_neg, "negatives_alerted": neg_clips_alerted, "false_alerts_neg": neg_alerts,
+            "neg_alert_on_frac": neg_on * stride_s / neg_s if neg_s else float("nan"), "neg_hours": neg_s / 3600, "fa_per_h_neg": per_hour(neg_alerts, neg_s),
             "early_alerts_pos": early_alerts, "fa_per_h_early": per_hour(early_alerts, early_span_s)}
 
 
@@ -125,11 +130,13 @@ def _settings(policy: AlertPolicy) -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = ("| data | model | policy | settings | missed / positives | median time to alert (s) | "
-            "false alerts / h, negatives (count) | false alerts / h, > early_s before the event (count) |")
-    lines = [head, "|" + "---|" * 8]
+            "false alerts / h, negatives (count) | negatives alerted | alert on, negatives (% of time) | "
+            "false alerts / h, > early_s before the event (count) |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['data']} | {r['model']} | {r['policy']} | {r['settings']} | {r['missed']} / {r['positives']} | "
                      f"{r['median_tta_s']:.2f} | {r['fa_per_h_neg']:.0f} ({r['false_alerts_neg']}) | "
+                     f"{r['negatives_alerted']} / {r['negatives']} | {100 * r['neg_alert_on_frac']:.1f} | "
                      f"{r['fa_per_h_early']:.0f} ({r['early_alerts_pos']}) |")
     return "\n".join(lines)
 

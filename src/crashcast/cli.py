@@ -62,10 +62,8 @@ class AlertPolicyChoice(StrEnum):
     max = "max"
 
 
-ALERT_POLICY_HELP = ("how each stride's raw risk becomes the risk shown and the alert: none (raw >= threshold), median "
-                     "(of the last alert.window strides), k-of-n (alert.k of the last alert.window), hysteresis (on at "
-                     "the threshold, off below alert.off_fraction x threshold), ema (alert.alpha), max (of the last "
-                     "alert.window); default: the config's alert.policy, __DEFAULT__ (docs/ALERTS.md)")
+ALERT_POLICY_HELP = ("how each stride's raw risk becomes the risk shown and the alert (default: the config's "
+                     "alert.policy, hysteresis; see above and docs/ALERTS.md)")
 
 
 class Calibration(StrEnum):
@@ -346,9 +344,9 @@ def predict(
 ) -> None:
     """Risk timeline of each video: when does it get dangerous, and why.
 
-    Each stride's raw model risk (risk_raw) goes through the alert policy, which gives the risk
-    shown (risk) and the alert state (alert, 0/1); the first alert is the first stride with the
-    alert on. __PARAGRAPH__ Other settings: --set alert.window=5, --set alert.off_fraction=0.5, ..."""
+    Each stride's raw model risk (risk_raw) goes through the alert policy, which gives the risk shown (risk) and the alert state (alert, 0/1); the first alert is the first stride with the alert on.
+
+    The default policy, hysteresis (chosen by measurement, docs/ALERTS.md), shows the raw risk, turns the alert on at the first stride that reaches --threshold and off when the risk falls below 0.6 x the threshold (--set alert.off_fraction=...). The others: none (alert while raw >= threshold), median (of the last alert.median_window strides: the rule before, which hid single high strides), k-of-n (alert.k of the last alert.n), ema (alert.alpha), max (of the last alert.max_window)."""
     cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model))
     paths = api.videos_in(videos)
     if not paths:

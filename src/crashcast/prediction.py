@@ -385,15 +385,22 @@ def alert_intervals(times_s: Sequence[float], alert: Sequence[int | bool], strid
 
 
 def risk_plot(pred: Prediction) -> bytes:
+    """risk.png: `risk_figure` as PNG bytes."""
+    from crashcast.evaluation.plots import _png
+
+    return _png(risk_figure(pred))
+
+
+def risk_figure(pred: Prediction):
     """The risk shown and the raw risk against the threshold, the alert intervals shaded, and which
     perception and alert policy produced them in the title (a note instead of curves when empty)."""
-    from crashcast.evaluation.plots import _fig, _png
+    from crashcast.evaluation.plots import _fig
 
-    fig, ax = _fig(6.0, 2.8)
+    fig, ax = _fig(7.0, 2.8)
     tl = pred.timeline
     if not tl.empty:
-        ax.plot(tl.time_s, tl.risk_raw, "-", color="#808080", lw=0.8, label="raw risk")
-        ax.plot(tl.time_s, tl.risk, "-", color="#c03030", lw=1.6, label="risk shown")
+        ax.plot(tl.time_s, tl.risk, "-", color="#d04040", lw=2.2, alpha=0.8, label="risk shown")
+        ax.plot(tl.time_s, tl.risk_raw, ".-", color="#303030", lw=0.7, ms=3, label="raw risk")
         alert = tl["alert"] if "alert" in tl else (tl.risk >= pred.threshold).astype(int)
         for k, (a, b) in enumerate(alert_intervals(tl.time_s, alert)):
             ax.axvspan(a, b, color="#f0a0a0", alpha=0.35, lw=0, label="alert on" if k == 0 else None)
@@ -410,8 +417,8 @@ def risk_plot(pred: Prediction) -> bytes:
         title += f"\nmodel {pred.model}, alert: {pred.alert_policy}"
     ax.set(xlabel="time (s)", ylabel="collision risk", ylim=(-0.02, 1.02))
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=6, loc="upper left")
-    return _png(fig)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig
 
 
 def _predict_setup(model: str | RiskModel | None, cfg_json: str) -> tuple[Backends, RiskModel, CrashcastConfig]:

@@ -205,22 +205,28 @@ AlertPolicyName = Literal["none", "median", "k-of-n", "hysteresis", "ema", "max"
 
 class AlertConfig(Section):
     """How `predict` turns each stride's raw risk into the risk shown and the alert
-    (`crashcast.risk.alerts`; the default chosen by measurement in docs/ALERTS.md). Each field is
-    used by the policies its description names; the threshold is predict's `threshold`."""
+    (`crashcast.risk.alerts`). The default, hysteresis (on at the threshold, off below 0.6 x the
+    threshold), was chosen by measurement (docs/ALERTS.md, benchmarks/alert_policies.py): it alerts
+    on the first stride whose raw risk reaches the threshold (as early as no policy, never hiding
+    one high stride as the median of 3 did), does not flicker on a risk hovering near the threshold,
+    and shows the model's own risk of each stride. The threshold is predict's `threshold`."""
 
-    policy: AlertPolicyName = Field("hysteresis", description="none (raw >= threshold), median (of the last `window` "
-                                    "strides), k-of-n (k of the last `window`), hysteresis (on at the threshold, off "
-                                    "below off_fraction x threshold), ema, max (of the last `window`)")
-    window: int = Field(3, ge=1, le=100, description="median, max: strides looked at (this one included); k-of-n: n")
-    k: int = Field(2, ge=1, le=100, description="k-of-n: strides of the last `window` that must reach the threshold")
+    policy: AlertPolicyName = Field("hysteresis", description="none (raw >= threshold), median (of the last median_window "
+                                    "strides), k-of-n (k of the last n), hysteresis (on at the threshold, off below "
+                                    "off_fraction x threshold), ema (alpha), max (of the last max_window strides)")
+    max_window: int = Field(5, ge=1, le=100, description="max: strides looked at, this one included (an alert holds "
+                            "max_window - 1 strides after the raw risk falls)")
+    median_window: int = Field(3, ge=1, le=100, description="median: strides looked at, this one included")
+    k: int = Field(2, ge=1, le=100, description="k-of-n: strides of the last n that must reach the threshold")
+    n: int = Field(3, ge=1, le=100, description="k-of-n: strides looked at, this one included")
     off_fraction: float = Field(0.6, gt=0, le=1, description="hysteresis: the alert ends when the raw risk falls "
                                 "below this fraction of the threshold")
     alpha: float = Field(0.5, gt=0, le=1, description="ema: the newest stride's weight")
 
     @model_validator(mode="after")
-    def _k_of_window(self) -> AlertConfig:
-        if self.k > self.window:
-            raise ValueError(f"k={self.k} of window={self.window}: k-of-n needs k <= window")
+    def _k_of_n(self) -> AlertConfig:
+        if self.k > self.n:
+            raise ValueError(f"k={self.k} of n={self.n}: k-of-n needs k <= n")
         return self
 
 

@@ -98,13 +98,15 @@ def test_bad_settings_and_inputs_are_refused() -> None:
 
 
 def test_the_config_section_builds_the_policy() -> None:
-    cfg = load_config("classic", ["alert.policy=k-of-n", "alert.k=3", "alert.window=5"])
+    cfg = load_config("classic", ["alert.policy=k-of-n", "alert.k=3", "alert.n=5"])
     policy = from_settings(cfg.alert, 0.4)
     assert isinstance(policy, alerts.KOfN) and (policy.k, policy.n, policy.threshold) == (3, 5, 0.4)
     assert isinstance(from_settings(cfg.alert, 0.5, "median"), alerts.Median)
-    with pytest.raises(ConfigError, match="k <= window"):
-        load_config("classic", ["alert.k=4", "alert.window=3"])
+    with pytest.raises(ConfigError, match="k <= n"):
+        load_config("classic", ["alert.k=4", "alert.n=3"])
     with pytest.raises(ConfigError, match=r"alert\.policy"):
         load_config("classic", ["alert.policy=majority"])
-    with pytest.raises(ConfigError, match=r"alert\.window"):
-        load_config("classic", ["alert.window=0"])
+    with pytest.raises(ConfigError, match=r"alert\.max_window"):
+        load_config("classic", ["alert.max_window=0"])
+    default = from_settings(load_config("classic").alert, 0.5)
+    assert isinstance(default, alerts.Hysteresis) and default.off == 0.6  # the measured default (docs/ALERTS.md)

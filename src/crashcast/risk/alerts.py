@@ -212,7 +212,7 @@ class MaxOf(AlertPolicy):
     the alert `window` - 1 strides after the risk falls."""
 
     name: ClassVar[str] = "max"
-    window: int = 3
+    window: int = 5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -240,7 +240,7 @@ def create_policy(name: str, threshold: float = 0.5, **params: float | int) -> A
 
 #: which field of `AlertConfig` feeds which setting of each policy
 _SETTING_FIELDS: dict[str, dict[str, str]] = {
-    "none": {}, "median": {"window": "window"}, "max": {"window": "window"}, "k-of-n": {"k": "k", "n": "window"},
+    "none": {}, "median": {"window": "median_window"}, "max": {"window": "max_window"}, "k-of-n": {"k": "k", "n": "n"},
     "hysteresis": {"off": "off_fraction"}, "ema": {"alpha": "alpha"},
 }
 

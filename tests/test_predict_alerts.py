@@ -91,7 +91,7 @@ def test_annotated_video_shows_the_alert_and_the_perception(ccd_cli, real_dir):
         img = drawn.frames[round(t * 30)].astype(int)
         bottom = img[y0 + gh - 2, x0 + 4: x0 + 12].mean(axis=0)  # the bar's foot: the alert colour when on
         assert (np.abs(bottom - (230, 40, 40)).sum() < 60) == bool(alert), (t, alert, bottom)
-        label = img[y0 - 22: y0 - 2, x0 - 52: x0].reshape(-1, 3)  # "ALERT" above the gauge
+        label = img[y0 + 2: y0 + 18, x0 - 56: x0 - 10].reshape(-1, 3)  # "ALERT" left of the gauge's top
         assert ((np.abs(label - (230, 40, 40)).sum(axis=1) < 90).sum() > 20) == bool(alert), t
         tick_row = y0 + gh - int(gh * min(max(raw, 0.0), 1.0))  # the raw risk's cyan tick left of the gauge
         tick = img[max(0, tick_row - 2): tick_row + 3, x0 - 7: x0 - 2].reshape(-1, 3)

@@ -335,7 +335,8 @@ def _annotated(frame: np.ndarray, det, depths: dict[int, float], ttcs: dict[int,
         ry = y0 + gh - int(gh * min(max(raw, 0.0), 1.0))
         cv2.line(img, (x0 - 8, ry), (x0 - 1, ry), (40, 220, 240), 2)
     if alert:
-        cv2.putText(img, "ALERT", (max(0, x0 - 52), y0 - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 40, 40), 2, cv2.LINE_AA)
+        # left of the gauge's top, below the caption bar (a long caption reaches the right edge)
+        cv2.putText(img, "ALERT", (max(0, x0 - 56), y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 40, 40), 2, cv2.LINE_AA)
     if perception:  # which perception produced these boxes and numbers
         cv2.rectangle(img, (0, h - 16), (min(w, 8 + 7 * (len(perception) + 12)), h), (0, 0, 0), -1)
         cv2.putText(img, f"perception: {perception}", (4, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1,

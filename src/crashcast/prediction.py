@@ -257,6 +257,8 @@ def predict(
                 last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
                 scores = risk_model.score(windows)
                 raw = float(np.clip(risk_model.calibration(scores.raw), 0.0, 1.0)[0])
+                if not math.isfinite(raw):
+                    raise ModelError(f"{path}: the {risk_model.kind} model gave a non-finite risk ({raw}) at {t:.2f} s")
                 decided = alert_stream.step(raw)  # the alert policy: causal, one stride at a time
                 current_risk, current_raw, current_alert = decided.shown, raw, decided.alert
                 current_reason = scores.rationale[0]

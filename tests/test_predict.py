@@ -24,12 +24,25 @@ def synthetic_predictions(synth_medium):
 
 
 def test_physics_model_alerts_before_collisions_and_rarely_on_negatives(synthetic_predictions):
-    """Floors are conservative; the figures measured (seed 11) are in the closing note."""
-    stats = alert_stats([c.time_of_event_s if c.target else None for c, _ in synthetic_predictions],
-                        [p.first_alert for _, p in synthetic_predictions])
+    """Floors are conservative; the figures measured (seed 11) are in the closing notes. The default
+    alert policy (hysteresis, issue 24) alerts on every positive here and on 3 of 7 negatives: single
+    high strides the median of 3 hid (docs/ALERTS.md); the median of 3 over the same raw streams keeps
+    the floors set for it before (alert rate >= 0.4, false alerts <= 0.3)."""
+    from crashcast.risk.alerts import create_policy
+
+    events = [c.time_of_event_s if c.target else None for c, _ in synthetic_predictions]
+    stats = alert_stats(events, [p.first_alert for _, p in synthetic_predictions])
+    assert stats["alert_rate"] >= 0.8, stats
+    assert stats["false_alert_rate"] <= 0.5, stats
+    assert stats["mean_lead_s"] >= 0.3, stats
+    median = create_policy("median", 0.5, window=3)
+    firsts = []
+    for _, p in synthetic_predictions:
+        on = [t for t, s in zip(p.timeline.time_s, median.apply(p.timeline.risk_raw), strict=True) if s.alert]
+        firsts.append(on[0] if on else None)
+    stats = alert_stats(events, firsts)
     assert stats["alert_rate"] >= 0.4, stats
     assert stats["false_alert_rate"] <= 0.3, stats
-    assert stats["mean_lead_s"] >= 0.3, stats
 
 
 def test_timeline_is_causal_and_regular(synthetic_predictions):
@@ -58,15 +71,16 @@ def test_annotated_video_plays_and_shows_boxes(synth_small, tmp_path):
     x1, y1, x2, y2 = (int(v) for v in box)
     around = diff[max(0, y1 - 15) : y2 + 15, max(0, x1 - 15) : x2 + 15]
     assert (around > 60).mean() > 0.05, "no box drawn around the lead object"
-    # the gauge shows each stride's risk from that stride's frame on: its height and its colour
-    assert pred.timeline.risk.max() >= pred.threshold > pred.timeline.risk.min()  # both colours are seen
-    for t, risk in zip(pred.timeline.time_s, pred.timeline.risk, strict=True):
+    # the gauge shows each stride's risk from that stride's frame on: its height, and its colour (red
+    # while the alert policy's alert is on)
+    assert pred.timeline.alert.any() and not pred.timeline.alert.all()  # both colours are seen
+    for t, risk, alert in zip(pred.timeline.time_s, pred.timeline.risk, pred.timeline.alert, strict=True):
         k = round(t * 30)
         if k < len(drawn.frames):
             height, color = _gauge(drawn.frames[k], pred.threshold)
             assert abs(height - int((drawn.frames[k].shape[0] - 60) * risk)) <= 3, (t, risk, height)
             if height >= 6:
-                assert color == ("red" if risk >= pred.threshold else "amber" if risk >= pred.threshold / 2 else "green"), (t, risk)
+                assert color == ("red" if alert else "amber" if risk >= pred.threshold / 2 else "green"), (t, risk)
 
 
 def _gauge(img: np.ndarray, threshold: float) -> tuple[int, str]:

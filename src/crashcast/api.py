@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from crashcast.prompts.builder import Prompt
     from crashcast.prompts.exports import SplitExport
     from crashcast.readiness import WeightStatus
+    from crashcast.risk.alerts import AlertPolicy
     from crashcast.risk.base import RiskModel
     from crashcast.risk.finetune import TrainResult
     from crashcast.types import Clip, Window
@@ -419,18 +420,21 @@ def report(run: str | Path) -> Path:
 
 def predict(video: str | Path, model: str | Path | RiskModel | None = None,
             config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
-            annotate: str | Path | None = None, smooth: int = 3, backends: Any = None, *,
-            out: str | Path | None = None, trust_checkpoints: Sequence[str | Path] = ()) -> Prediction:
+            annotate: str | Path | None = None, smooth: int | None = None, backends: Any = None, *,
+            out: str | Path | None = None, trust_checkpoints: Sequence[str | Path] = (),
+            alert_policy: str | AlertPolicy | None = None) -> Prediction:
     """Risk timeline of one video (`crashcast.prediction.predict`; `config` None: the classic preset),
-    and with `out` its timeline.csv, timeline.json and risk.png written there. `trust_checkpoints`:
-    checkpoint files you trust to be unpickled in full (`crashcast.runtime.checkpoints`)."""
+    and with `out` its timeline.csv, timeline.json and risk.png written there. `alert_policy`: a
+    policy name (`crashcast.risk.alerts.POLICIES`, with the config's `alert` settings) or a policy;
+    None: the config's `alert.policy`; `smooth` (given, no policy): the median of that many strides.
+    `trust_checkpoints`: checkpoint files you trust to be unpickled in full (`crashcast.runtime.checkpoints`)."""
     from crashcast.prediction import predict as predict_video
     from crashcast.prediction import write_outputs
     from crashcast.runtime.checkpoints import trusting
 
     with trusting(trust_checkpoints):
         pred = predict_video(video, model, config, stride_s, threshold, annotate=annotate, smooth=smooth,
-                             backends=backends)
+                             backends=backends, alert_policy=alert_policy)
     if out is not None:
         write_outputs(pred, out)
     return pred
@@ -448,7 +452,8 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
                  backend: str = "auto", overrides: Sequence[str] = (), weights_dir: str | Path | None = None,
                  stride_s: float = 0.5, threshold: float = 0.5, annotate: bool = False, workers: int = 1,
                  executor: ExecutorKind = "local", address: str | None = None, progress: bool = True,
-                 trust_checkpoints: Sequence[str | Path] = (), offline: bool | None = None) -> Iterator[VideoOutcome]:
+                 trust_checkpoints: Sequence[str | Path] = (), offline: bool | None = None,
+                 alert_policy: str | None = None) -> Iterator[VideoOutcome]:
     """`crashcast predict`: the risk timeline of each video (files or folders of videos) written to
     out/<name>/ (timeline.csv, timeline.json, risk.png, with `annotate` annotated.mp4), one
     outcome per video in order. `name` (the outcome's) is the video's stem when no other video of the
@@ -462,18 +467,24 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     videos are predicted as it is consumed (`list(api.predict_many(...))` runs them all).
     `trust_checkpoints`: checkpoint files you trust to be unpickled in full, while the iterator runs
     (`crashcast.runtime.checkpoints`). `offline`: `--backend auto` downloads nothing (None:
-    CRASHCAST_OFFLINE / HF_HUB_OFFLINE decide; `config_for`)."""
+    CRASHCAST_OFFLINE / HF_HUB_OFFLINE decide; `config_for`). `alert_policy`: a policy name replacing
+    the config's `alert.policy` (its other `alert` settings kept)."""
     from crashcast.prediction import check_settings
 
     check_settings(stride_s, threshold, 3)  # before anything is read or written
     from crashcast.config import CrashcastConfig
+    from crashcast.prediction import alert_policy_for, resolve_model, runs_in_process
     from crashcast.prediction import predict_many as run_many
-    from crashcast.prediction import resolve_model, runs_in_process
     from crashcast.runtime.checkpoints import trusting
     from crashcast.runtime.executors import get_executor
 
     cfg = config if isinstance(config, CrashcastConfig) and not overrides and weights_dir is None else \
         config_for(backend, config, overrides, weights_dir, run=model_run(model), offline=offline)
+    if alert_policy is not None:
+        from crashcast.prediction import with_alert_policy
+
+        cfg = with_alert_policy(cfg, alert_policy)
+    alert_policy_for(cfg, threshold)  # a bad alert setting fails here, before any video is read
     paths = videos_in(videos)
     if not paths:
         raise UsageError("no video files given or found in the folders", "VIDEOS")

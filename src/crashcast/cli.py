@@ -53,6 +53,19 @@ class OutputFormat(StrEnum):
     csv = "csv"
 
 
+class AlertPolicyChoice(StrEnum):
+    none = "none"
+    median = "median"
+    k_of_n = "k-of-n"
+    hysteresis = "hysteresis"
+    ema = "ema"
+    max = "max"
+
+
+ALERT_POLICY_HELP = ("how each stride's raw risk becomes the risk shown and the alert (default: the config's "
+                     "alert.policy, hysteresis; see above and docs/ALERTS.md)")
+
+
 class Calibration(StrEnum):
     none = "none"
     platt = "platt"
@@ -331,8 +344,13 @@ def predict(
                                                      "this node belongs to; default: start Ray on this machine)")] = None,
     trust_checkpoint: Annotated[list[Path] | None, typer.Option(help=TRUST_HELP)] = None,
     offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
+    alert_policy: Annotated[AlertPolicyChoice | None, typer.Option(help=ALERT_POLICY_HELP)] = None,
 ) -> None:
-    """Risk timeline of each video: when does it get dangerous, and why."""
+    """Risk timeline of each video: when does it get dangerous, and why.
+
+    Each stride's raw model risk (risk_raw) goes through the alert policy, which gives the risk shown (risk) and the alert state (alert, 0/1); the first alert is the first stride with the alert on.
+
+    The default policy, hysteresis (chosen by measurement, docs/ALERTS.md), shows the raw risk, turns the alert on at the first stride that reaches --threshold and off when the risk falls below 0.6 x the threshold (--set alert.off_fraction=...). The others: none (alert while raw >= threshold), median (of the last alert.median_window strides: the rule before, which hid single high strides), k-of-n (alert.k of the last alert.n), ema (alert.alpha), max (of the last alert.max_window)."""
     cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model),
                          offline=offline or None)
     paths = api.videos_in(videos)
@@ -345,7 +363,8 @@ def predict(
     # backends and the model once; failures are recorded in out/errors.jsonl
     outcomes = api.predict_many(paths, model, cfg, out, stride_s=stride, threshold=threshold, annotate=annotate,
                                 workers=workers, executor=executor.value, address=address, progress=not machine,
-                                trust_checkpoints=trust_checkpoint or ())
+                                trust_checkpoints=trust_checkpoint or (),
+                                alert_policy=alert_policy.value if alert_policy else None)
     say = err_console if machine else console  # machine formats: only the document on stdout
     docs, frames, failed = [], [], 0
     for outcome in outcomes:
@@ -394,11 +413,12 @@ def _print_timeline(pred, path: Path, threshold: float) -> None:
     reason for that stride's risk (rendered from its evidence)."""
     alert = f"first alert at {pred.first_alert:.1f} s" if pred.first_alert is not None else "no alert"
     table = Table(title=escape(f"{path.name}: {alert} (threshold {threshold}, model {pred.model})"))
-    for col in ("time (s)", "risk", "this stride", "why this stride's risk"):
+    for col in ("time (s)", "risk", "raw", "alert", "why this stride's risk"):
         table.add_column(col)
     for r in pred.timeline.itertuples():
-        style = "bold red" if r.risk >= threshold else None
-        table.add_row(f"{r.time_s:.1f}", f"{r.risk:.2f}", f"{r.risk_raw:.2f}", escape(r.reason), style=style)
+        style = "bold red" if r.alert else None
+        table.add_row(f"{r.time_s:.1f}", f"{r.risk:.2f}", f"{r.risk_raw:.2f}", "ALERT" if r.alert else "",
+                      escape(r.reason), style=style)
     console.print(table)
 
 

@@ -22,6 +22,7 @@ from crashcast.errors import ConfigError
 from crashcast.perception import registry
 from crashcast.runtime.store import read_text_bounded
 from crashcast.settings import (
+    AlertConfig,
     BackendConfig,
     ContextConfig,
     EvaluationConfig,
@@ -43,7 +44,7 @@ from crashcast.settings import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_BACKENDS", "BackendConfig", "ContextConfig", "CrashcastConfig", "EvaluationConfig", "FeatureConfig",
+    "DEFAULT_BACKENDS", "AlertConfig", "BackendConfig", "ContextConfig", "CrashcastConfig", "EvaluationConfig", "FeatureConfig",
     "GeometryConfig", "LoraSettings", "PerceptionConfig", "PhysicsConfig", "RuntimeConfig", "VideoConfig",
     "VlmConfig", "WindowConfig", "load_config", "preset_names",
 ]
@@ -148,6 +149,7 @@ class CrashcastConfig(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     vlm: VlmConfig = Field(default_factory=VlmConfig)
+    alert: AlertConfig = Field(default_factory=AlertConfig)
 
     def hash(self, *sections: str) -> str:
         """Short stable hash of the whole config, or of the named sections only."""

@@ -22,7 +22,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,8 @@ from crashcast.features.kinematics import lookback_s, window_objects
 from crashcast.features.table import feature_columns
 from crashcast.perception.bundle import Backends
 from crashcast.perception.pipeline import Perception
+from crashcast.risk import alerts
+from crashcast.risk.alerts import AlertPolicy
 from crashcast.risk.base import RiskModel
 from crashcast.risk.models import TRAINING_FREE, create_model, load_model
 from crashcast.risk.windows import WindowSet
@@ -55,11 +57,13 @@ MODEL_PHASE: Phase = "max"  # the window the risk model sees: the most context
 
 @dataclass
 class Prediction:
-    """A video's risk timeline (one row per stride: time_s, risk, risk_raw, reason, min_ttc_s,
-    looming_per_s, n_objects; a VLM adds its answer as written: answer, written, parse_error,
-    score_source; last, driving_term and evidence: what risk_raw came from, as JSON, which the
-    reason is rendered from), the first time the risk reached `threshold` (None if never) and the reasons given
-    at the alert and at the peak."""
+    """A video's risk timeline (one row per stride: time_s, risk (shown), risk_raw (the model's),
+    alert (0/1), reason, min_ttc_s, looming_per_s, n_objects; a VLM adds its answer as written:
+    answer, written, parse_error, score_source; last, driving_term and evidence: what risk_raw came
+    from, as JSON, which the reason is rendered from), the first stride the alert policy was on (None
+    if never) and the reasons given at the alert and at the peak. `alert_policy` describes the policy
+    that turned risk_raw into risk and alert (`crashcast.risk.alerts`); `perception` says which
+    perception produced it (preset, extraction hash, the backend of each stage)."""
 
     video: Path
     timeline: pd.DataFrame
@@ -72,6 +76,8 @@ class Prediction:
     # wall time of each stride (decode, perception, features, model since the previous one): a
     # measurement, kept out of to_dict and the output files so those stay deterministic
     stride_seconds: list[float] = field(default_factory=list, repr=False)
+    alert_policy: str = ""
+    perception: dict = field(default_factory=dict)
 
     @property
     def peak(self) -> tuple[float, float] | None:
@@ -85,7 +91,8 @@ class Prediction:
     def to_dict(self) -> dict:
         peak = self.peak
         return {
-            "video": str(self.video), "model": self.model, "threshold": self.threshold, "first_alert_s": self.first_alert,
+            "video": str(self.video), "model": self.model, "perception": self.perception, "threshold": self.threshold,
+            "alert_policy": self.alert_policy, "first_alert_s": self.first_alert,
             "peak": None if peak is None else {"time_s": peak[0], "risk": peak[1]}, "reasons": self.reasons,
             "timeline": [{**r, "evidence": json.loads(r["evidence"])} if r.get("evidence") else r
                          for r in json.loads(self.timeline.to_json(orient="records"))],
@@ -133,16 +140,43 @@ def _window_at(t: float, cfg: CrashcastConfig, clip_id: str, phase: Phase = MODE
 STRIDE_RANGE_S = (0.05, 60.0)
 
 
-def check_settings(stride_s: float, threshold: float, smooth: int) -> None:
+def check_settings(stride_s: float, threshold: float, smooth: int | None = None) -> None:
     """ConfigError unless the stride is within `STRIDE_RANGE_S`, the threshold a number in [0, 1] and
-    `smooth` a whole number of strides from 1 to 100 (checked before any video is read)."""
+    `smooth` (when given) a whole number of strides from 1 to 100 (checked before any video is read)."""
     lo, hi = STRIDE_RANGE_S
     if not (isinstance(stride_s, int | float) and math.isfinite(stride_s) and lo <= stride_s <= hi):
         raise ConfigError(f"stride_s={stride_s!r}: seconds between risk estimates must be from {lo} to {hi}")
     if not (isinstance(threshold, int | float) and math.isfinite(threshold) and 0 <= threshold <= 1):
         raise ConfigError(f"threshold={threshold!r}: an alert threshold is a probability from 0 to 1")
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or not 1 <= smooth <= 100:
+    if smooth is not None and (isinstance(smooth, bool) or not isinstance(smooth, int) or not 1 <= smooth <= 100):
         raise ConfigError(f"smooth={smooth!r}: the number of strides the risk is smoothed over is a whole number from 1 to 100")
+
+
+def alert_policy_for(cfg: CrashcastConfig, threshold: float, policy: str | AlertPolicy | None = None,
+                     smooth: int | None = None) -> AlertPolicy:
+    """The alert policy predict applies: `policy` (a policy, whose threshold becomes `threshold`, or a
+    registered name with the config's `alert` settings), else the median of `smooth` strides when
+    `smooth` is given (the rule before issue 24), else the config's `alert` section."""
+    import dataclasses
+
+    if isinstance(policy, AlertPolicy):
+        return dataclasses.replace(policy, threshold=threshold)
+    if policy is None and smooth is not None:
+        return alerts.Median(threshold=threshold, window=smooth)
+    return alerts.from_settings(cfg.alert, threshold, policy)
+
+
+def with_alert_policy(cfg: CrashcastConfig, policy: str) -> CrashcastConfig:
+    """`cfg` with `alert.policy` set to `policy` (its other alert settings kept); ConfigError names
+    the known policies."""
+    if policy not in alerts.POLICIES:
+        raise ConfigError(f"alert policy {policy!r}: unknown; known: {', '.join(alerts.POLICIES)}")
+    return cfg.model_copy(update={"alert": cfg.alert.model_copy(update={"policy": policy})})
+
+
+def perception_label(perception: dict) -> str:
+    """`classic 1a2b3c4d5e6f` (the preset and extraction hash) for a title or an overlay."""
+    return f"{perception.get('preset', '?')} {perception.get('extraction_hash', '')}".strip()
 
 
 @sigterm_raises()  # SIGTERM as Ctrl-C: the annotated video's temporary file and the scratch folder are removed
@@ -153,11 +187,14 @@ def predict(
     stride_s: float = 0.5,
     threshold: float = 0.5,
     annotate: str | Path | None = None,
-    smooth: int = 3,
+    smooth: int | None = None,
     backends: Backends | None = None,
+    alert_policy: str | AlertPolicy | None = None,
 ) -> Prediction:
-    """Risk timeline of one video (see the module docstring). `risk` is the median of the last
-    `smooth` strides' raw risk (`risk_raw`); `annotate` writes an MP4 with boxes and a risk gauge.
+    """Risk timeline of one video (see the module docstring). The alert policy (`alert_policy`: a
+    name or a policy; None: the config's `alert` section, `smooth` given: the median of that many
+    strides) turns each stride's raw risk (`risk_raw`) into the risk shown (`risk`) and the alert
+    state (`alert`), causally; `annotate` writes an MP4 with boxes and a risk gauge.
     `backends`: perception backends built once for many videos (`Backends.build`); built here when None."""
     from crashcast.features.build import build_window_meta
 
@@ -165,18 +202,20 @@ def predict(
     t_start = time.time()
     path = Path(path)
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
+    policy = alert_policy_for(cfg, threshold, alert_policy, smooth)
+    alert_stream = policy.start()
     risk_model = resolve_model(model, cfg)
     step = cfg.perception.frame_step
     fps = cfg.video.fps
     perception: Perception | None = None
     rows: list[dict] = []
-    raw_history: list[float] = []
     stride_seconds: list[float] = []
     writer: VideoWriter | None = None
     last_det = None
     last_depths: dict[int, float] = {}
     last_ttc: dict[int, float] = {}
-    current_risk, current_reason = 0.0, ""
+    current_risk, current_raw, current_alert, current_reason = 0.0, 0.0, False, ""
+    perception_info: dict = {"preset": cfg.name, "extraction_hash": cfg.extraction_hash()}
     next_t = stride_s
     chash = cfg.extraction_hash()
     t_stride = time.perf_counter()
@@ -194,6 +233,7 @@ def predict(
                 if backends is None:
                     backends = Backends.build(cfg.perception, cfg.runtime)
                 perception = Perception(backends, cfg.perception, w, h, fps, path.stem, history_s=history_s(cfg))
+                perception_info["backends"] = dict(perception.backend_names)
                 if annotate:
                     writer = VideoWriter(annotate, fps, (w, h))
             if k % step == 0:
@@ -219,12 +259,13 @@ def predict(
                 last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
                 scores = risk_model.score(windows)
                 raw = float(np.clip(risk_model.calibration(scores.raw), 0.0, 1.0)[0])
-                raw_history.append(raw)
-                # persistence, as forward-collision warnings do: the median of the last `smooth`
-                # strides, so one noisy window neither raises nor drops an alert
-                current_risk = float(np.median(raw_history[-smooth:]))
+                if not math.isfinite(raw):
+                    raise ModelError(f"{path}: the {risk_model.kind} model gave a non-finite risk ({raw}) at {t:.2f} s")
+                decided = alert_stream.step(raw)  # the alert policy: causal, one stride at a time
+                current_risk, current_raw, current_alert = decided.shown, raw, decided.alert
                 current_reason = scores.rationale[0]
-                rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4), "reason": current_reason,
+                rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4),
+                             "alert": int(current_alert), "reason": current_reason,
                              "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
                              "n_objects": int(main.n_objects.iloc[0]),
                              **{k: v[0] for k, v in scores.columns.items()},  # a VLM's answer, as it wrote it
@@ -235,7 +276,9 @@ def predict(
                 stride_seconds.append(now - t_stride)
                 t_stride = now
             if writer is not None:
-                writer.write(_annotated(frame, last_det, last_depths, last_ttc, current_risk, threshold, current_reason, t))
+                writer.write(_annotated(frame, last_det, last_depths, last_ttc, current_risk, threshold, current_reason, t,
+                                        raw=current_raw, alert=current_alert,
+                                        perception=perception_label(perception_info)))
     except BaseException:
         if writer is not None:
             writer.close(keep=False)  # no half video under the final name
@@ -247,9 +290,9 @@ def predict(
         writer.close()
     if perception is None:
         raise CrashcastError(f"{path}: no frames")
-    columns = ["time_s", "risk", "risk_raw", "reason", "min_ttc_s", "looming_per_s", "n_objects"]
+    columns = ["time_s", "risk", "risk_raw", "alert", "reason", "min_ttc_s", "looming_per_s", "n_objects"]
     timeline = pd.DataFrame(rows, columns=list(dict.fromkeys(columns + [k for r in rows[:1] for k in r])))
-    alert_rows = timeline[timeline.risk >= threshold]
+    alert_rows = timeline[timeline.alert == 1]
     first_alert = float(alert_rows.time_s.iloc[0]) if len(alert_rows) else None
     reasons = []
     if len(alert_rows):
@@ -262,7 +305,8 @@ def predict(
     if timeline.empty:
         log.info("%s: shorter than one stride (%.2f s): no risk estimate", path, stride_s)
     return Prediction(path, timeline, threshold, risk_model.kind, first_alert, reasons, time.time() - t_start,
-                      perception.frames_processed, stride_seconds)
+                      perception.frames_processed, stride_seconds, alert_policy=policy.describe(),
+                      perception=perception_info)
 
 
 def _evidence_columns(scores) -> dict[str, str]:
@@ -276,35 +320,53 @@ def _evidence_columns(scores) -> dict[str, str]:
 
 
 def _annotated(frame: np.ndarray, det, depths: dict[int, float], ttcs: dict[int, float], risk: float, threshold: float,
-               reason: str, t: float) -> np.ndarray:
-    """Boxes, ids, class, depth and TTC labels, the current risk and reason, and a risk gauge on one frame."""
+               reason: str, t: float, raw: float | None = None, alert: bool | None = None,
+               perception: str = "") -> np.ndarray:
+    """Boxes, ids, class, depth and TTC labels, the risk shown, the raw risk, the alert state and the
+    reason, a risk gauge (the bar: the risk shown; the white tick: the threshold; the cyan tick: the
+    raw risk; red and ALERT while the alert is on) and which perception produced it, on one frame."""
     import cv2
 
     from crashcast.types import Detections
 
+    alert = risk >= threshold if alert is None else alert
     det = det if det is not None else Detections.empty()
     labels = []
     for i in range(len(det)):
         tid = int(det.tracker_id[i]) if det.tracker_id is not None else i
         labels.append(overlays.object_label(tid, str(det.class_name[i]), depths.get(tid), ttcs.get(tid)))
-    img = overlays.draw(frame, det, labels, f"t={t:5.2f}s  risk {risk:.2f}  {reason[:70]}")
+    raw_text = "" if raw is None else f" (raw {raw:.2f})"
+    caption = f"t={t:5.2f}s  {'ALERT ' if alert else ''}risk {risk:.2f}{raw_text}  {reason[:60]}"
+    img = overlays.draw(frame, det, labels, caption)
     h, w = img.shape[:2]
     x0, y0, gw, gh = w - 30, 30, 16, h - 60  # the gauge: a bar filling from the bottom
     cv2.rectangle(img, (x0, y0), (x0 + gw, y0 + gh), (40, 40, 40), -1)
     fill = int(gh * min(max(risk, 0.0), 1.0))
-    color = (230, 40, 40) if risk >= threshold else ((240, 180, 40) if risk >= 0.5 * threshold else (60, 200, 80))
+    color = (230, 40, 40) if alert else ((240, 180, 40) if risk >= 0.5 * threshold else (60, 200, 80))
     cv2.rectangle(img, (x0, y0 + gh - fill), (x0 + gw, y0 + gh), color, -1)
     ty = y0 + gh - int(gh * threshold)
     cv2.line(img, (x0 - 4, ty), (x0 + gw + 4, ty), (255, 255, 255), 1)
+    if raw is not None:
+        ry = y0 + gh - int(gh * min(max(raw, 0.0), 1.0))
+        cv2.line(img, (x0 - 8, ry), (x0 - 1, ry), (40, 220, 240), 2)
+    if alert:
+        # left of the gauge's top, below the caption bar (a long caption reaches the right edge)
+        cv2.putText(img, "ALERT", (max(0, x0 - 56), y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 40, 40), 2, cv2.LINE_AA)
+    if perception:  # which perception produced these boxes and numbers
+        cv2.rectangle(img, (0, h - 16), (min(w, 8 + 7 * (len(perception) + 12)), h), (0, 0, 0), -1)
+        cv2.putText(img, f"perception: {perception}", (4, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return img
 
 
 def write_outputs(pred: Prediction, out_dir: str | Path) -> dict[str, Path]:
-    """timeline.csv, timeline.json and risk.png in out_dir."""
+    """timeline.csv, timeline.json and risk.png in out_dir. The CSV has a `perception` column (the
+    preset and extraction hash, `perception_label`); timeline.json a `perception` object."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "timeline.csv", "json": out / "timeline.json", "png": out / "risk.png"}
-    atomic_write_text(paths["csv"], pred.timeline.to_csv(index=False))
+    table = pred.timeline.assign(perception=perception_label(pred.perception)) if pred.perception else pred.timeline
+    atomic_write_text(paths["csv"], table.to_csv(index=False))
     atomic_write_text(paths["json"], json.dumps(pred.to_dict(), indent=1, default=_num))
     from crashcast.runtime.store import atomic_write_bytes
 
@@ -320,21 +382,59 @@ def _num(v):
     raise TypeError(type(v))
 
 
-def risk_plot(pred: Prediction) -> bytes:
-    """The risk timeline against the threshold (a note instead of a curve when it is empty)."""
-    from crashcast.evaluation.plots import _fig, _png
+def alert_intervals(times_s: Sequence[float], alert: Sequence[int | bool], stride_s: float | None = None) -> list[tuple[float, float]]:
+    """(start, end) seconds of each stretch with the alert on: a stride's alert holds from its time
+    until the next stride (the last one: one stride on, `stride_s` or the median step)."""
+    t = [float(x) for x in times_s]
+    if stride_s is None:
+        stride_s = float(np.median(np.diff(t))) if len(t) > 1 else 0.5
+    out: list[tuple[float, float]] = []
+    for i, (ti, a) in enumerate(zip(t, alert, strict=True)):
+        if not a:
+            continue
+        end = t[i + 1] if i + 1 < len(t) else ti + stride_s
+        if out and abs(out[-1][1] - ti) < 1e-9:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((ti, end))
+    return out
 
-    fig, ax = _fig(6.0, 2.8)
-    ax.plot(pred.timeline.time_s, pred.timeline.risk, "-", color="#c03030")
-    if pred.timeline.empty:
+
+def risk_plot(pred: Prediction) -> bytes:
+    """risk.png: `risk_figure` as PNG bytes."""
+    from crashcast.evaluation.plots import _png
+
+    return _png(risk_figure(pred))
+
+
+def risk_figure(pred: Prediction):
+    """The risk shown and the raw risk against the threshold, the alert intervals shaded, and which
+    perception and alert policy produced them in the title (a note instead of curves when empty)."""
+    from crashcast.evaluation.plots import _fig
+
+    fig, ax = _fig(7.0, 2.8)
+    tl = pred.timeline
+    if not tl.empty:
+        ax.plot(tl.time_s, tl.risk, "-", color="#d04040", lw=2.2, alpha=0.8, label="risk shown")
+        ax.plot(tl.time_s, tl.risk_raw, ".-", color="#303030", lw=0.7, ms=3, label="raw risk")
+        alert = tl["alert"] if "alert" in tl else (tl.risk >= pred.threshold).astype(int)
+        for k, (a, b) in enumerate(alert_intervals(tl.time_s, alert)):
+            ax.axvspan(a, b, color="#f0a0a0", alpha=0.35, lw=0, label="alert on" if k == 0 else None)
+    else:
         ax.text(0.5, 0.5, "no risk estimate: the video is shorter than one stride", ha="center", va="center",
                 transform=ax.transAxes, fontsize=8)
     ax.axhline(pred.threshold, color="k", ls="--", lw=1, label=f"threshold {pred.threshold}")
     if pred.first_alert is not None:
         ax.axvline(pred.first_alert, color="#c03030", ls=":", lw=1, label=f"first alert {pred.first_alert:.1f} s")
-    ax.set(xlabel="time (s)", ylabel="collision risk", ylim=(-0.02, 1.02), title=pred.video.name)
-    ax.legend(fontsize=7)
-    return _png(fig)
+    title = pred.video.name
+    if pred.perception:
+        title += f"  |  perception: {perception_label(pred.perception)}"
+    if pred.alert_policy:
+        title += f"\nmodel {pred.model}, alert: {pred.alert_policy}"
+    ax.set(xlabel="time (s)", ylabel="collision risk", ylim=(-0.02, 1.02))
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig
 
 
 def _predict_setup(model: str | RiskModel | None, cfg_json: str) -> tuple[Backends, RiskModel, CrashcastConfig]:
@@ -424,7 +524,8 @@ def predict_many(paths: list[Path], model: str | Path | RiskModel | None, cfg: C
     risk model (a saved folder or physics/ttc) once, and the outcomes come when all are done (the
     jobs run in this call).
     An unknown executor, or Ray not installed, raises `ExecutorError` here, before any video is read."""
-    check_settings(stride_s, threshold, 3)
+    check_settings(stride_s, threshold)
+    alert_policy_for(cfg, threshold)  # a bad alert setting fails before any video is read
     from crashcast.runtime.executors import get_executor
 
     runner = get_executor(executor, workers, address, runtime=cfg.runtime)
@@ -491,5 +592,5 @@ def videos_in(inputs: list[Path]) -> list[Path]:
     return out
 
 
-__all__ = ["Prediction", "VideoOutcome", "output_names", "predict", "predict_many", "runs_in_process", "videos_in",
-           "write_outputs"]
+__all__ = ["Prediction", "VideoOutcome", "alert_intervals", "alert_policy_for", "output_names", "perception_label", "predict", "predict_many", "runs_in_process", "videos_in",
+           "with_alert_policy", "write_outputs"]

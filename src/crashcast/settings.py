@@ -200,6 +200,36 @@ class PhysicsConfig(Section):
     looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
 
 
+AlertPolicyName = Literal["none", "median", "k-of-n", "hysteresis", "ema", "max"]
+
+
+class AlertConfig(Section):
+    """How `predict` turns each stride's raw risk into the risk shown and the alert
+    (`crashcast.risk.alerts`). The default, hysteresis (on at the threshold, off below 0.6 x the
+    threshold), was chosen by measurement (docs/ALERTS.md, benchmarks/alert_policies.py): it alerts
+    on the first stride whose raw risk reaches the threshold (as early as no policy, never hiding
+    one high stride as the median of 3 did), does not flicker on a risk hovering near the threshold,
+    and shows the model's own risk of each stride. The threshold is predict's `threshold`."""
+
+    policy: AlertPolicyName = Field("hysteresis", description="none (raw >= threshold), median (of the last median_window "
+                                    "strides), k-of-n (k of the last n), hysteresis (on at the threshold, off below "
+                                    "off_fraction x threshold), ema (alpha), max (of the last max_window strides)")
+    max_window: int = Field(5, ge=1, le=100, description="max: strides looked at, this one included (an alert holds "
+                            "max_window - 1 strides after the raw risk falls)")
+    median_window: int = Field(3, ge=1, le=100, description="median: strides looked at, this one included")
+    k: int = Field(2, ge=1, le=100, description="k-of-n: strides of the last n that must reach the threshold")
+    n: int = Field(3, ge=1, le=100, description="k-of-n: strides looked at, this one included")
+    off_fraction: float = Field(0.6, gt=0, le=1, description="hysteresis: the alert ends when the raw risk falls "
+                                "below this fraction of the threshold")
+    alpha: float = Field(0.5, gt=0, le=1, description="ema: the newest stride's weight")
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> AlertConfig:
+        if self.k > self.n:
+            raise ValueError(f"k={self.k} of n={self.n}: k-of-n needs k <= n")
+        return self
+
+
 class EvaluationConfig(Section):
     folds: int | None = Field(None, ge=2, le=100, description="k-fold cross-validation by video (every clip scored once, out of "
                               "fold); null: one train/validation/test split")

@@ -20,8 +20,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from tests.conftest import cli_exit_code
 
-from conftest import cli_exit_code
 from crashcast import api
 from crashcast.risk.evidence import LOW_RISK, evidence_from_dict
 from crashcast.risk.physics import physics_score, sigmoid

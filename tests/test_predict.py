@@ -26,23 +26,21 @@ def synthetic_predictions(synth_medium):
 def test_physics_model_alerts_before_collisions_and_rarely_on_negatives(synthetic_predictions):
     """Floors are conservative; the figures measured (seed 11) are in the closing notes. The default
     alert policy (hysteresis, issue 24) alerts on every positive here and on 3 of 7 negatives: single
-    high strides the median of 3 hid (docs/ALERTS.md); the median of 3 over the same raw streams keeps
-    the floors set for it before (alert rate >= 0.4, false alerts <= 0.3)."""
+    high strides the median of 3 hid (docs/ALERTS.md). Over the same raw streams the median of 3 never
+    alerts on a positive the default misses, and alerts later when both do."""
     from crashcast.risk.alerts import create_policy
 
     events = [c.time_of_event_s if c.target else None for c, _ in synthetic_predictions]
-    stats = alert_stats(events, [p.first_alert for _, p in synthetic_predictions])
+    firsts = [p.first_alert for _, p in synthetic_predictions]
+    stats = alert_stats(events, firsts)
     assert stats["alert_rate"] >= 0.8, stats
     assert stats["false_alert_rate"] <= 0.5, stats
     assert stats["mean_lead_s"] >= 0.3, stats
     median = create_policy("median", 0.5, window=3)
-    firsts = []
-    for _, p in synthetic_predictions:
+    for (clip, p), default_first in zip(synthetic_predictions, firsts, strict=True):
         on = [t for t, s in zip(p.timeline.time_s, median.apply(p.timeline.risk_raw), strict=True) if s.alert]
-        firsts.append(on[0] if on else None)
-    stats = alert_stats(events, firsts)
-    assert stats["alert_rate"] >= 0.4, stats
-    assert stats["false_alert_rate"] <= 0.3, stats
+        if on:  # the median's alert: never before the default's (which shows each stride's own risk)
+            assert default_first is not None and default_first <= on[0], (clip.id, default_first, on[0])
 
 
 def test_timeline_is_causal_and_regular(synthetic_predictions):

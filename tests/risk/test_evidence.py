@@ -90,8 +90,9 @@ def test_every_synthetic_scenario_reasons_are_the_evidence(synth_small, tmp_path
         check_timeline(doc["timeline"], cfg)
         seen_terms |= set(pred.timeline.driving_term)
         csv = pd.read_csv(tmp_path / "api" / v.stem / "timeline.csv")
-        assert list(csv.columns[:7]) == ["time_s", "risk", "risk_raw", "reason", "min_ttc_s", "looming_per_s", "n_objects"]
-        assert list(csv.columns[-2:]) == ["driving_term", "evidence"]
+        assert list(csv.columns[:8]) == ["time_s", "risk", "risk_raw", "alert", "reason", "min_ttc_s", "looming_per_s",
+                                         "n_objects"]
+        assert list(csv.columns[-3:]) == ["driving_term", "evidence", "perception"]
     assert "object" in seen_terms  # the positives close in on an object in the path
 
 

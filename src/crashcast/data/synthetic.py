@@ -157,6 +157,21 @@ def _gap_closing(gap0: float, v_ego: float, decel: float, dt: float, n: int, ego
     return gap, (int(hit[0]) if len(hit) else None), v_e
 
 
+def _latest_safe_delay(gap0: float, v_ego: float, decel: float, dt: float, n: int, ego_decel: float,
+                       min_gap: float) -> float:
+    """The latest braking delay (s, in [0, 6], by bisection) after which the follower, braking at
+    `ego_decel`, still stops at least `min_gap` metres short of the lead braking at `decel`."""
+    lo, hi = 0.0, 6.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        gap, hit, _ = _gap_closing(gap0, v_ego, decel, dt, n, ego_decel, mid)
+        if hit is not None or gap.min() < min_gap:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
 def _smoothstep(u: np.ndarray) -> np.ndarray:
     u = np.clip(u, 0.0, 1.0)
     return u * u * (3 - 2 * u)
@@ -202,14 +217,7 @@ def make_scenario(name: str, rng: np.random.Generator, cfg: SynthConfig, clip_id
                 ego_decel = 8.5
                 # the ego reacts late: pick the delay that leaves 0.3-1.0 m at closest approach
                 target_gap = rng.uniform(0.3, 1.0)
-                lo, hi = 0.0, 6.0
-                for _ in range(40):
-                    mid = (lo + hi) / 2
-                    gap, hit, _ = _gap_closing(gap0, v0, decel, dt, m, ego_decel, mid)
-                    if hit is not None or gap.min() < target_gap:
-                        hi = mid
-                    else:
-                        lo = mid
+                lo = _latest_safe_delay(gap0, v0, decel, dt, m, ego_decel, target_gap)
                 gap, hit, v_e = _gap_closing(gap0, v0, decel, dt, m, ego_decel, lo)
                 tau = int(np.argmin(gap)) * dt
             else:
@@ -372,14 +380,7 @@ def _third_party(name: str, rng: np.random.Generator, cfg: SynthConfig, duration
                 a_f = rng.uniform(3.0, 6.0)
                 a_r = a_f * rng.uniform(1.1, 1.4)
                 want = rng.uniform(2.0, 5.0)
-                lo_d, hi_d = 0.0, 6.0
-                for _ in range(40):
-                    mid = (lo_d + hi_d) / 2
-                    gap, hit, _ = _gap_closing(g0, v_c, a_f, dt, m, a_r, mid)
-                    if hit is not None or gap.min() < want:
-                        hi_d = mid
-                    else:
-                        lo_d = mid
+                lo_d = _latest_safe_delay(g0, v_c, a_f, dt, m, a_r, want)
                 gap, hit, v_r = _gap_closing(g0, v_c, a_f, dt, m, a_r, lo_d)
                 tau = int(np.argmin(gap)) * dt
             if 1.5 <= tau <= 4.0:

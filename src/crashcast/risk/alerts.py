@@ -93,6 +93,20 @@ def _whole(policy: AlertPolicy, name: str, lo: int, hi: int) -> None:
         raise ConfigError(f"alert policy {policy.name}: {name}={v!r}: a whole number of strides from {lo} to {hi}")
 
 
+@dataclass(frozen=True)
+class _Windowed(AlertPolicy):
+    """A policy over the last `window` raw risks (1 to 100 strides)."""
+
+    window: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _whole(self, "window", 1, 100)
+
+    def memory(self) -> int:
+        return self.window
+
+
 POLICIES: dict[str, type[AlertPolicy]] = {}
 
 
@@ -115,19 +129,12 @@ class Raw(AlertPolicy):
 
 @_register
 @dataclass(frozen=True)
-class Median(AlertPolicy):
+class Median(_Windowed):
     """The median of the last `window` strides (fewer at the start); alert while it reaches the
     threshold. crashcast's rule before issue 24 (window 3): one high stride never alerts."""
 
     name: ClassVar[str] = "median"
     window: int = 3
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _whole(self, "window", 1, 100)
-
-    def memory(self) -> int:
-        return self.window
 
     def decide(self, s: AlertStream) -> AlertStep:
         xs = sorted(s.history)
@@ -207,19 +214,12 @@ class Ema(AlertPolicy):
 
 @_register
 @dataclass(frozen=True)
-class MaxOf(AlertPolicy):
+class MaxOf(_Windowed):
     """The highest raw risk of the last `window` strides: alerts on the first high stride and holds
     the alert `window` - 1 strides after the risk falls."""
 
     name: ClassVar[str] = "max"
     window: int = 5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _whole(self, "window", 1, 100)
-
-    def memory(self) -> int:
-        return self.window
 
     def decide(self, s: AlertStream) -> AlertStep:
         m = max(s.history)

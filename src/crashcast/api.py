@@ -210,14 +210,19 @@ def horizons_override(horizons_s: Sequence[float]) -> str:
 # ----------------------------------------------------------------------------- commands
 
 
-def synth(n: int = 20, out: str | Path = "synthetic", seed: int = 0, workers: int = 1, progress: bool = False) -> Path:
+def synth(n: int = 20, out: str | Path = "synthetic", seed: int = 0, workers: int = 1, progress: bool = False,
+          mix: str = "default") -> Path:
     """Render `n` synthetic dashcam clips (half positives) with exact ground truth into `out`
-    (MP4 + annotations.csv + truth/<id>.json); returns the annotations.csv path. An annotations.csv
-    in `out` that crashcast's synth did not write is refused (`CrashcastError`, nothing written);
-    synthetic clips of another seed or count that synth wrote there are replaced, never mixed."""
+    (MP4 + annotations.csv + truth/<id>.json); returns the annotations.csv path. `mix`: "default"
+    (the ego vehicle's own near crashes) or "third-party" (other road users collide ahead). An
+    annotations.csv in `out` that crashcast's synth did not write is refused (`CrashcastError`,
+    nothing written); synthetic clips of another seed, count or mix that synth wrote there are
+    replaced, never mixed."""
     from crashcast.data.synthetic import generate
 
-    return generate(n, writable_dir(out), seed=seed, workers=workers, progress=progress)
+    if mix not in ("default", "third-party"):
+        raise UsageError(f"mix {mix!r}: default or third-party", "--mix")
+    return generate(n, writable_dir(out), seed=seed, workers=workers, progress=progress, mix=mix)
 
 
 def synthetic_clips(n: int, out: str | Path, seed: int = 0, workers: int = 1, progress: bool = False) -> tuple[Path, bool]:

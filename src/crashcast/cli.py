@@ -113,16 +113,23 @@ def _usage(e: api.UsageError) -> typer.BadParameter:
 # ----------------------------------------------------------------------------- synth
 
 
+class SynthMix(StrEnum):
+    default = "default"
+    third_party = "third-party"
+
+
 @app.command()
 def synth(
     n: Annotated[int, typer.Option("--n", min=1, help="number of clips (half positives)")] = 20,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("synthetic"),
     seed: Annotated[int, typer.Option(help="random seed (same seed, same clips)")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="parallel processes")] = 1,
+    mix: Annotated[SynthMix, typer.Option(help="default: the ego vehicle's own near crashes; third-party: other "
+                                               "road users collide ahead (two vehicles, a vehicle and a person)")] = SynthMix.default,
 ) -> None:
     """Render synthetic dashcam clips with exact ground truth (MP4 + annotations.csv + truth/*.json)."""
     t0 = time.time()
-    csv_path = api.synth(n, out, seed=seed, workers=workers, progress=True)
+    csv_path = api.synth(n, out, seed=seed, workers=workers, progress=True, mix=SynthMix(mix).value)
     console.print(f"wrote {n} clips to [bold]{out}[/] ({time.time() - t0:.1f} s); annotations: {csv_path}")
 
 

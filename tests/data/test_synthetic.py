@@ -137,3 +137,19 @@ def test_third_party_mix_has_its_own_ids_and_leaves_the_default_mix_alone(tmp_pa
     truth = json.loads((tmp_path / "truth" / "synth0007_tp0000.json").read_text())
     assert truth["scenario"] == "tp_rear_end" and truth["third_party"]["collision"]
     assert decode(tmp_path / "synth0007_tp0000.mp4", 0.0, 0.5).size == (640, 360)
+
+
+def test_synth_renders_the_third_party_mix_through_the_cli_and_the_api(tmp_path):
+    from tests.conftest import cli_exit_code
+
+    from crashcast import api
+    from crashcast.data.annotations import read_csv
+
+    assert cli_exit_code(["synth", "--n", "2", "--mix", "third-party", "--out", tmp_path / "tp"]) == 0
+    clips = read_csv(tmp_path / "tp" / "annotations.csv")
+    assert [c.id for c in clips] == ["synth0000_tp0000", "synth0000_tp0001"] and [c.target for c in clips] == [1, 0]
+    truth = json.loads((tmp_path / "tp" / "truth" / "synth0000_tp0000.json").read_text())
+    assert truth["third_party"]["collision"] is True and len(truth["third_party"]["agents"]) == 2
+    with pytest.raises(api.UsageError, match="mix 'sideways'"):
+        api.synth(2, tmp_path / "bad", mix="sideways")
+    assert not (tmp_path / "bad" / "annotations.csv").exists()

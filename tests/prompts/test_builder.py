@@ -318,6 +318,10 @@ def test_answer_has_three_decimals(window, target, answer):
             dict(depth=[12.0, 10.0, None], closing_speed_mps=-0.7, ttc_s=None),  # last measured depth: 10.0
             "Reason: car A, 10.0 m ahead, not closing in, no finite TTC.",
         ),
+        (  # image expansion gives a TTC while the depth rate says receding (issue 24): no TTC stated
+            dict(depth=[12.0, 10.0, 8.2], closing_speed_mps=-0.4, ttc_s=0.5),
+            "Reason: car A, 8.2 m ahead, not closing in, no finite TTC.",
+        ),
         (
             dict(depth=[None, None, None], mean=6.5, closing_speed_mps=None, ttc_s=None),  # the track's depth
             "Reason: car A, 6.5 m ahead, closing speed unknown, no finite TTC.",

@@ -314,7 +314,9 @@ def _depth_rate(meta: WindowMeta, o: ObjectSummary) -> float | None:
 
 
 def reason_line(tpl: PromptTemplate, meta: WindowMeta, closest: ObjectSummary | None) -> str:
-    """The rationale: the closest object (A), its distance now, closing speed and TTC; deterministic."""
+    """The rationale: the closest object (A), its distance now, closing speed and TTC; deterministic.
+    Closing speed is the depth rate's; when it says the object is not closing, no TTC is given (the
+    object's TTC may come from image expansion, and "not closing in, TTC 0.5 s" contradicts itself)."""
     t = tpl.text
     if closest is None:
         return t["reason_none"]
@@ -322,6 +324,8 @@ def reason_line(tpl: PromptTemplate, meta: WindowMeta, closest: ObjectSummary | 
     if last_depth is None and _finite(closest.mean_depth_m):
         last_depth = closest.mean_depth_m  # seen only between keyframes: the track's own depth
     v, ttc = closest.closing_speed_mps, closest.ttc_s
+    if _finite(v) and v <= 0:  # not closing by the depth rate: a TTC from image expansion alone would contradict it
+        ttc = None
     if not _finite(v):
         closing = t["closing_unknown"]
     else:

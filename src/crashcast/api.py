@@ -480,7 +480,7 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     from crashcast.config import CrashcastConfig
     from crashcast.prediction import alert_policy_for, resolve_model, runs_in_process
     from crashcast.prediction import predict_many as run_many
-    from crashcast.runtime.checkpoints import trusting
+    from crashcast.runtime.checkpoints import checked_trust
     from crashcast.runtime.executors import get_executor
 
     cfg = config if isinstance(config, CrashcastConfig) and not overrides and weights_dir is None else \
@@ -500,8 +500,7 @@ def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
     (out / "errors.jsonl").unlink(missing_ok=True)  # this run's failures only
     # in this process the model resolved above is used; workers each load it from `model`
     use = risk_model if runs_in_process(executor, workers, len(paths)) else model
-    with trusting(trust_checkpoints):  # a file named that is not there fails here, before any video is read
-        pass
+    checked_trust(trust_checkpoints)  # a file named that is not there fails here, before any video is read
     outcomes = run_many(paths, use, cfg, out, stride_s, threshold, annotate, workers, executor, address, progress)
     return _recorded(outcomes, out, trust_checkpoints)
 

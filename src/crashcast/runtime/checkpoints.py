@@ -62,16 +62,22 @@ def is_trusted(path: str | Path) -> bool:
     return _key(path) in trusted_paths()
 
 
-@contextlib.contextmanager
-def trusting(paths: Iterable[str | Path]) -> Iterator[None]:
-    """Trust `paths` (each must be an existing file) for the duration: the environment variable is set
-    for this process and the workers it starts, and restored afterwards."""
-    extra = []
+def checked_trust(paths: Iterable[str | Path]) -> list[str]:
+    """The resolved paths of `paths`, each an existing file; else UntrustedCheckpoint naming it."""
+    out = []
     for p in paths:
         q = Path(p).expanduser()
         if not q.is_file():
             raise UntrustedCheckpoint(p, "--trust-checkpoint names no file here (give the checkpoint's path)")
-        extra.append(_key(q))
+        out.append(_key(q))
+    return out
+
+
+@contextlib.contextmanager
+def trusting(paths: Iterable[str | Path]) -> Iterator[None]:
+    """Trust `paths` (each must be an existing file) for the duration: the environment variable is set
+    for this process and the workers it starts, and restored afterwards."""
+    extra = checked_trust(paths)
     if not extra:
         yield
         return

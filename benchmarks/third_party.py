@@ -1,6 +1,6 @@
-"""Third-party crashes: AP of the ego-path physics model, LightGBM without and with the third-party
-columns, the third-party term alone and max(physics, third-party), on held-out seeds of the
-third-party mix and of the default mix. Perception: a preset (`classic` by default), and the
+"""Third-party crashes: AP of the physics model with the ego path only (third_party_weight 0) and with
+its third-party term (the default), LightGBM without and with the third-party columns, and the
+third-party term alone, on held-out seeds of the third-party mix and of the default mix. Perception: a preset (`classic` by default), and the
 generator's truth (`oracle`: what the features give with perfect perception).
 
     python benchmarks/third_party.py [--train 24 --test 24 --workers 2 --out DIR --perception classic,oracle]
@@ -30,14 +30,16 @@ from crashcast.features.kinematics import window_objects
 from crashcast.features.table import THIRD_PARTY_COLUMNS, feature_columns, feature_row
 from crashcast.risk.models import create_model
 from crashcast.risk.third_party import third_party_risk
+from crashcast.settings import PhysicsConfig
 
 log = logging.getLogger("third_party")
 SEEDS = {"train": 3100, "test": 3200}
 
 
 def clips(n: int, seed: int, mix: str, root: Path, workers: int) -> Path:
-    data = root / f"data_{mix}_{seed}"
-    generate(n, data, seed=seed, workers=workers, progress=False, mix=mix)
+    data = root / f"data_{mix}_{seed}_{n}"
+    if not (data / "annotations.csv").exists():  # a kept --out folder is reused
+        generate(n, data, seed=seed, workers=workers, progress=False, mix=mix)
     return data
 
 
@@ -58,17 +60,16 @@ def table_oracle(data: Path, cfg) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scores(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
-    physics = create_model("physics").predict(test)
+def scores(train: pd.DataFrame, test: pd.DataFrame, physics: dict) -> dict[str, np.ndarray]:
+    """`physics`: the physics model's settings (the preset's; its third_party_weight is shown)."""
     before = [c for c in feature_columns() if c not in THIRD_PARTY_COLUMNS]
-    out = {"physics (ego path)": physics}
+    out = {"physics, ego path only": create_model("physics", {**physics, "third_party_weight": 0.0}).predict(test),
+           f"physics (+ third-party x{physics['third_party_weight']:g})": create_model("physics", physics).predict(test)}
     for name, cols in (("lightgbm before", before), ("lightgbm after", feature_columns())):
         m = create_model("lightgbm")
         m.features = cols
         out[name] = m.fit(train).predict(test)
-    tp = third_party_risk(test)
-    out["third-party term"] = tp
-    out["max(physics, third-party)"] = np.maximum(physics, tp)
+    out["third-party term alone"] = third_party_risk(test)
     return out
 
 
@@ -95,7 +96,7 @@ def main() -> None:
                 tables[key] = table_oracle(d, cfg) if perception == "oracle" else table_classic(d, root, cfg, args.workers)
             print(f"\nperception: {perception}  (train seed {SEEDS['train']}, test seed {SEEDS['test']}; AP over windows, "
                   f"{args.train}/{args.test} clips per mix)")
-            print(f"{'model':28s} {'third-party mix':>16s} {'default mix':>12s} {'both mixes':>11s}")
+            print(f"{'model':32s} {'third-party mix':>16s} {'default mix':>12s} {'both mixes':>11s}")
             res: dict[str, list[float]] = {}
             for mix in ("third-party", "default", "both"):
                 if mix == "both":
@@ -103,10 +104,12 @@ def main() -> None:
                     te = pd.concat([tables[("third-party", "test")], tables[("default", "test")]], ignore_index=True)
                 else:
                     tr, te = tables[(mix, "train")], tables[(mix, "test")]
-                for name, s in scores(tr, te).items():
+                # oracle: perception that tracks pairs, the physics model's defaults; else the preset's
+                physics = PhysicsConfig().model_dump() if perception == "oracle" else cfg.physics.model_dump()
+                for name, s in scores(tr, te, physics).items():
                     res.setdefault(name, []).append(M.average_precision(te.label.to_numpy(), s))
             for name, aps in res.items():
-                print(f"{name:28s} {aps[0]:16.3f} {aps[1]:12.3f} {aps[2]:11.3f}")
+                print(f"{name:32s} {aps[0]:16.3f} {aps[1]:12.3f} {aps[2]:11.3f}")
         print(f"\ntotal {time.time() - t0:.0f} s")
 
 

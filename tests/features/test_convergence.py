@@ -77,6 +77,20 @@ def test_perfect_perception_finds_the_two_agents_converging(name):
         assert early is None or early.tcpa_s > p.tcpa_s or early.dcpa_m > p.dcpa_m
 
 
+def test_pair_contact_time_is_when_the_centroids_come_within_contact_distance():
+    """Straight lines: b starts 12 m ahead of a and 3 m to the side, closing at 4 m/s head-on along z;
+    the centroids come within 5 m when sqrt(3^2 + (12 - 4t)^2) = 5, t = 2.0 s (closest: 3 m at 3 s)."""
+    from crashcast.risk.third_party import pair_contact_time
+
+    dp, dv = np.array([3.0, 12.0]), np.array([0.0, -4.0])
+    t, d = closest_approach(dp, dv)
+    assert (t, d) == (pytest.approx(3.0), pytest.approx(3.0))
+    assert pair_contact_time(np.hypot(3, 12), d, t, 5.0) == pytest.approx(2.0)
+    assert pair_contact_time(np.hypot(3, 12), d, t, 2.0) == pytest.approx(3.0)  # never within 2 m: TCPA
+    assert pair_contact_time(4.0, d, t, 5.0) == 0.0  # within contact distance already
+    assert pair_contact_time(10.0, 10.0, 0.0, 5.0) == 0.0  # separating, 10 m apart: the closest is now
+
+
 def test_new_columns_are_features_and_lightgbm_uses_them():
     assert set(THIRD_PARTY_COLUMNS) <= set(feature_columns())
     assert set(THIRD_PARTY_COLUMNS) <= set(LightGBMModel().features)
@@ -85,7 +99,7 @@ def test_new_columns_are_features_and_lightgbm_uses_them():
 
 def test_third_party_risk_names_the_pair_and_rises_with_convergence():
     df = pd.DataFrame({
-        "pair_dcpa_m": [0.5, 0.5, 12.0, 100.0], "pair_tcpa_s": [0.8, 3.5, 0.8, 10.0], "pair_distance_m": [8.0, 20.0, 12.0, 100.0],
+        "pair_dcpa_m": [0.5, 0.5, 12.0, 100.0], "pair_tcpa_s": [0.8, 4.0, 0.8, 10.0], "pair_distance_m": [8.0, 24.0, 12.0, 100.0],
         "pair_closing_mps": [8.0, 5.0, 0.0, 0.0], "pair_has_person": [0.0, 0.0, 0.0, 0.0], "motion_anomaly": [0.0, 0.0, 0.0, np.nan],
         "pair_a_id": [3.0, 3.0, 1.0, np.nan], "pair_b_id": [7.0, 7.0, 2.0, np.nan],
     })
@@ -97,3 +111,42 @@ def test_third_party_risk_names_the_pair_and_rises_with_convergence():
     df.loc[3, "motion_anomaly"] = 6.0  # a sudden unexplained motion alone raises it, by at most its weight
     r2 = third_party_risk(df)
     assert 0.3 < r2[3] <= 0.5 and third_party_evidence(df)[3].term == "anomaly"
+
+
+@pytest.mark.parametrize("name", S.THIRD_PARTY_POSITIVES)
+def test_physics_model_sees_third_party_crashes_and_names_both_agents(name):
+    """With perception read off the truth, 0.5 s before a crash between two other road users the
+    ego-path physics terms stay low, the physics model with its third-party term (the default
+    weight) is high, its driving term is the pair, and the reason names both true agents; the score
+    recomputes from the evidence alone; 3 s before the crash it is below the alert threshold. (The
+    near-miss twins score high too near their closest approach: constant-velocity extrapolation
+    cannot know who will brake, as an ego FCW cannot.)"""
+    from crashcast.config import load_config
+    from crashcast.features.build import build_window_meta
+    from crashcast.risk.models import create_model
+    from crashcast.risk.physics import physics_score
+    from crashcast.risk.windows import WindowSet
+    from crashcast.settings import PhysicsConfig
+
+    cfg = load_config("classic")
+    model = create_model("physics", PhysicsConfig().model_dump())
+    ego_only = create_model("physics", {"third_party_weight": 0.0})
+    for seed in range(3):
+        _, truth = _truth(name, seed)
+        tp = truth["third_party"]
+        perc = oracle_perception(truth)
+        w = _window(truth["clip_id"], tp["time_s"] - 0.5)
+        objs = window_objects(perc, w, cfg.features, truth["camera"]["ego_front_m"], 30.0)
+        ws = WindowSet.from_metas([build_window_meta(w, perc, cfg, [None] * 3, objs, "oracle")])
+        scores = model.score(ws)
+        ev, reason = scores.evidence[0], scores.rationale[0]
+        assert ego_only.score(ws).raw[0] < 0.2 and scores.raw[0] > 0.7, (name, seed, reason)
+        assert ev.driving.name == "third_party" and {a.object_id for a in ev.driving.agents} == set(tp["agents"]), reason
+        for a in tp["agents"]:
+            assert f"(#{a})" in reason
+        assert "converge" in reason and physics_score(ev, model.config) == pytest.approx(scores.raw[0])
+        # 3 s before, the pair was not yet closing in on a contact: the term does not alert
+        w = _window(truth["clip_id"], tp["time_s"] - 3.0)
+        objs = window_objects(perc, w, cfg.features, truth["camera"]["ego_front_m"], 30.0)
+        early = model.score(WindowSet.from_metas([build_window_meta(w, perc, cfg, [None] * 3, objs, "oracle")]))
+        assert early.raw[0] < 0.5, (name, seed, early.rationale[0])

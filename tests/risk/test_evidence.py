@@ -58,7 +58,15 @@ def check_timeline(timeline: list[dict], cfg: PhysicsConfig) -> None:
         r_obj = float(sigmoid((cfg.ttc_mid_s - (ttc if closing >= cfg.min_closing_mps else 10.0)) / cfg.ttc_scale_s))
         r_loom = cfg.looming_weight * float(sigmoid((cfg.ttc_mid_s - loom.get("scene_ttc").value) / cfg.ttc_scale_s))
         assert obj.contribution == pytest.approx(r_obj, abs=1e-4) and loom.contribution == pytest.approx(r_loom, abs=1e-4)
-        assert ev.driving.contribution == pytest.approx(max(r_obj, r_loom), abs=1e-4), where
+        tp = next(t for t in ev.terms if t.name == "third_party")
+        r_tp = cfg.third_party_weight * _third_party_risk(tp)
+        assert tp.contribution == pytest.approx(r_tp, abs=1e-4), where
+        assert ev.driving.contribution == pytest.approx(max(r_obj, r_loom, r_tp), abs=1e-4), where
+        if ev.driving.name == "third_party" and not (row["risk_raw"] < LOW_RISK):
+            # a pair drives: both agents named, with when and how near they come
+            assert len(tp.agents) == 2 or tp.get("motion_anomaly").in_text, where
+            if tp.agents:
+                assert " and " in row["reason"] and "converge" in row["reason"], where
         assert row["driving_term"] == ev.driving.name
         # no TTC in the reason smaller than the window's smallest TTC
         assert ttc >= row["min_ttc_s"] - 1e-6, where
@@ -67,6 +75,30 @@ def check_timeline(timeline: list[dict], cfg: PhysicsConfig) -> None:
         assert row["reason"].startswith("low: ") == low, where
         if ev.driving.name == "object" and not low:
             assert "TTC" in row["reason"] and obj.get("ttc").value < 10.0
+
+
+def _third_party_risk(term) -> float:
+    """The third-party risk from the term's own measurements, by the formula in risk.third_party
+    (written out here, not called: the test checks the module)."""
+    from crashcast.risk.third_party import ThirdPartyConfig
+
+    c = ThirdPartyConfig()
+    v = {m.name: m.value for m in term.measurements}
+    contact = c.contact_person_m if v["pair_has_person"] > 0.5 else c.contact_m
+    d, dc, tc = v["pair_distance"], v["pair_dcpa"], v["pair_tcpa"]
+    t_contact = tc  # they never come that near: the time of closest approach
+    if d <= contact:
+        t_contact = 0.0
+    elif dc < contact and tc > 0 and d > dc:
+        speed = math.sqrt(d * d - dc * dc) / tc
+        t_contact = max(tc - math.sqrt(contact * contact - dc * dc) / speed, 0.0)
+    if math.isfinite(v["pair_contact"]):
+        assert v["pair_contact"] == pytest.approx(t_contact, abs=1e-3)
+    r_pair = float(sigmoid((c.contact_mid_s - t_contact) / c.contact_scale_s) * sigmoid((contact - v["pair_dcpa"]) / c.dcpa_scale_m)
+                   * sigmoid((v["pair_closing"] - c.min_closing_mps) / c.closing_scale_mps))
+    anomaly = 0.0 if math.isnan(v["motion_anomaly"]) else v["motion_anomaly"]
+    r_anom = float(sigmoid((anomaly - c.anomaly_mid_px) / c.anomaly_scale_px))
+    return 1.0 - (1.0 - r_pair) * (1.0 - c.anomaly_weight * r_anom)
 
 
 def _physics_cfg() -> PhysicsConfig:

@@ -1,8 +1,9 @@
 """The training-free risk models, from kinematics alone:
 
 - `ttc`: a logistic of the smallest time-to-contact in the ego path or of the looming road ahead;
-- `physics`: TTC and closing speed of the objects in the ego path, and the detection-free looming
-  of the road ahead (`physics_risk`).
+- `physics`: TTC and closing speed of the objects in the ego path, the detection-free looming of the
+  road ahead, and the third-party term: two other road users converging ahead, or sudden image
+  motion the ego motion does not explain (`physics_risk`, `crashcast.risk.third_party`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,21 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from crashcast.features.table import IN_PATH_M, MIN_FRAMES_FOR_TTC, TTC_CAP_S
+from crashcast.features.table import IN_PATH_M, MIN_FRAMES_FOR_TTC, THIRD_PARTY_COLUMNS, TTC_CAP_S
 from crashcast.risk.base import RiskModel, sigmoid
-from crashcast.risk.evidence import Agent, Evidence, Measurement, Term, finite, table_agent, ttc_source
+from crashcast.risk.evidence import (
+    LETTERS,
+    Agent,
+    Evidence,
+    Measurement,
+    Term,
+    finite,
+    table_agent,
+    ttc_source,
+)
+from crashcast.risk.third_party import ThirdPartyEvidence, third_party_evidence, third_party_risk
 from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.settings import PhysicsConfig
 
@@ -23,13 +35,14 @@ from crashcast.settings import PhysicsConfig
 RULE_COLUMNS = ["path_min_ttc_s", "scene_ttc_s", "path_max_closing_mps"]
 
 
-def physics_risk(path_min_ttc_s, scene_ttc_s, path_max_closing_mps, cfg: PhysicsConfig) -> np.ndarray:
+def physics_risk(path_min_ttc_s, scene_ttc_s, path_max_closing_mps, cfg: PhysicsConfig, third_party=None) -> np.ndarray:
     """Collision probability from kinematics alone.
 
     r_obj  = sigmoid((ttc_mid - TTC) / ttc_scale) for the smallest TTC of an object in the ego path,
              counted only if it closes faster than `min_closing_mps`;
     r_loom = the same logistic of the detection-free looming TTC of the road ahead;
-    risk   = 1 - (1 - r_obj) (1 - looming_weight r_loom).
+    r_tp   = the third-party risk (`third_party`, `risk.third_party.third_party_risk`; none when None);
+    risk   = 1 - (1 - r_obj) (1 - looming_weight r_loom) (1 - third_party_weight r_tp).
     ttc_mid = 2.0 s because forward-collision-warning tests (Euro NCAP, NHTSA) expect warnings at
     TTC 1.5-2.5 s; ttc_scale = 0.45 s takes the risk from 0.1 at 3 s to 0.9 at 1 s.
     """
@@ -38,7 +51,8 @@ def physics_risk(path_min_ttc_s, scene_ttc_s, path_max_closing_mps, cfg: Physics
     ttc = np.where(closing >= cfg.min_closing_mps, ttc, TTC_CAP_S)
     r_obj = sigmoid((cfg.ttc_mid_s - ttc) / cfg.ttc_scale_s)
     r_loom = sigmoid((cfg.ttc_mid_s - np.asarray(scene_ttc_s, float)) / cfg.ttc_scale_s)
-    return 1.0 - (1.0 - r_obj) * (1.0 - cfg.looming_weight * r_loom)
+    r_tp = 0.0 if third_party is None else np.asarray(third_party, float)
+    return 1.0 - (1.0 - r_obj) * (1.0 - cfg.looming_weight * r_loom) * (1.0 - cfg.third_party_weight * r_tp)
 
 
 def _ttc_shown(name: str, value: float, source: str, agent: int | None) -> Measurement:
@@ -121,12 +135,54 @@ def looming_term(row: Any, contribution: float) -> Term:
     return Term("looming", contribution, (), (_ttc_shown("scene_ttc", float(row["scene_ttc_s"]), "road looming", None),))
 
 
+#: the third-party term's measurements, by the feature-table column each one is
+_TP_MEASURED = {"pair_dcpa": "pair_dcpa_m", "pair_tcpa": "pair_tcpa_s", "pair_distance": "pair_distance_m",
+                "pair_closing": "pair_closing_mps", "pair_has_person": "pair_has_person", "motion_anomaly": "motion_anomaly"}
+
+
+def _pair_agent(meta: Any, object_id: int, fallback_class: str) -> Agent:
+    """A pair member as an Agent: its letter (rank by distance) and class from the window's objects."""
+    objs = meta.objects if meta is not None else []
+    i = next((n for n, o in enumerate(objs) if int(o.object_id) == object_id), None)
+    if i is None:
+        return Agent(None, object_id, fallback_class)
+    o = objs[i]
+    cls = "person" if o.class_name in ("person", "cyclist") else ("vehicle" if o.class_name == "vehicle" else "object")
+    return Agent(LETTERS[i] if i < len(LETTERS) else None, object_id, cls)
+
+
+def third_party_term(row: Any, meta: Any, tp: ThirdPartyEvidence, contribution: float) -> Term:
+    """The third-party term: the two road users that come closest to each other (both named), when
+    and how near, how fast they close, and the detection-free motion anomaly; the reason tells the
+    part that drives it (the pair, or the anomaly)."""
+    pair = tp.term == "pair" and tp.agents is not None
+    agents: tuple[Agent, ...] = ()
+    if tp.agents is not None:
+        fallback = "person" if tp.has_person else "object"
+        agents = (_pair_agent(meta, tp.agents[0], "object"), _pair_agent(meta, tp.agents[1], fallback))
+    anomaly = finite(row["motion_anomaly"])
+    contact = tp.contact_s if tp.contact_s is not None else math.nan
+    ms = (Measurement("pair_contact", contact, "s", "the pair's closest approach", None, 1, in_text=pair),
+          Measurement("pair_dcpa", float(row["pair_dcpa_m"]), "m", "closest approach", None, 1, in_text=pair),
+          Measurement("pair_tcpa", float(row["pair_tcpa_s"]), "s", "closest approach", None, 1, in_text=pair),
+          Measurement("pair_distance", float(row["pair_distance_m"]), "m", "now", None, 1, in_text=False),
+          Measurement("pair_closing", float(row["pair_closing_mps"]), "m/s", "the pair's distance rate", None, 1, in_text=pair),
+          Measurement("pair_has_person", float(row["pair_has_person"]), "flag", "", None, 0, in_text=False),
+          Measurement("motion_anomaly", math.nan if anomaly is None else anomaly, "px", "flow residual", None, 1,
+                      in_text=not pair and anomaly is not None))
+    return Term("third_party", contribution, agents if pair else (), ms)
+
+
 def physics_score(ev: Evidence, cfg: PhysicsConfig) -> float:
-    """The physics risk recomputed from its evidence alone (`physics_risk` of its object and looming
-    terms' measurements): what a test compares with the model's score."""
+    """The physics risk recomputed from its evidence alone (`physics_risk` of its object, looming and
+    third-party terms' measurements): what a test compares with the model's score."""
     obj = next(t for t in ev.terms if t.name == "object")
     loom = next(t for t in ev.terms if t.name == "looming")
-    return float(physics_risk([obj.get("ttc").value], [loom.get("scene_ttc").value], [obj.get("closing").value], cfg)[0])
+    tp = next((t for t in ev.terms if t.name == "third_party"), None)
+    r_tp = None
+    if tp is not None:
+        r_tp = third_party_risk(pd.DataFrame({col: [tp.get(name).value] for name, col in _TP_MEASURED.items()}))
+    return float(physics_risk([obj.get("ttc").value], [loom.get("scene_ttc").value], [obj.get("closing").value], cfg, r_tp)[0])
 
 
 class _Rule(RiskModel):
@@ -169,20 +225,31 @@ class TTCRule(_Rule):
 class PhysicsModel(_Rule):
     kind = "physics"
 
+    def columns(self) -> list[str]:
+        return list(RULE_COLUMNS) + (list(THIRD_PARTY_COLUMNS) if self.config.third_party_weight > 0 else [])
+
+    def _third_party(self, df: pd.DataFrame) -> np.ndarray | None:
+        return third_party_risk(df) if self.config.third_party_weight > 0 else None
+
     def raw_scores(self, windows: WindowSet) -> np.ndarray:
         df = as_windows(windows).table
-        return physics_risk(df["path_min_ttc_s"], df["scene_ttc_s"], df["path_max_closing_mps"], self.config)
+        return physics_risk(df["path_min_ttc_s"], df["scene_ttc_s"], df["path_max_closing_mps"], self.config,
+                            self._third_party(df))
 
     def evidence(self, windows: WindowSet, raw: np.ndarray) -> list[Evidence]:
         """Each term's share: the object term's probability (zero unless the path closes faster than
-        `min_closing_mps`) and the looming term's weighted probability; the larger drives."""
+        `min_closing_mps`), the looming term's and the third-party term's weighted probabilities; the
+        largest drives (on a tie the order object, looming, third party)."""
         ws, cfg = as_windows(windows), self.config
+        tps = third_party_evidence(ws.table) if cfg.third_party_weight > 0 else [None] * len(ws)
         out = []
-        for (_, row), meta, r in zip(ws.table.iterrows(), self._metas(ws), raw, strict=True):
+        for (_, row), meta, r, tp in zip(ws.table.iterrows(), self._metas(ws), raw, tps, strict=True):
             closing = finite(row["path_max_closing_mps"]) or 0.0
             ttc = float(row["path_min_ttc_s"]) if closing >= cfg.min_closing_mps else TTC_CAP_S
             r_obj = float(sigmoid((cfg.ttc_mid_s - ttc) / cfg.ttc_scale_s))
             r_loom = cfg.looming_weight * float(sigmoid((cfg.ttc_mid_s - float(row["scene_ttc_s"])) / cfg.ttc_scale_s))
-            terms = sorted([object_term(row, meta, r_obj, cfg.min_closing_mps), looming_term(row, r_loom)], key=lambda t: -t.contribution)
-            out.append(Evidence(self.kind, float(r), terms))
+            terms = [object_term(row, meta, r_obj, cfg.min_closing_mps), looming_term(row, r_loom)]
+            if tp is not None:
+                terms.append(third_party_term(row, meta, tp, cfg.third_party_weight * tp.risk))
+            out.append(Evidence(self.kind, float(r), sorted(terms, key=lambda t: -t.contribution)))
         return out

@@ -85,6 +85,19 @@ def _looming(t: Term) -> str:
     return f"the road ahead looms: contact in {m.shown()} s at this rate"
 
 
+def _third_party(t: Term) -> str:
+    """Two road users converging ahead (both named), or the detection-free motion anomaly."""
+    contact, dcpa, tcpa = t.get("pair_contact"), t.get("pair_dcpa"), t.get("pair_tcpa")
+    closing, anomaly = t.get("pair_closing"), t.get("motion_anomaly")
+    if len(t.agents) == 2 and dcpa is not None and dcpa.in_text:
+        a, b = (agent_name(x) for x in t.agents)
+        said = f"{a} and {b} converge ahead: contact in {contact.shown()} s (closest {dcpa.shown()} m apart in {tcpa.shown()} s)"
+        return said + (f", closing at {closing.shown()} m/s" if closing is not None and closing.in_text else "")
+    if anomaly is not None and anomaly.in_text:
+        return f"sudden image motion the ego motion does not explain ({anomaly.shown()} px per frame)"
+    return "no two road users converging ahead"
+
+
 def _phrase(m: Measurement) -> str:
     field = m.name.split("_", 1)[1] if m.name.startswith("obj") else m.name
     if m.unit == "flag":
@@ -104,13 +117,13 @@ def _features(t: Term) -> str:
 
 
 def _generic(t: Term) -> str:
-    """Any other term (e.g. a third-party one): the agents it names, then its measurements."""
+    """Any other term: the agents it names, then its measurements."""
     head = " and ".join(agent_name(a) for a in t.agents) or t.name.replace("_", " ")
     said = [_phrase(m) for m in t.measurements if m.in_text]
     return f"{head}: {', '.join(said)}" if said else head
 
 
-_RENDER = {"object": _object, "looming": _looming, "features": _features}
+_RENDER = {"object": _object, "looming": _looming, "features": _features, "third_party": _third_party}
 
 
 def render(ev: Evidence) -> str:

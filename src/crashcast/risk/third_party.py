@@ -2,9 +2,10 @@
 term (`risk.physics`) does not see. Training-free, from the feature table's third-party columns
 (`features.table.THIRD_PARTY_COLUMNS`):
 
-r_pair = s((tcpa_mid - TCPA) / tcpa_scale) * s((contact_m - DCPA) / dcpa_scale) * s((closing - min_closing) / closing_scale)
+r_pair = s((contact_mid - T) / contact_scale) * s((contact_m - DCPA) / dcpa_scale) * s((closing - min_closing) / closing_scale)
          for the pair that comes closest (`contact_m` is `contact_person_m` when one is a person or
-         cyclist: a walker's centroid can come nearer a car's than another car's can);
+         cyclist: a walker's centroid can come nearer a car's than another car's can), T the time
+         their centroids come within `contact_m` (`pair_contact_time`; TCPA when they never do);
 r_anom = s((anomaly - anomaly_mid) / anomaly_scale), the detection-free sudden unexplained motion;
 risk   = 1 - (1 - r_pair) (1 - anomaly_weight r_anom),        s = the logistic.
 
@@ -26,8 +27,8 @@ from crashcast.risk.base import sigmoid
 
 @dataclass(frozen=True)
 class ThirdPartyConfig:
-    tcpa_mid_s: float = 2.0
-    tcpa_scale_s: float = 0.5
+    contact_mid_s: float = 2.0
+    contact_scale_s: float = 0.5
     contact_m: float = 5.0
     contact_person_m: float = 3.0
     dcpa_scale_m: float = 0.8
@@ -48,6 +49,7 @@ class ThirdPartyEvidence:
     anomaly_risk: float
     agents: tuple[int, int] | None
     tcpa_s: float | None
+    contact_s: float | None  # when the pair comes within contact distance (`pair_contact_time`)
     dcpa_m: float | None
     closing_mps: float | None
     has_person: bool
@@ -59,15 +61,35 @@ class ThirdPartyEvidence:
         return "pair" if self.pair_risk >= self.anomaly_risk else "anomaly"
 
 
+def pair_contact_time(distance_m, dcpa_m, tcpa_s, contact_m) -> np.ndarray:
+    """When two centroids moving in straight lines come within `contact_m` of each other, from their
+    distance now, their closest approach and its time: with relative speed v, the distance at t is
+    sqrt(dcpa^2 + v^2 (t - tcpa)^2), v = sqrt(distance^2 - dcpa^2) / tcpa, so contact comes
+    sqrt(contact^2 - dcpa^2) / v before the closest approach. TCPA where they never come that near
+    (or the numbers do not describe an approach); 0 when they are that near already."""
+    d, dc, tc, c = (np.asarray(v, float) for v in (distance_m, dcpa_m, tcpa_s, contact_m))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = np.sqrt(np.maximum(d * d - dc * dc, 0.0)) / tc
+        t = tc - np.sqrt(np.maximum(c * c - dc * dc, 0.0)) / v
+    ok = np.isfinite(t) & (dc < c) & (tc > 0) & (v > 0)
+    return np.where(d <= c, 0.0, np.where(ok, np.clip(t, 0.0, None), tc))
+
+
+def _contact_times(df: pd.DataFrame, cfg: ThirdPartyConfig) -> np.ndarray:
+    contact = np.where(df["pair_has_person"].to_numpy(float) > 0.5, cfg.contact_person_m, cfg.contact_m)
+    return pair_contact_time(df["pair_distance_m"].to_numpy(float), df["pair_dcpa_m"].to_numpy(float),
+                             df["pair_tcpa_s"].to_numpy(float), contact)
+
+
 def _parts(df: pd.DataFrame, cfg: ThirdPartyConfig) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in THIRD_PARTY_COLUMNS if c not in df.columns]
     if missing:
         raise KeyError(f"the feature table has no {', '.join(missing)} column(s): extract it with this version of crashcast")
-    tcpa = df["pair_tcpa_s"].to_numpy(float)
     dcpa = df["pair_dcpa_m"].to_numpy(float)
     closing = np.nan_to_num(df["pair_closing_mps"].to_numpy(float), nan=0.0)
     contact = np.where(df["pair_has_person"].to_numpy(float) > 0.5, cfg.contact_person_m, cfg.contact_m)
-    r_pair = (sigmoid((cfg.tcpa_mid_s - tcpa) / cfg.tcpa_scale_s) * sigmoid((contact - dcpa) / cfg.dcpa_scale_m)
+    t_contact = _contact_times(df, cfg)
+    r_pair = (sigmoid((cfg.contact_mid_s - t_contact) / cfg.contact_scale_s) * sigmoid((contact - dcpa) / cfg.dcpa_scale_m)
               * sigmoid((closing - cfg.min_closing_mps) / cfg.closing_scale_mps))
     r_pair = np.nan_to_num(r_pair, nan=0.0)
     anomaly = np.nan_to_num(df["motion_anomaly"].to_numpy(float), nan=0.0)
@@ -88,6 +110,7 @@ def third_party_evidence(df: pd.DataFrame, cfg: ThirdPartyConfig | None = None) 
     r_pair, r_anom = _parts(df, cfg)
     risk = 1.0 - (1.0 - r_pair) * (1.0 - cfg.anomaly_weight * r_anom)
     has_ids = "pair_a_id" in df.columns and "pair_b_id" in df.columns
+    t_contact = _contact_times(df, cfg)
     out = []
     for i, row in enumerate(df.itertuples(index=False)):
         a = row.pair_a_id if has_ids else np.nan
@@ -97,7 +120,8 @@ def third_party_evidence(df: pd.DataFrame, cfg: ThirdPartyConfig | None = None) 
         out.append(ThirdPartyEvidence(
             risk=float(risk[i]), pair_risk=float(r_pair[i]), anomaly_risk=float(r_anom[i]),
             agents=(int(a), int(b)) if paired else None,
-            tcpa_s=float(row.pair_tcpa_s) if paired else None, dcpa_m=float(row.pair_dcpa_m) if paired else None,
+            tcpa_s=float(row.pair_tcpa_s) if paired else None, contact_s=float(t_contact[i]) if paired else None,
+            dcpa_m=float(row.pair_dcpa_m) if paired else None,
             closing_mps=float(row.pair_closing_mps) if paired else None, has_person=bool(row.pair_has_person > 0.5),
             motion_anomaly_px=anomaly if np.isfinite(anomaly) else None,
         ))

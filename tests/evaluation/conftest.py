@@ -34,6 +34,7 @@ def toy_table(n_clips: int = 60, seed: int = 0, positive_every: int = 2) -> pd.D
             row.update(window_id=f"c{c}_{phase}", clip_id=f"c{c}", phase=phase, horizon_s=0.0, end_s=8.0, clamped=False,
                        label=label, soft_target=float(label), looming_per_s=rng.uniform(0, 0.5), scene_ttc_s=10.0,
                        n_objects=1, path_min_ttc_s=ttc, path_max_closing_mps=8.0 if label else rng.uniform(0, 2),
+                       path_ttc_closing_mps=8.0 if label else 0.5,
                        path_min_depth_m=rng.uniform(5, 30), min_ttc_s=ttc, obj1_present=1.0, obj1_depth_m=rng.uniform(5, 30),
                        obj1_closing_mps=8.0 if label else 0.5, obj1_ttc_s=ttc, obj1_lateral_m=0.0, obj1_in_path=1.0,
                        obj1_is_vehicle=1.0, obj1_is_person=0.0, obj2_present=0.0, obj3_present=0.0)

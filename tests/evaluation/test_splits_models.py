@@ -55,7 +55,7 @@ def test_lightgbm_rationale_names_what_drove_its_score(make_toy_table):
                 assert m.value == row[m.name] and m.shown() in reason
     row = pos.iloc[0]
     physics = create_model("physics").score(pos.head(1)).rationale[0]  # the physics reason: the path aggregates it scored
-    assert f"TTC {row.path_min_ttc_s:.1f} s" in physics and f"closing at {row.path_max_closing_mps:.1f} m/s" in physics
+    assert f"TTC {row.path_min_ttc_s:.1f} s" in physics and f"closing at {row.path_ttc_closing_mps:.1f} m/s" in physics
 
 
 def test_calibration_fixes_overconfident_scores():

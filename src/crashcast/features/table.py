@@ -4,6 +4,11 @@ Columns: identifiers and labels, scene features, ego-path aggregates, third-part
 top-K closest objects flattened (`obj1_depth_m`, ...). Unknown values are NaN; an infinite TTC is
 capped at `TTC_CAP_S` so models see "far in the future" rather than a missing value.
 
+Ego-path aggregates over the settled objects in the path (seen in `MIN_FRAMES_FOR_TTC` perceived
+frames): `path_min_ttc_s` the smallest TTC, `path_ttc_closing_mps` the closing speed (depth rate) of
+that same object (of the nearest one when none has a TTC under the cap: the physics model counts a
+TTC only when its own object closes), `path_max_closing_mps` the fastest closing, `path_min_depth_m`.
+
 Third-party cues (`features.convergence`; features, so every tabular model trained on the table
 uses them):
 - `pair_dcpa_m`: the smallest distance two tracked objects come to each other within the next
@@ -38,7 +43,8 @@ THIRD_PARTY_COLUMNS = ["pair_dcpa_m", "pair_tcpa_s", "pair_distance_m", "pair_cl
 
 
 def feature_columns(top_k: int = 3) -> list[str]:
-    scene = ["looming_per_s", "scene_ttc_s", "n_objects", "path_min_ttc_s", "path_max_closing_mps", "path_min_depth_m", "min_ttc_s"]
+    scene = ["looming_per_s", "scene_ttc_s", "n_objects", "path_min_ttc_s", "path_ttc_closing_mps", "path_max_closing_mps",
+             "path_min_depth_m", "min_ttc_s"]
     return scene + THIRD_PARTY_COLUMNS + [f"obj{k}_{f}" for k in range(1, top_k + 1) for f in _OBJ_FIELDS]
 
 
@@ -59,6 +65,9 @@ def feature_row(meta: WindowMeta, top_k: int = 3) -> dict:
     in_path = [o for o in objs if o.lateral_offset_m is not None and o.lateral_offset_m < IN_PATH_M]
     settled = [o for o in in_path if o.frames_seen >= MIN_FRAMES_FOR_TTC]  # young tracks have no reliable rate yet
     row["path_min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in settled), default=TTC_CAP_S)
+    # the object that TTC is (the first, i.e. nearest, on a tie) and its own closing speed
+    first = min(settled, key=lambda o: _cap(o.ttc_s, TTC_CAP_S), default=None)
+    row["path_ttc_closing_mps"] = (first.closing_speed_mps or 0.0) if first is not None else 0.0
     row["path_max_closing_mps"] = max((o.closing_speed_mps or 0.0 for o in settled), default=0.0)
     row["path_min_depth_m"] = min((_cap(o.mean_depth_m, DEPTH_CAP_M) for o in in_path), default=DEPTH_CAP_M)
     row["min_ttc_s"] = min((_cap(o.ttc_s, TTC_CAP_S) for o in objs if o.frames_seen >= MIN_FRAMES_FOR_TTC), default=TTC_CAP_S)

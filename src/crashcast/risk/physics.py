@@ -32,14 +32,16 @@ from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.settings import PhysicsConfig
 
 #: The feature-table columns the training-free models read.
-RULE_COLUMNS = ["path_min_ttc_s", "scene_ttc_s", "path_max_closing_mps"]
+RULE_COLUMNS = ["path_min_ttc_s", "scene_ttc_s", "path_ttc_closing_mps"]
 
 
-def physics_risk(path_min_ttc_s, scene_ttc_s, path_max_closing_mps, cfg: PhysicsConfig, third_party=None) -> np.ndarray:
+def physics_risk(path_min_ttc_s, scene_ttc_s, path_ttc_closing_mps, cfg: PhysicsConfig, third_party=None) -> np.ndarray:
     """Collision probability from kinematics alone.
 
     r_obj  = sigmoid((ttc_mid - TTC) / ttc_scale) for the smallest TTC of an object in the ego path,
-             counted only if it closes faster than `min_closing_mps`;
+             counted only if that object itself closes faster than `min_closing_mps`
+             (`path_ttc_closing_mps`: a TTC from image expansion of a box that is not coming nearer,
+             e.g. the verge beside the road growing as it passes, is not counted);
     r_loom = the same logistic of the detection-free looming TTC of the road ahead;
     r_tp   = the third-party risk (`third_party`, `risk.third_party.third_party_risk`; none when None);
     risk   = 1 - (1 - r_obj) (1 - looming_weight r_loom) (1 - third_party_weight r_tp).
@@ -47,7 +49,7 @@ def physics_risk(path_min_ttc_s, scene_ttc_s, path_max_closing_mps, cfg: Physics
     TTC 1.5-2.5 s; ttc_scale = 0.45 s takes the risk from 0.1 at 3 s to 0.9 at 1 s.
     """
     ttc = np.asarray(path_min_ttc_s, float)
-    closing = np.nan_to_num(np.asarray(path_max_closing_mps, float), nan=0.0)
+    closing = np.nan_to_num(np.asarray(path_ttc_closing_mps, float), nan=0.0)
     ttc = np.where(closing >= cfg.min_closing_mps, ttc, TTC_CAP_S)
     r_obj = sigmoid((cfg.ttc_mid_s - ttc) / cfg.ttc_scale_s)
     r_loom = sigmoid((cfg.ttc_mid_s - np.asarray(scene_ttc_s, float)) / cfg.ttc_scale_s)
@@ -60,13 +62,14 @@ def _ttc_shown(name: str, value: float, source: str, agent: int | None) -> Measu
     return Measurement(name, value, "s", source, agent, 0 if value >= TTC_CAP_S else 1)
 
 
-def _object_agents(row: Any, meta: Any) -> tuple[int | None, int | None, int | None]:
-    """(the object whose TTC is `path_min_ttc_s`, the one whose closing speed is `path_max_closing_mps`,
-    the nearest object in the ego path) as positions in the window's objects (closest first; the
-    feature table's obj1 is 0), None where there is none. From the window's metadata when it is at
-    hand (every object, as `features.table.feature_row` aggregates them); else from the table's
-    top-K objects, which may not hold it."""
-    ttc, closing = float(row["path_min_ttc_s"]), finite(row["path_max_closing_mps"]) or 0.0
+def _object_agents(row: Any, meta: Any) -> tuple[int | None, int | None]:
+    """(the object whose TTC is `path_min_ttc_s` and whose closing speed is `path_ttc_closing_mps`:
+    the settled in-path object with the smallest TTC, the nearest on a tie; the nearest object in
+    the ego path) as positions in the window's objects (closest first; the feature table's obj1 is
+    0), None where there is none. From the window's metadata when it is at hand (every object, as
+    `features.table.feature_row` aggregates them); else from the table's top-K objects, which may
+    not hold it."""
+    ttc = float(row["path_min_ttc_s"])
     if meta is not None:
         objs = meta.objects
         path = [i for i, o in enumerate(objs) if o.lateral_offset_m is not None and o.lateral_offset_m < IN_PATH_M]
@@ -75,14 +78,12 @@ def _object_agents(row: Any, meta: Any) -> tuple[int | None, int | None, int | N
         def cap(v: float | None) -> float:
             return min(v, TTC_CAP_S) if v is not None and math.isfinite(v) else TTC_CAP_S
 
-        by_ttc = next((i for i in settled if ttc < TTC_CAP_S and abs(cap(objs[i].ttc_s) - ttc) < 1e-6), None)
-        by_closing = next((i for i in settled if closing != 0 and abs((objs[i].closing_speed_mps or 0.0) - closing) < 1e-6), None)
+        gated = min(settled, key=lambda i: cap(objs[i].ttc_s), default=None)
         nearest = min(path, key=lambda i: objs[i].mean_depth_m if objs[i].mean_depth_m is not None else math.inf, default=None)
-        return by_ttc, by_closing, nearest
+        return gated, nearest
     ks = [k for k in range(1, 51) if f"obj{k}_present" in row and row[f"obj{k}_present"] and row.get(f"obj{k}_in_path", 0)]
-    by_ttc = next((k - 1 for k in ks if ttc < TTC_CAP_S and abs(float(row[f"obj{k}_ttc_s"]) - ttc) < 1e-6), None)
-    by_closing = next((k - 1 for k in ks if closing != 0 and abs((finite(row[f"obj{k}_closing_mps"]) or 0.0) - closing) < 1e-6), None)
-    return by_ttc, by_closing, (ks[0] - 1 if ks else None)
+    gated = next((k - 1 for k in ks if ttc < TTC_CAP_S and abs(float(row[f"obj{k}_ttc_s"]) - ttc) < 1e-6), None)
+    return gated, (ks[0] - 1 if ks else None)
 
 
 def _agent(row: Any, meta: Any, i: int) -> Agent:
@@ -103,28 +104,28 @@ def _distance_m(row: Any, meta: Any, i: int) -> float | None:
 
 def object_term(row: Any, meta: Any, contribution: float, min_closing_mps: float | None = None) -> Term:
     """The ego-path object term of the training-free models: the smallest settled in-path TTC
-    (`path_min_ttc_s`), the largest in-path closing speed (`path_max_closing_mps`, the gate) and the
-    objects they belong to; the nearest in-path object when no TTC is under the cap. `min_closing_mps`:
+    (`path_min_ttc_s`), that object's own closing speed (`path_ttc_closing_mps`, the physics gate)
+    and the object they belong to; the nearest in-path object when none is settled. `min_closing_mps`:
     the physics model's gate (shown when it kept a TTC from counting)."""
-    ttc, closing = float(row["path_min_ttc_s"]), finite(row["path_max_closing_mps"]) or 0.0
-    by_ttc, by_closing, nearest = _object_agents(row, meta)
-    first = by_ttc if by_ttc is not None else (by_closing if by_closing is not None else nearest)
-    order = [i for i in dict.fromkeys((first, by_closing)) if i is not None]
-    agents = tuple(_agent(row, meta, i) for i in order)
-    slot = {i: n for n, i in enumerate(order)}
+    ttc, closing = float(row["path_min_ttc_s"]), finite(row["path_ttc_closing_mps"]) or 0.0
+    gated, nearest = _object_agents(row, meta)
+    first = gated if gated is not None else nearest
+    agents = (_agent(row, meta, first),) if first is not None else ()
     ms: list[Measurement] = []
     if first is not None:
         d = _distance_m(row, meta, first)
         if d is not None:
             ms.append(Measurement("distance", d, "m", "in the path", 0, 0))
     source = ""
-    if by_ttc is not None and meta is not None:
-        o = meta.objects[by_ttc]
+    if gated is not None and meta is not None and ttc < TTC_CAP_S:
+        o = meta.objects[gated]
         source = ttc_source(o.ttc_s, o.ttc_depth_s, o.ttc_scale_s)
-    quiet = not agents and closing == 0 and ttc >= TTC_CAP_S  # nothing in the path: said in words
-    ms.append(Measurement("closing", closing, "m/s", "the depth rate", slot.get(by_closing), in_text=not quiet))
-    ms.append(replace(_ttc_shown("ttc", ttc, source, slot.get(by_ttc)), in_text=not quiet))
-    if min_closing_mps is not None:  # the physics model's gate: a TTC counts only when the path closes this fast
+    # the closing speed is said when it is that object's (nothing in the path, or only young tracks: in words)
+    said = gated is not None or (not agents and (closing != 0 or ttc < TTC_CAP_S))
+    slot = 0 if gated is not None else None
+    ms.append(Measurement("closing", closing, "m/s", "the depth rate", slot, in_text=said))
+    ms.append(replace(_ttc_shown("ttc", ttc, source, slot), in_text=said or bool(agents)))
+    if min_closing_mps is not None:  # the physics model's gate: a TTC counts only when its object closes this fast
         ms.append(Measurement("min_closing", min_closing_mps, "m/s", "physics.min_closing_mps",
                               in_text=ttc < TTC_CAP_S and closing < min_closing_mps))
     return Term("object", contribution, agents, tuple(ms))
@@ -233,7 +234,7 @@ class PhysicsModel(_Rule):
 
     def raw_scores(self, windows: WindowSet) -> np.ndarray:
         df = as_windows(windows).table
-        return physics_risk(df["path_min_ttc_s"], df["scene_ttc_s"], df["path_max_closing_mps"], self.config,
+        return physics_risk(df["path_min_ttc_s"], df["scene_ttc_s"], df["path_ttc_closing_mps"], self.config,
                             self._third_party(df))
 
     def evidence(self, windows: WindowSet, raw: np.ndarray) -> list[Evidence]:
@@ -244,7 +245,7 @@ class PhysicsModel(_Rule):
         tps = third_party_evidence(ws.table) if cfg.third_party_weight > 0 else [None] * len(ws)
         out = []
         for (_, row), meta, r, tp in zip(ws.table.iterrows(), self._metas(ws), raw, tps, strict=True):
-            closing = finite(row["path_max_closing_mps"]) or 0.0
+            closing = finite(row["path_ttc_closing_mps"]) or 0.0
             ttc = float(row["path_min_ttc_s"]) if closing >= cfg.min_closing_mps else TTC_CAP_S
             r_obj = float(sigmoid((cfg.ttc_mid_s - ttc) / cfg.ttc_scale_s))
             r_loom = cfg.looming_weight * float(sigmoid((cfg.ttc_mid_s - float(row["scene_ttc_s"])) / cfg.ttc_scale_s))

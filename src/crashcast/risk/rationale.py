@@ -32,6 +32,7 @@ _PHRASES: dict[str, tuple[str, int, str]] = {
     "scene_ttc_s": ("s", 1, "road contact in {v} s"),
     "n_objects": ("", 0, "{v} objects seen"),
     "path_min_ttc_s": ("s", 1, "smallest TTC in the path {v} s"),
+    "path_ttc_closing_mps": ("m/s", 1, "the object with that TTC closing at {v} m/s"),
     "path_max_closing_mps": ("m/s", 1, "fastest closing in the path {v} m/s"),
     "path_min_depth_m": ("m", 0, "nearest in the path {v} m"),
     "min_ttc_s": ("s", 1, "smallest TTC {v} s"),
@@ -54,28 +55,19 @@ def _ttc(m: Measurement) -> str:
 
 def _object(t: Term) -> str:
     dist, closing, ttc, gate = t.get("distance"), t.get("closing"), t.get("ttc"), t.get("min_closing")
-    if not t.agents:
-        head = "nothing in the path"
+    if not t.agents:  # the object is beyond the table's top-K when its numbers are said
+        head = "an object in the path" if closing is not None and closing.in_text else "nothing in the path"
     else:
         head = agent_name(t.agents[0]) + (f" {dist.shown()} m ahead" if dist else "")
     parts = [head]
-    other = ""
     if closing is not None and closing.in_text:
-        said = f"closing at {closing.shown()} m/s" if closing.value > 0.05 else f"not closing ({closing.shown()} m/s)"
-        if closing.agent is not None and closing.agent > 0:
-            other = f"; fastest closing in the path: {agent_name(t.agents[closing.agent])} at {closing.shown()} m/s"
-        elif closing.agent == 0 or not t.agents:
-            parts.append(said)
-        elif closing.value > 0.05:  # the object closing fastest is not among the ones named (beyond the table's top-K)
-            other = f"; an object in the path closing at {closing.shown()} m/s"
-        else:
-            other = f"; nothing in the path closing ({closing.shown()} m/s)"
+        parts.append(f"closing at {closing.shown()} m/s" if closing.value > 0.05 else f"not closing ({closing.shown()} m/s)")
     if ttc is not None and ttc.in_text:
-        said_ttc = _ttc(ttc) if ttc.agent is not None or ttc.decimals == 0 else f"an object in the path at {_ttc(ttc)}"
+        said_ttc = _ttc(ttc)
         if gate is not None and gate.in_text:
-            said_ttc += f", not counted: the path closes slower than {gate.shown()} m/s"
+            said_ttc += f", not counted: it closes slower than {gate.shown()} m/s"
         parts.append(said_ttc)
-    return ", ".join(parts) + other
+    return ", ".join(parts)
 
 
 def _looming(t: Term) -> str:

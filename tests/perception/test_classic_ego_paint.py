@@ -104,9 +104,10 @@ def test_lane_paint_alone_gives_no_boxes():
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="needs ../shared/data/real")
 def test_precision_recall_on_labelled_real_frames():
-    """Floors a little under the figures measured when the rear-lamp cue went in
-    (benchmarks/classic_detector.py, IoU 0.3: tracked precision 0.48, recall 0.13, 13 TP 14 FP;
-    detector 13 TP, 45 FP on 100 counted road users). Before it: tracked 0.41 / 0.09 (9 TP 13 FP),
+    """Floors a little under the figures measured when independent motion (the ego slow or stopped)
+    went in (benchmarks/classic_detector.py, IoU 0.3: tracked precision 0.50, recall 0.17, 17 TP
+    17 FP; detector 17 TP, 50 FP on 100 counted road users). Before it, with the rear-lamp cue:
+    tracked 0.48 / 0.13 (13 TP 14 FP), detector 13 TP 45 FP. Before the lamps: tracked 0.41 / 0.09 (9 TP 13 FP),
     detector 9 TP 43 FP; before the ego mask, paint and shadow rejection: tracked 0.18 / 0.07,
     32 false boxes, detector 12 TP 86 FP."""
     from crashcast.evaluation.detection_labels import load_labels, run_labels, score
@@ -115,12 +116,12 @@ def test_precision_recall_on_labelled_real_frames():
     runs = run_labels(REAL, load_labels(ROOT / "tests" / "data" / "real_labels.json"), cfg)
     tracked = score(runs, 0.3, "tracked")["all"]
     detected = score(runs, 0.3, "detected")["all"]
-    assert tracked.precision >= 0.42, tracked
-    assert tracked.recall >= 0.11, tracked
-    assert detected.tp >= 11, detected
-    assert detected.fp <= 48, detected  # before the ego mask and paint rejection: 86 invented boxes
+    assert tracked.precision >= 0.44, tracked
+    assert tracked.recall >= 0.15, tracked
+    assert detected.tp >= 15, detected
+    assert detected.fp <= 54, detected  # before the ego mask and paint rejection: 86 invented boxes
     # the lane-paint boxes the issue names are gone from the tracked output of the highway clips
     by_clip = score(runs, 0.3, "tracked")
     assert by_clip["udacity_solid_white_right.mp4"].fp <= 1, by_clip["udacity_solid_white_right.mp4"]  # before: 5
     assert by_clip["udacity_pv_short.mp4"].fp <= 2, by_clip["udacity_pv_short.mp4"]  # before: 5
-    assert by_clip["dad_tr_neg_000001.mp4"].fp <= 5, by_clip["dad_tr_neg_000001.mp4"]  # measured 4
+    assert by_clip["dad_tr_neg_000001.mp4"].fp <= 5, by_clip["dad_tr_neg_000001.mp4"]  # measured 3 (4 before)

@@ -200,7 +200,8 @@ class PhysicsConfig(Section):
     looming_weight: float = Field(0.45, ge=0, le=1, description="how much the detection-free looming TTC counts (below the default threshold: looming alone never alerts)")
     third_party_weight: float = Field(1.0, ge=0, le=1, description="how much the third-party term counts (two other road "
                                       "users converging ahead, or sudden motion the ego motion does not explain; "
-                                      "crashcast.risk.third_party); 0: the ego path only")
+                                      "crashcast.risk.third_party); it and the looming term combine by their maximum; "
+                                      "0: the ego path only")
 
 
 AlertPolicyName = Literal["none", "median", "k-of-n", "hysteresis", "ema", "max"]

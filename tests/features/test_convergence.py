@@ -150,3 +150,17 @@ def test_physics_model_sees_third_party_crashes_and_names_both_agents(name):
         objs = window_objects(perc, w, cfg.features, truth["camera"]["ego_front_m"], 30.0)
         early = model.score(WindowSet.from_metas([build_window_meta(w, perc, cfg, [None] * 3, objs, "oracle")]))
         assert early.raw[0] < 0.5, (name, seed, early.rationale[0])
+
+
+def test_scene_cues_under_the_threshold_never_alert_together():
+    """Looming and the third-party term both read the flow residual: the physics model takes the
+    larger, so with the classic preset's weights (0.45 each) the two at full strength stay at 0.45,
+    while an object in the path with TTC 1 s still combines with them as independent evidence."""
+    from crashcast.config import load_config
+    from crashcast.risk.physics import physics_risk
+
+    cfg = load_config("classic").physics
+    both = physics_risk([10.0], [0.1], [0.0], cfg, third_party=[1.0])[0]
+    assert both == pytest.approx(max(cfg.looming_weight, cfg.third_party_weight), abs=1e-3) and both < 0.5
+    r_obj = physics_risk([1.0], [10.0], [5.0], cfg)[0]
+    assert physics_risk([1.0], [0.1], [5.0], cfg, third_party=[1.0])[0] == pytest.approx(1 - (1 - r_obj) * (1 - both), abs=1e-3)

@@ -27,7 +27,12 @@ from crashcast.risk.evidence import (
     table_agent,
     ttc_source,
 )
-from crashcast.risk.third_party import ThirdPartyEvidence, third_party_evidence, third_party_risk
+from crashcast.risk.third_party import (
+    ThirdPartyConfig,
+    ThirdPartyEvidence,
+    third_party_evidence,
+    third_party_risk,
+)
 from crashcast.risk.windows import WindowSet, as_windows
 from crashcast.settings import PhysicsConfig
 
@@ -176,7 +181,10 @@ def third_party_term(row: Any, meta: Any, tp: ThirdPartyEvidence, contribution: 
           Measurement("pair_closing", float(row["pair_closing_mps"]), "m/s", "the pair's distance rate", None, 1, in_text=pair),
           Measurement("pair_has_person", float(row["pair_has_person"]), "flag", "", None, 0, in_text=False),
           Measurement("motion_anomaly", math.nan if anomaly is None else anomaly, "px", "flow residual", None, 1,
-                      in_text=not pair and anomaly is not None))
+                      in_text=not pair and anomaly is not None),
+          # where the anomaly's risk is half (a reason calls an anomaly below it 'no sudden motion')
+          Measurement("anomaly_mid", ThirdPartyConfig().anomaly_mid_px, "px", "third_party.anomaly_mid_px", None, 1,
+                      in_text=False))
     return Term("third_party", contribution, agents if pair else (), ms)
 
 

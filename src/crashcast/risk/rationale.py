@@ -86,7 +86,10 @@ def _third_party(t: Term) -> str:
         said = f"{a} and {b} converge ahead: contact in {contact.shown()} s (closest {dcpa.shown()} m apart in {tcpa.shown()} s)"
         return said + (f", closing at {closing.shown()} m/s" if closing is not None and closing.in_text else "")
     if anomaly is not None and anomaly.in_text:
-        return f"sudden image motion the ego motion does not explain ({anomaly.shown()} px per frame)"
+        mid = t.get("anomaly_mid")
+        if mid is None or anomaly.value >= mid.value:
+            return f"sudden image motion the ego motion does not explain ({anomaly.shown()} px per frame)"
+        return f"no sudden unexplained image motion ({anomaly.shown()} px per frame)"
     return "no two road users converging ahead"
 
 

@@ -27,11 +27,17 @@ def pytest_configure(config) -> None:
     """CPU kernels for a CUDA-only torchvision next to a CPU torch (tests/torchvision_cpu_ops.py), before
     any test imports it; with a matching pair (torch 2.14.1 + torchvision 0.29.1, a CUDA machine) nothing.
     CRASHCAST_OFFLINE=1 for the whole session (child processes too): `--backend auto` never downloads
-    weights in a test, except where a test unsets it to download from its own local server."""
+    weights in a test, except where a test unsets it to download from its own local server.
+    Ctrl-C raises KeyboardInterrupt even when the suite was started in the background by a shell
+    without job control (`nohup pytest &` starts it with SIGINT ignored, and Python then installs no
+    handler): the Ctrl-C tests test crashcast, not how the suite was launched."""
     import os
+    import signal
     import sys
 
     os.environ["CRASHCAST_OFFLINE"] = "1"
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     sys.path.insert(0, str(Path(__file__).parent))
     import torchvision_cpu_ops

@@ -369,7 +369,7 @@ def _metadata_traversal(c: Ctx) -> list:
 
 
 def _dad_folder(c: Ctx) -> list:
-    for sub, video in (("positive", c.clips[0].video_path), ("negative", c.short["two_s"])):  # DAD's event: 4.5 s
+    for sub, video in (("positive", c.clips[0].video_path), ("negative", c.short["two_s"])):  # DAD's event: frame 90 at the file's rate (3.0 s at 30 fps)
         (c.tmp / "dad" / sub).mkdir(parents=True)
         shutil.copy(video, c.tmp / "dad" / sub / "000001.mp4")
     return ["windows", "--annotations", c.tmp / "dad", "--missing-event", "error"]

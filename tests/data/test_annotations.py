@@ -66,13 +66,39 @@ def test_ccd_event_is_first_positive_frame(tmp_path):
     assert clips[0].extra["weather"] == "Snowy"
 
 
-def test_dad_positives_have_the_accident_at_frame_90(tmp_path):
-    for sub, name in (("positive", "000001.mp4"), ("negative", "000002.mp4")):
-        (tmp_path / sub).mkdir()
-        (tmp_path / sub / name).write_bytes(b"x")
-    clips = read_dad(tmp_path)
-    pos = next(c for c in clips if c.target == 1)
-    assert pos.time_of_event_s == pytest.approx(4.5)
+def _dad_video(path: Path, fps: int, n: int = 100) -> Path:
+    import numpy as np
+    from tests.conftest import write_video_as
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [np.full((32, 48, 3), (7 * i) % 255, np.uint8) for i in range(n)]
+    return write_video_as(path, frames, [i / fps for i in range(n)], rate=fps)
+
+
+def test_dad_positives_have_the_accident_at_frame_90_of_the_files_own_rate(tmp_path):
+    """DAD's files run at 25 fps (100 frames, 4.0 s): frame 90 is 3.6 s, inside the video (the 20 fps
+    of DAD's papers put it at 4.5 s, past the end, so every positive was skipped); a file at another
+    rate gets its own; `fps=` overrides; a positive whose header cannot be read is a bad entry
+    naming it, and the others are kept."""
+    from crashcast.data.video import probe
+
+    pos = _dad_video(tmp_path / "positive" / "000001.mp4", 25)
+    _dad_video(tmp_path / "positive" / "000003.mp4", 20)
+    _dad_video(tmp_path / "negative" / "000002.mp4", 25)
+    clips = {c.id: c for c in read_dad(tmp_path)}
+    assert clips["pos_000001"].time_of_event_s == pytest.approx(3.6)
+    assert clips["pos_000001"].time_of_event_s < probe(pos).duration_s
+    assert clips["pos_000003"].time_of_event_s == pytest.approx(4.5)
+    assert clips["neg_000002"].target == 0 and clips["neg_000002"].time_of_event_s is None
+    assert {c.id: c.time_of_event_s for c in read_dad(tmp_path, fps=30.0) if c.target} == {
+        "pos_000001": pytest.approx(3.0), "pos_000003": pytest.approx(3.0)}
+    (tmp_path / "positive" / "000004.mp4").write_bytes(b"not a video")
+    errors: list[AnnotationError] = []
+    kept = read_dad(tmp_path, errors=errors)
+    assert len(kept) == 3 and len(errors) == 1
+    assert "000004.mp4" in str(errors[0]) and "frame rate cannot be read" in str(errors[0])
+    with pytest.raises(AnnotationError, match=r"000004\.mp4"):
+        read_dad(tmp_path)
 
 
 def test_consensus_file(tmp_path):
@@ -139,11 +165,15 @@ def _metadata(tmp_path: Path, rows: str, label: str = "positive") -> Path:
 
 
 def _dad(root: Path, files: dict[str, list[str]]) -> Path:
-    """A DAD folder of empty placeholder videos (the reader only lists files)."""
+    """A DAD folder: positives are real 100-frame 25 fps videos (the reader reads their frame rate),
+    negatives and other files empty placeholders (the reader only lists them)."""
     for sub, names in files.items():
         (root / sub).mkdir(parents=True, exist_ok=True)
         for name in names:
-            (root / sub / name).write_bytes(b"")
+            if sub == "positive" and name.endswith((".mp4", ".avi")) and "/" not in name:
+                _dad_video(root / sub / name, 25)
+            else:
+                (root / sub / name).write_bytes(b"")
     return root
 
 
@@ -268,8 +298,8 @@ def test_dad_folder_through_load_annotations(tmp_path, fmt):
     root = _dad(tmp_path / "DAD", {"positive": ["000001.mp4", "000002.mp4"], "negative": ["000003.mp4", "notes.txt", ".hidden.mp4"]})
     clips = load_annotations(root, videos_dir=tmp_path / "ignored", fmt=fmt)
     assert [(c.id, c.target, c.time_of_event_s, c.video_path) for c in clips] == [
-        ("pos_000001", 1, pytest.approx(4.5), root / "positive" / "000001.mp4"),
-        ("pos_000002", 1, pytest.approx(4.5), root / "positive" / "000002.mp4"),
+        ("pos_000001", 1, pytest.approx(3.6), root / "positive" / "000001.mp4"),
+        ("pos_000002", 1, pytest.approx(3.6), root / "positive" / "000002.mp4"),
         ("neg_000003", 0, None, root / "negative" / "000003.mp4"),
     ]
 

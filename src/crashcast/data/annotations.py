@@ -391,17 +391,23 @@ def _dad_videos(root: Path) -> list[tuple[int, Path]]:
 
 def read_dad(
     videos_dir: str | Path,
-    fps: float = 20.0,
+    fps: float | None = None,
     accident_frame: int = 90,
     errors: list[AnnotationError] | None = None,
 ) -> list[Clip]:
-    """DAD: `positive/*.mp4` (100 frames at 20 fps, the accident at frame 90) and `negative/*.mp4`.
+    """DAD: `positive/*.mp4` (100 frames, the accident at frame 90) and `negative/*.mp4`.
 
+    The event is frame `accident_frame` **at the file's own frame rate** (read from its header;
+    `fps` overrides it): DAD's papers say 20 fps, but its mp4 files run at 25 fps (4.0 s; the
+    dashcams' burned-in clocks agree), so frame 90 is 3.6 s, not 4.5 s (beyond the file's end).
     `videos_dir` is the DAD folder itself (it needs positive/ and/or negative/). Ids are
-    `pos_<stem>`/`neg_<stem>`; an unsafe or duplicate id (`a.mp4` next to `a.avi`) is a bad
-    entry naming the video: it raises, or is recorded in `errors` and skipped. Every positive
-    has its event at `accident_frame / fps`, so `missing_event` does not arise.
+    `pos_<stem>`/`neg_<stem>`; an unsafe or duplicate id (`a.mp4` next to `a.avi`), or a positive
+    whose header cannot be read, is a bad entry naming the video: it raises, or is recorded in
+    `errors` and skipped. Every positive has its event, so `missing_event` does not arise.
     """
+    from crashcast.data.video import probe
+    from crashcast.errors import VideoError
+
     root = Path(videos_dir)
     seen: dict[str, Path] = {}
 
@@ -412,8 +418,17 @@ def read_dad(
         if clip_id in seen:
             raise AnnotationError(video, f"duplicate id {clip_id!r} (also {seen[clip_id].name})")
         seen[clip_id] = video
-        event = accident_frame / fps if target else None
-        return Clip(clip_id, video, target, event, None, {"dataset": "dad"})
+        if not target:
+            return Clip(clip_id, video, 0, None, None, {"dataset": "dad"})
+        rate = fps
+        if rate is None:
+            try:
+                rate = probe(video).fps
+            except VideoError as e:
+                raise AnnotationError(video, f"its frame rate cannot be read, so its event (frame {accident_frame}) "
+                                             f"has no time: {e.problem}") from None
+        return Clip(clip_id, video, 1, round(accident_frame / rate, 4), None,
+                    {"dataset": "dad", "fps": rate, "accident_frame": accident_frame})
 
     return _collect(_dad_videos(root), parse, errors)
 

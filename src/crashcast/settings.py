@@ -277,6 +277,8 @@ class VlmConfig(Section):
     gradient_accumulation: int = Field(16, ge=1, le=4096)
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "linear"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    num_cycles: int = Field(1, ge=1, le=1000, description="cosine_with_restarts: cosine cycles after the warmup, each "
+                            "restarting at the full learning rate (1: no restart, transformers' default)")
     mse_weight: float = Field(0.0, ge=0, le=1000, description="enhanced: loss = CE + mse_weight x weighted MSE")
     positive_weight: float = Field(3.0, gt=0, le=1000, description="weight of positive windows in the MSE term")
     negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")

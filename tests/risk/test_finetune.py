@@ -179,6 +179,36 @@ def test_trainer_loss_is_ce_plus_weighted_mse(preset, tiny_cache, offline_caches
         assert loss == pytest.approx(float(ce), rel=1e-4)
 
 
+@pytest.mark.parametrize(("preset", "restarts"), [("paper-enhanced", 2), ("paper-baseline", 0)])
+def test_enhanced_learning_rate_restarts_once_per_epoch(preset, restarts, tiny_cache, offline_caches, toy_windows, tmp_path):
+    """The learning rate the Trainer's scheduler gives, step by step over a run: the enhanced preset
+    warms up over the first 10 % of the steps, then decays by cosine and jumps back to the full rate
+    at the start of each later cycle (3 cycles for 3 epochs: 2 restarts); the baseline's linear decay
+    never rises again."""
+    pytest.importorskip("peft")
+    pytest.importorskip("bitsandbytes")
+    from crashcast.risk.finetune import make_trainer, prepare_model
+
+    cfg = _cfg(preset)
+    model, processor, device = prepare_model(cfg, "cpu")
+    trainer = make_trainer(model, processor, toy_windows["train"], [], cfg, tmp_path, device)
+    steps = 90
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    warm = round(cfg.warmup_ratio * steps)
+    rises = [i for i in range(warm + 1, steps) if lrs[i] > lrs[i - 1] + 1e-12]
+    assert len(rises) == restarts, (rises, lrs)
+    for i in rises:  # a restart goes back to the full rate, from near zero
+        assert lrs[i] == pytest.approx(cfg.learning_rate) and lrs[i - 1] < 0.05 * cfg.learning_rate
+    if restarts:
+        cycle = (steps - warm) / (restarts + 1)
+        assert [i - warm for i in rises] == [pytest.approx(cycle * k, abs=1) for k in range(1, restarts + 1)]
+
+
 # --------------------------------------------------------------------------------------------------
 # end to end
 # --------------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ Decisions:
   sample x 16 then weighs every sample equally, as the MSE term does.
 - LoRA modules are matched inside the language model only (`cfg.lora.target_modules` names there),
   so names shared with the vision tower never pick up its layers.
-- `cosine_with_restarts` is transformers' scheduler with its default single cycle (as LLaMA-Factory
-  runs it); `constant` with a warmup is `constant_with_warmup`.
+- `cosine_with_restarts` is transformers' hard-restart cosine with `cfg.num_cycles` cycles after the
+  warmup (the enhanced preset: one per epoch, the paper's "periodically reset"; transformers'
+  default of 1 never restarts); `constant` with a warmup is `constant_with_warmup`.
 - On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weight at its first no-grad forward
   (the per-epoch evaluation) and training after it fails; `load_base_model` turns that off on CPU.
 
@@ -326,6 +327,7 @@ def make_trainer(model: Any, processor: Any, train: Sequence[Prompt], val: Seque
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
         lr_scheduler_type=_scheduler(cfg),
+        lr_scheduler_kwargs={"num_cycles": cfg.num_cycles} if cfg.scheduler == "cosine_with_restarts" else {},
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         eval_strategy="epoch" if has_val else "no",
         save_strategy="epoch" if has_val else "no",
@@ -485,7 +487,8 @@ def write_model_card(out_dir: Path, cfg: VlmConfig, result: TrainResult, train: 
         f"{result.n_val} validation prompts; prompt template {', '.join(templates) or '-'}",
         f"- training data sha256: `{result.data_hash}`",
         f"- schedule: lr {cfg.learning_rate:g}, {cfg.epochs:g} epochs, batch {cfg.batch_size} x "
-        f"{cfg.gradient_accumulation} accumulation, {cfg.scheduler}, warmup {cfg.warmup_ratio:g}",
+        f"{cfg.gradient_accumulation} accumulation, {cfg.scheduler}"
+        f"{f' ({cfg.num_cycles} cycles)' if cfg.scheduler == 'cosine_with_restarts' else ''}, warmup {cfg.warmup_ratio:g}",
         f"- best validation loss: {result.best_eval_loss}" if result.best_eval_loss is not None else "- no validation split",
         "",
         "## Metrics",

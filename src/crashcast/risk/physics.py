@@ -97,12 +97,16 @@ def _object_agents(row: Any, meta: Any) -> tuple[int | None, int | None]:
     return gated, (ks[0] - 1 if ks else None)
 
 
+def _coarse_class(o: Any) -> str:
+    """vehicle / person / object for a window's object (a cyclist is a person here, as in the table)."""
+    return "person" if o.class_name in ("person", "cyclist") else ("vehicle" if o.class_name == "vehicle" else "object")
+
+
 def _agent(row: Any, meta: Any, i: int) -> Agent:
     if i < 50 and f"obj{i + 1}_present" in row:
         return table_agent(row, i + 1, meta)
     o = meta.objects[i]
-    cls = "person" if o.class_name in ("person", "cyclist") else ("vehicle" if o.class_name == "vehicle" else "object")
-    return Agent(None, int(o.object_id), cls)
+    return Agent(None, int(o.object_id), _coarse_class(o))
 
 
 def _distance_m(row: Any, meta: Any, i: int) -> float | None:
@@ -158,9 +162,7 @@ def _pair_agent(meta: Any, object_id: int, fallback_class: str) -> Agent:
     i = next((n for n, o in enumerate(objs) if int(o.object_id) == object_id), None)
     if i is None:
         return Agent(None, object_id, fallback_class)
-    o = objs[i]
-    cls = "person" if o.class_name in ("person", "cyclist") else ("vehicle" if o.class_name == "vehicle" else "object")
-    return Agent(LETTERS[i] if i < len(LETTERS) else None, object_id, cls)
+    return Agent(LETTERS[i] if i < len(LETTERS) else None, object_id, _coarse_class(objs[i]))
 
 
 def third_party_term(row: Any, meta: Any, tp: ThirdPartyEvidence, contribution: float) -> Term:

@@ -166,7 +166,7 @@ def red_lamps(red: np.ndarray, top: int) -> np.ndarray:
     _n, _labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     out = stats[1:, :5].astype(np.int64)
     out[:, 1] += top
-    return out[out[:, 4] >= 2]
+    return out
 
 
 def _lamp_pairs(blobs: np.ndarray, max_area_ratio: float = 6.0) -> list[tuple[int, int]]:

@@ -134,6 +134,9 @@ class PerceptionConfig(Section):
     segmenter: SegmenterStage = _default("segmenter")
     tracker: TrackerStage = _default("tracker")
     depth: DepthStage = _default("depth")
+    object_depth: Literal["median", "mean"] = Field(
+        "median", description="an object's depth in a frame: the median of the depth map inside its mask (crashcast: "
+        "robust to background pixels a mask leaks onto) or the mean (the paper's 'per-object mean distance')")
     depth_alignment: Literal["ground", "refuse"] = Field(
         "ground", description="relative (non-metric) depth: 'ground' fits its scale and shift to the ground-plane "
         "depth of the road pixels ahead; 'refuse' stops (never used as metres either way)")

@@ -258,7 +258,7 @@ class ObjectMeasurement:
 
     frame_index: the perceived frame (counted from the clip's first perceived frame); track_id,
     class_name, confidence ([0, 1]): the tracked detection's; box_xyxy: (4,) full-frame pixels;
-    depth_m: median depth inside the mask, metres (NaN without a mask or a finite depth there);
+    depth_m: median (or mean: perception.object_depth) depth inside the mask, metres (NaN without a mask or a finite depth there);
     mask_area_px: the mask's pixels (the box's area without a mask); occlusion: the box's unmasked
     fraction in [0, 1]; flow_mag_px: mean flow magnitude inside the mask, pixels/frame (0 without
     flow); flow_ang_deg: angle of the mean flow vector (degrees, image coordinates, 0 = right,

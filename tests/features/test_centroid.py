@@ -61,3 +61,44 @@ def test_kinematics_back_project_the_tracks_pixel_centroid(synth_small):
             np.testing.assert_allclose(np.subtract(b, a), [40.0 * z / f, -10.0 * z / f, 0.0], rtol=1e-9, atol=1e-9)
             checked += 1
     assert checked > 0
+
+
+
+class _StripedDepth:
+    """Metric depth known by construction: 10 m everywhere except every 4th pixel column, 30 m. Over any
+    mask at least 8 pixels wide the median is 10 m and the mean 10 + 20 x (the mask's share of striped
+    pixels), about 15 m."""
+
+    name = "striped-depth"
+
+    def depth(self, frames, detections, contexts):
+        from crashcast.types import DepthMap
+
+        out = []
+        for f in frames:
+            d = np.full(f.shape[:2], 10.0, np.float32)
+            d[:, ::4] = 30.0
+            out.append(DepthMap(d, is_metric=True))
+        return out
+
+
+def test_object_depth_is_the_mean_or_the_median_over_the_mask_as_configured(synth_small):
+    """perception.object_depth: the paper's per-object mean distance, or crashcast's median (robust to
+    background pixels a mask leaks onto), read from a depth map whose per-mask statistics are known."""
+    clip = read_csv(synth_small / "annotations.csv")[1]
+    depths = {}
+    for how in ("median", "mean"):
+        cfg = load_config("classic", [f"perception.object_depth={how}"])
+        window = make_windows(clip, probe(clip.video_path).duration_s, cfg.windows)[0]
+        frames = decode(clip.video_path, max(0.0, window.start_s - 0.5), window.end_s, cfg.video.fps, cfg.video.long_side,
+                        clip_id=clip.id, step=cfg.perception.frame_step)
+        backends = Backends.build(cfg.perception)
+        backends.depth = _StripedDepth()
+        perc = perceive(frames, cfg.perception, backends)
+        depths[how] = np.concatenate([t.depth_m for t in perc.tracks if (t.box_xyxy[:, 2] - t.box_xyxy[:, 0]).min() >= 8])
+    assert len(depths["median"]) > 10 and len(depths["mean"]) == len(depths["median"])
+    np.testing.assert_array_equal(depths["median"], 10.0)
+    share = (depths["mean"] - 10.0) / 20.0  # the mask's share of striped columns: about 1/4
+    assert ((share > 0.15) & (share < 0.35)).all(), share
+    assert load_config("paper").perception.object_depth == "mean"
+    assert load_config("classic").perception.object_depth == "median"

@@ -340,7 +340,8 @@ class Perception:
             region = _mask_region(mask) if mask is not None else None
             z_vals = depth_m[region][mask[region]] if region is not None else np.array([np.nan])
             z_vals = z_vals[np.isfinite(z_vals)]
-            z = float(np.median(z_vals)) if len(z_vals) else float("nan")
+            stat = np.mean if self.cfg.object_depth == "mean" else np.median
+            z = float(stat(z_vals)) if len(z_vals) else float("nan")
             u, v = mask_centroid(mask, region, (x1 + x2) / 2, (y1 + y2) / 2)
             v += y0 if region is not None else 0.0  # the mask's rows are the perceived (cropped) ones
             if flow is not None and region is not None:

@@ -133,7 +133,7 @@ def extract_clip(clip: Clip, run_dir: Path, cfg: CrashcastConfig, backends: Back
             def frame_of(j: int) -> np.ndarray:
                 return frames.frames[int(perc.source_index[j]) if perc.source_index is not None else j]
 
-            names = overlays.write_keyframes(wdir, w, perc, frame_of, objects)
+            names = overlays.write_keyframes(wdir, w, perc, frame_of, objects, caption=cfg.features.keyframe_caption)
         meta = build_window_meta(w, perc, cfg, names, objects, chash)
         write_window_meta(wdir / RunLayout.WINDOW_META, meta)
         rows.append(feature_row(meta, cfg.features.top_k))

@@ -252,7 +252,8 @@ def predict(
                 names: list[str | None] = [None] * 3
                 if scratch is not None:
                     names = overlays.write_keyframes(Path(scratch.name), win, perc,
-                                                     lambda j, times=perc.times_s: recent[round(times[j] * fps)], objects)
+                                                     lambda j, times=perc.times_s: recent[round(times[j] * fps)], objects,
+                                                     caption=cfg.features.keyframe_caption)
                 meta = build_window_meta(win, perc, cfg, names, objects, chash)
                 windows = WindowSet.from_metas([meta], [Path(scratch.name) if scratch else None], cfg.features.top_k)
                 main = windows.table

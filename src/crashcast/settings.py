@@ -189,6 +189,10 @@ class FeatureConfig(Section):
     min_track_frames: int = Field(4, ge=2, le=10_000, description="shorter tracks get SpeedValid/AccValid=False")
     max_valid_depth_m: float = Field(80.0, gt=0, le=1000, description="beyond this, depth is too coarse for speed")
     write_overlays: bool = True
+    keyframe_caption: Literal["relative", "full", "none"] = Field(
+        "relative", description="the line printed on each keyframe image, which a VLM's prompt shows: 'relative' "
+        "(keyframe k/3 and its time before the window's end, nothing the prompt's text does not say), 'full' (also "
+        "the window id and the clip time: a model could learn an event's clip time from them), 'none'")
 
 
 class PhysicsConfig(Section):
@@ -283,6 +287,10 @@ class VlmConfig(Section):
     positive_weight: float = Field(3.0, gt=0, le=1000, description="weight of positive windows in the MSE term")
     negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
     rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
+    prompt_template: str = Field("risk_v1", min_length=1, max_length=4096,
+                                 description="the prompt's wording and table layout: a template shipped in "
+                                 "crashcast/prompts/templates/ (risk_v1: crashcast's; paper_fig3: the paper's Fig. 3) "
+                                 "or a YAML path")
     max_new_tokens: int = Field(24, ge=4, le=4096, json_schema_extra={"scoring_only": True},
                                 description="how a trained model answers, not what it learnt: not compared when an adapter is reused")
     max_pixels: int | None = Field(None, ge=28 * 28, le=8192 * 8192, description="cap on image pixels the processor keeps (None: its default)")

@@ -398,3 +398,41 @@ def test_prompt_refuses_image_tokens_in_text():
             label=0,
             soft_target=0.0,
         )
+
+
+# --- the paper's table (Fig. 3), template paper_fig3 ---
+
+
+def test_golden_prompt_in_the_papers_format(window):
+    """Fig. 3's table: Depths at the 3 keyframes, ΔDepth and the flow once per interval (2 values), flow
+    angles in radians, bracketed lists; the golden record character for character, and its cells checked
+    against the window's numbers by hand below."""
+    meta, folder = window
+    p = build_prompt(meta, folder, template="paper_fig3")
+    _golden("paper_fig3_00822_mid.user.txt", p.user)
+    assert p.assistant == "Collision Probability: 0.872" and p.template == "paper_fig3"
+    lines = p.text.splitlines()
+    header = lines.index("ID/Class/Depths(m)/ΔDepth(m/s)/OptFlowMags/OptFlowAngs/SpeedValid/Speed/AccValid/Accel/Occl")
+    rows = [line.split(" | ") for line in lines[header + 1 : header + 4]]
+    car = rows[1]  # B: depths 14.2, 12.9, 11.5 at t = 12.0, 13.5, 15.0
+    assert car[:3] == ["B", "car", "[14.20, 12.90, 11.50]"]
+    assert car[3] == "[-0.87, -0.93]"  # (12.9 - 14.2) / 1.5 = -0.8667; (11.5 - 12.9) / 1.5 = -0.9333
+    # flow per interval: the mean of the two keyframes' magnitudes, the angle of their mean vector
+    assert car[4] == "[1.55, 2.16]"  # (1.234 + 1.87) / 2 = 1.552; (1.87 + 2.456) / 2 = 2.163
+    # vectors: 1.234 at -12.5 deg = (1.2047, -0.2671), 1.87 at -8.04 deg = (1.8516, -0.2615): mean angle
+    # atan2(-0.5286, 3.0563) = -0.1716 rad; 1.87 at -8.04 and 2.456 at 3.6 deg = (2.4512, 0.1542):
+    # atan2(-0.1073, 4.3028) = -0.0249 rad
+    assert car[5] == "[-0.17, -0.02]"
+    assert car[6:] == ["True", "1.93", "True", "-0.41", "0.00"]
+    ped = rows[0]  # A: not measured at the first keyframe: the first interval has one end only
+    assert ped[2] == "[nan, 8.40, 8.10]" and ped[3] == "[nan, -0.20]"  # (8.1 - 8.4) / 1.5 = -0.2
+    assert ped[4] == "[3.10, 3.00]"  # the measured end alone; (3.1 + 2.9) / 2
+    assert ped[5].startswith("[3.12, ")  # 178.9 deg = 3.1224 rad
+
+
+def test_template_layout_choices_are_checked(tmp_path):
+    text = (Path(__file__).parents[2] / "src/crashcast/prompts/templates/paper_fig3.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("angle_unit: radians", "angle_unit: gradians"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="angle_unit: 'gradians' \\(choose degrees or radians\\)"):
+        load_template(bad)

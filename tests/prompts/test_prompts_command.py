@@ -73,7 +73,9 @@ def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsy
     from crashcast.prompts.dataset import split_prompts
     from crashcast.risk.finetune import prompts_hash
 
-    splits, _ = split_prompts(run, load_config("classic"), ("train", "val"))
+    # the paper preset's prompts: Fig. 3's table (vlm.prompt_template paper_fig3)
+    splits, _ = split_prompts(run, load_config("paper-baseline"), ("train", "val"))
+    assert {p.template for p in splits["train"]} == {"paper_fig3"} and card["data"]["templates"] == ["paper_fig3"]
     # trained on evaluate's training windows (all of them: the baseline keeps every negative)
     assert card["data"]["n_train"] == len(splits["train"]) > 0 and card["data"]["n_val"] == len(splits["val"])
     assert card["data"]["train_hash"] == prompts_hash(splits["train"])

@@ -112,8 +112,8 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
         # read inside the run only: a crafted clip id or keyframe path (`../..`) is left out, never embedded
         try:
             folder = runs.window_dir(run, row.clip_id, row.phase, row.horizon_s)
-            images = [_b64(read_bounded(f, KEYFRAME_FILE_LIMIT, "keyframe image"))
-                      for f in runs.keyframes(runs.read_meta(folder), folder)]
+            meta = runs.read_meta(folder)
+            images = [_b64(read_bounded(f, KEYFRAME_FILE_LIMIT, "keyframe image")) for f in runs.keyframes(meta, folder)]
         except (runs.RunFileError, OSError, InputLimitError) as e:  # an unreadable or oversized keyframe file too
             runs.left_out("report", row.window_id, e)
             continue
@@ -123,6 +123,8 @@ def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list
             if len(hit):
                 scores.append((name, f"{float(hit.score.iloc[0]):.3f}"))
         cases.append({"kind": kind, "window_id": row.window_id, "label": int(row.label), "scores": scores,
-                      "rationale": str(row.get("rationale", "")), "images": images})
+                      "rationale": str(row.get("rationale", "")), "images": images,
+                      # the images' own captions say only what the prompt says (features.keyframe_caption)
+                      "times": ", ".join(f"{t:.2f}" for t in meta.frame_times)})
     return cases
 

@@ -57,11 +57,29 @@ def write_png(path: str | Path, frame_rgb: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.tobytes())
 
 
+def keyframe_caption(w: Window, k: int, how: str = "relative") -> str | None:
+    """The line printed on keyframe `k` of window `w` (`features.keyframe_caption`). The images are
+    what a VLM's prompt shows: 'relative' says only what the prompt's text says (keyframe k/3, its
+    time relative to the last keyframe); 'full' adds the window id and the clip time, from which a
+    model could learn when events happen in a clip (not from the scene); 'none' prints nothing."""
+    if how == "none":
+        return None
+    t = w.keyframe_times_s[k]
+    rel = t - w.keyframe_times_s[-1]
+    if how == "full":
+        return f"{w.id}  t={t:.2f}s  keyframe {k + 1}/3"
+    if how == "relative":
+        return f"keyframe {k + 1}/3  t={rel:+.2f}s".replace("+0.00", "0.00").replace("-0.00", "0.00")
+    raise ValueError(f"keyframe caption {how!r}: choose relative, full or none")
+
+
 def write_keyframes(folder: Path, w: Window, perc: ClipPerception, frame_of: Callable[[int], np.ndarray],
-                    objects: Sequence[ObjectKinematics], names: Sequence[str] = KEYFRAME_NAMES) -> list[str]:
+                    objects: Sequence[ObjectKinematics], names: Sequence[str] = KEYFRAME_NAMES,
+                    caption: str = "relative") -> list[str]:
     """Write window `w`'s three keyframe overlays into `folder` (the perceived frame nearest each
     keyframe time, `frame_of(j)` giving the RGB image of perceived frame j): boxes, masks, ids,
-    class, depth at that keyframe, and the TTC on the last. Returns the names written."""
+    class, depth at that keyframe, and the TTC on the last; `caption` as `keyframe_caption`.
+    Returns the names written."""
     by_id = {o.object_id: o for o in objects}
     for k, (name, t) in enumerate(zip(names, w.keyframe_times_s, strict=True)):
         j = int(np.argmin(np.abs(perc.times_s - t)))
@@ -73,6 +91,5 @@ def write_keyframes(folder: Path, w: Window, perc: ClipPerception, frame_of: Cal
             depth = o.depth_m[k] if o is not None else None
             ttc = o.ttc_s if (o is not None and k == 2) else None
             labels.append(object_label(tid, str(det.class_name[i]), depth, ttc))
-        caption = f"{w.id}  t={t:.2f}s  keyframe {k + 1}/3"
-        write_png(folder / name, draw(frame_of(j), det, labels, caption))
+        write_png(folder / name, draw(frame_of(j), det, labels, keyframe_caption(w, k, caption)))
     return list(names)

@@ -16,6 +16,10 @@ Decisions (the paper leaves them open):
   slope between the first and last keyframes with a depth), Speed and Accel = the last estimates,
   Occl = the occlusion at the last keyframe the object was seen. A missing value is `-` (one short
   token, unlike `nan`, and never mistaken for a number).
+- Layout (the template's `table`): risk_v1 is the layout above; paper_fig3 (the paper's Fig. 3) lists
+  ΔDepth and the optical flow once per interval between keyframes (`depth_rate`/`flow: intervals`:
+  the depth difference over the time difference; the mean of the two ends' flow magnitudes and the
+  angle of the mean of their flow vectors), angles in radians, lists in brackets.
 - Images: the three overlays, resolved inside `window_dir` (absolute paths). A window without
   images (no `window_dir`, or `frame_paths` not all set) gives a text-only prompt with no `<image>`
   token; a named image that does not exist is an error. The `<image>` count always equals the
@@ -26,6 +30,7 @@ Decisions (the paper leaves them open):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -54,6 +59,13 @@ _TEXT_KEYS = ("user", "role", "keyframes_images", "keyframes_text", "valid_note"
               "ttc", "ttc_none")
 _TABLE_KEYS = ("column_sep", "list_sep", "missing", "bool_true", "bool_false")
 _FORMAT_KEYS = ("time", "depth", "depth_rate", "flow_mag", "flow_ang", "speed", "accel", "occlusion")
+#: optional table keys: their choices (the first is the default, risk_v1's layout)
+_LAYOUT_CHOICES = {
+    "depth_rate": ("current", "intervals"),  # one value now, or one per interval between keyframes
+    "flow": ("keyframes", "intervals"),  # one flow value per keyframe, or one per interval
+    "angle_unit": ("degrees", "radians"),
+}
+_LIST_KEYS = ("list_open", "list_close")  # around every list of values (default: nothing)
 
 
 @dataclass(frozen=True)
@@ -106,12 +118,18 @@ def _parse_template(source: str, where: str) -> PromptTemplate:
     missing = [k for k in ("version", *_TEXT_KEYS) if not isinstance(data.get(k), str)]
     missing += [f"table.{k}" for k in _TABLE_KEYS if not isinstance(table.get(k), str)]
     missing += [f"table.formats.{k}" for k in _FORMAT_KEYS if not isinstance(formats.get(k), str)]
+    missing += [f"table.{k}" for k in (*_LIST_KEYS, *_LAYOUT_CHOICES) if k in table and not isinstance(table[k], str)]
     if missing:
         raise ConfigError(f"prompt template {where}: missing or not text: {', '.join(missing)}")
+    layout = {k: table.get(k, choices[0]) for k, choices in _LAYOUT_CHOICES.items()}
+    wrong = [f"table.{k}: {v!r} (choose {' or '.join(_LAYOUT_CHOICES[k])})" for k, v in layout.items()
+             if v not in _LAYOUT_CHOICES[k]]
+    if wrong:
+        raise ConfigError(f"prompt template {where}: {'; '.join(wrong)}")
     return PromptTemplate(
         version=data["version"],
         text={k: data[k] for k in _TEXT_KEYS},
-        table={k: table[k] for k in _TABLE_KEYS},
+        table={**{k: table[k] for k in _TABLE_KEYS}, **{k: table.get(k, "") for k in _LIST_KEYS}, **layout},
         formats={k: formats[k] for k in _FORMAT_KEYS},
     )
 
@@ -286,13 +304,21 @@ def _row(tpl: PromptTemplate, meta: WindowMeta, o: ObjectSummary, letter: str) -
     inst: dict[int, Instance] = {i.frame_idx: i for i in meta.instances if i.object_id == o.object_id}
     per_kf = [inst.get(k) for k in range(3)]
     seen = [i for i in per_kf if i is not None]
+    if tpl.table["depth_rate"] == "intervals":
+        depth_rate = _list(tpl, "depth_rate", _interval_depth_rates(meta, o))
+    else:
+        depth_rate = _num(tpl, "depth_rate", _depth_rate(meta, o))
+    flows = [(i.optical_flow.avg_mag, i.optical_flow.avg_ang) if i else None for i in per_kf]
+    if tpl.table["flow"] == "intervals":
+        flows = [_mean_flow(a, b) for a, b in itertools.pairwise(flows)]
+    to_unit = math.radians if tpl.table["angle_unit"] == "radians" else float
     cells = [
         letter,
         _clean(o.class_name, tpl),
         _list(tpl, "depth", o.depth_m),
-        _num(tpl, "depth_rate", _depth_rate(meta, o)),
-        _list(tpl, "flow_mag", [i.optical_flow.avg_mag if i else None for i in per_kf]),
-        _list(tpl, "flow_ang", [i.optical_flow.avg_ang if i else None for i in per_kf]),
+        depth_rate,
+        _list(tpl, "flow_mag", [f[0] if f else None for f in flows]),
+        _list(tpl, "flow_ang", [to_unit(f[1]) if f else None for f in flows]),
         _bool(tpl, o.speed_valid),
         _num(tpl, "speed", o.speed_mps),
         _bool(tpl, o.acc_valid),
@@ -300,6 +326,28 @@ def _row(tpl: PromptTemplate, meta: WindowMeta, o: ObjectSummary, letter: str) -
         _num(tpl, "occlusion", seen[-1].occlusion if seen else None),
     ]
     return tpl.table["column_sep"].join(cells)
+
+
+def _interval_depth_rates(meta: WindowMeta, o: ObjectSummary) -> list[float | None]:
+    """d(depth)/dt in m/s over each interval between consecutive keyframes (negative: approaching):
+    (depth[k+1] - depth[k]) / (time[k+1] - time[k]); None where either depth was not measured."""
+    out: list[float | None] = []
+    for k in range(2):
+        d0, d1 = o.depth_m[k], o.depth_m[k + 1]
+        dt = meta.frame_times[k + 1] - meta.frame_times[k]
+        out.append((d1 - d0) / dt if _finite(d0) and _finite(d1) and dt > 0 else None)
+    return out
+
+
+def _mean_flow(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The flow of one interval from its two keyframes' (magnitude, angle in degrees): the mean
+    magnitude, and the angle of the mean of the two mean-flow vectors; the one measured end when the
+    other was not (the image motion per frame over the interval, read at its ends)."""
+    if a is None or b is None:
+        return a or b
+    u = [m * math.cos(math.radians(ang)) for m, ang in (a, b)]
+    v = [m * math.sin(math.radians(ang)) for m, ang in (a, b)]
+    return (a[0] + b[0]) / 2, math.degrees(math.atan2(sum(v), sum(u)))
 
 
 def _depth_rate(meta: WindowMeta, o: ObjectSummary) -> float | None:
@@ -354,7 +402,8 @@ def _num(tpl: PromptTemplate, kind: str, v: float | None) -> str:
 
 
 def _list(tpl: PromptTemplate, kind: str, values: list[float | None]) -> str:
-    return tpl.table["list_sep"].join(_num(tpl, kind, v) for v in values)
+    t = tpl.table
+    return t["list_open"] + t["list_sep"].join(_num(tpl, kind, v) for v in values) + t["list_close"]
 
 
 def _bool(tpl: PromptTemplate, v: bool) -> str:

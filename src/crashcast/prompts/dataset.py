@@ -45,7 +45,8 @@ def split_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] =
                 folder = runs.window_dir(run_dir, r.clip_id, r.phase, r.horizon_s)
                 meta = runs.read_meta(folder)
                 _check_row(meta, r, folder)
-                prompts.append(runs.window_prompt(meta, folder, cfg.features.top_k, use_rationale))
+                prompts.append(runs.window_prompt(meta, folder, cfg.features.top_k, use_rationale,
+                                                  cfg.vlm.prompt_template))
             except runs.RunFileError as e:
                 skipped.append(runs.left_out("prompts", r.window_id, e))
         out[split] = prompts

@@ -90,7 +90,7 @@ class VlmRiskModel(RiskModel):
     # --- training
 
     def _prompts(self, windows: WindowSet) -> list:
-        return windows.prompts(self.top_k, rationale=self.config.rationale)
+        return windows.prompts(self.top_k, rationale=self.config.rationale, template=self.config.prompt_template)
 
     def fit(self, train, val=None, workdir: Path | None = None) -> VlmRiskModel:
         if not self.trainable:

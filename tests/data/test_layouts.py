@@ -314,3 +314,39 @@ def test_missing_root_a_file_and_several_datasets(tmp_path):
     _write(tmp_path / "DoTA" / "dataset" / "metadata_val.json", "{}")
     with pytest.raises(AnnotationError, match=r"several datasets: CarCrash/ \(ccd\), DoTA/ \(dota\)"):
         detect_layout(tmp_path)
+
+
+def test_ccd_clip_in_both_split_lists_is_a_problem(tmp_path):
+    root = _ccd(tmp_path)
+    _write(root / "vgg16_features" / "test.txt", "negative/000002.npz 0\npositive/000001.npz 1\n")
+    ds = import_dataset(root, errors=[])
+    assert "test.txt, row 2: clip '000001' is in both train.txt and test.txt" in _messages(ds.problems)
+    assert ds.split["000001"] == "train"
+
+
+# ---------------------------------------------------------------------------------------------- real clips
+
+
+def test_real_dad_and_ccd_clips_in_their_official_layouts(tmp_path, real_dir):
+    """The real DAD and CCD clips of ../shared/data/real, linked (not copied) into each dataset's own
+    layout: DAD's 25 fps files put frame 90 at 3.6 s, inside their 4.0 s; CCD's frame 31 is 3.1 s."""
+    from crashcast.data.video import probe
+
+    dad = tmp_path / "DAD" / "videos"
+    links = {dad / "training" / "positive" / "000002.mp4": "dad_tr_000002.mp4",
+             dad / "training" / "negative" / "000001.mp4": "dad_tr_neg_000001.mp4",
+             dad / "testing" / "positive" / "000456.mp4": "dad_te_000456.mp4",
+             tmp_path / "CCD" / "videos" / "Crash-1500" / "000007.mp4": "ccd_000007.mp4"}
+    for link, name in links.items():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(real_dir / name)
+    ds = import_dataset(tmp_path / "DAD")
+    clips = {c.id: c for c in ds.clips}
+    assert ds.split == {"pos_000002": "train", "neg_000001": "train", "pos_000456": "test"}
+    assert clips["pos_000456"].time_of_event_s == pytest.approx(3.6)
+    assert clips["pos_000456"].time_of_event_s < probe(clips["pos_000456"].video_path).duration_s
+    accident = ",".join(["0"] * 31 + ["1"] * 19)
+    _write(tmp_path / "CCD" / "videos" / "Crash-1500.txt", f"000007,[{accident}],001,yt,Day,Snowy,No\n")
+    ccd = import_dataset(tmp_path / "CCD")
+    assert [(c.id, c.target, c.time_of_event_s) for c in ccd.clips] == [("000007", 1, pytest.approx(3.1))]
+    assert ccd.split is None and "Normal: not found" in _messages(ccd.notes)

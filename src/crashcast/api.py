@@ -299,15 +299,16 @@ def _run_config(run: Path, config: str | Path | CrashcastConfig | None, override
 
 def evaluate(run: str | Path, models: str | Sequence[str] = ("ttc", "lightgbm", "xgboost", "mlp"), calibration: Calibration = "platt",
              folds: int | None = None, config: str | Path | CrashcastConfig | None = None, overrides: Sequence[str] = (),
-             retrain_vlm: bool = False) -> dict[str, Any]:
+             retrain_vlm: bool = False, protocol: str | None = None) -> dict[str, Any]:
     """Train, calibrate and score `models` by video (the config's split, or `folds`-fold cross-validation)
     on the run's windows; write metrics.json / metrics.md / predictions/ / models/ into the run and
-    return the results per model (`models`: names, or one comma-separated string). `overrides` `vlm.field=value` change the vlm-* models' settings."""
+    return the results per model (`models`: names, or one comma-separated string). `overrides` `vlm.field=value` change the vlm-* models' settings.
+    `protocol` ('crashcast' | 'paper'; None: the config's evaluation.protocol) is the headline table of metrics.md."""
     from crashcast.evaluation.experiments import run_experiments
 
     run = Path(run)
     names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else list(models)
-    cfg = _run_config(run, config, overrides)
+    cfg = _run_config(run, config, [*overrides, *([f"evaluation.protocol={protocol}"] if protocol else [])])
     writable_dir(run, "run")
     return run_experiments(run, names, cfg, calibration, folds=folds,
                            vlm_overrides=[o for o in overrides if o.strip().startswith("vlm.")], retrain_vlm=retrain_vlm)

@@ -72,6 +72,11 @@ class Calibration(StrEnum):
     isotonic = "isotonic"
 
 
+class Protocol(StrEnum):
+    crashcast = "crashcast"
+    paper = "paper"
+
+
 MISSING_EVENT_HELP = "positive without an event time: skip (reported) | end (anchor its windows at the video's end) | error"
 ANNOTATIONS_HELP = "annotation file (Nexar train.csv or metadata.csv, CCD .txt, consensus CSV) or a DAD folder"
 
@@ -252,11 +257,15 @@ def evaluate(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. evaluation.seed=1")] = None,
     retrain_vlm: Annotated[bool, typer.Option(help="let vlm-baseline/vlm-enhanced replace an adapter in run/models/ that was "
                                                    "trained with other settings or on other windows")] = False,
+    protocol: Annotated[Protocol | None, typer.Option(help="the headline table (both are written): crashcast (calibrated "
+                                                           "scores) or paper (Table III as the paper reads it: the written "
+                                                           "number, uncalibrated, at 0.5); default: the config's "
+                                                           "evaluation.protocol")] = None,
 ) -> None:
     """Train, calibrate and score by video (a split, or --folds cross-validation); write metrics.json / metrics.md / predictions.
     A fine-tuned VLM already in run/models/vlm-<mode>/ (`crashcast train vlm`) is used when it was trained on this split."""
     api.evaluate(run, models, calibration.value, folds=folds, config=config, overrides=list(set_ or []),
-                 retrain_vlm=retrain_vlm)
+                 retrain_vlm=retrain_vlm, protocol=protocol.value if protocol else None)
     console.print((run / "metrics.md").read_text(), markup=False)
     console.print(f"wrote {run / 'metrics.json'}, {run / 'metrics.md'}, {run / 'predictions'}/, {run / 'models'}/", markup=False)
 

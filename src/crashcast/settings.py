@@ -247,6 +247,10 @@ class EvaluationConfig(Section):
     threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     ece_bins: int = Field(10, ge=2, le=1000)
     bootstrap: int = Field(500, ge=0, le=100_000)
+    protocol: Literal["crashcast", "paper"] = Field(
+        "crashcast", description="the headline table of metrics.md (metrics.json holds both): 'crashcast' (each "
+        "model's calibrated score, a VLM's expected-digit score, at evaluation.threshold) or 'paper' (Table III as "
+        "the paper reads it: the number each model wrote, uncalibrated, at 0.5, unreadable answers counted)")
 
     @model_validator(mode="after")
     def _fractions(self) -> EvaluationConfig:

@@ -310,11 +310,56 @@ def test_evaluate_writes_the_vlm_beside_the_tabular_models(vlm_run):
     ws = WindowSet.from_run(run)
     part = train_val_test(ws.table, cfg.evaluation.test_fraction, cfg.evaluation.val_fraction, cfg.evaluation.seed)
     vlm_cfg = settings_of("baseline", [*TINY, "vlm.epochs=1"])
-    train = downsample(ws.subset(part.train).prompts(cfg.features.top_k), vlm_cfg.negative_fraction, vlm_cfg.seed)
+    assert vlm_cfg.prompt_template == "paper_fig3"  # the paper preset's: Fig. 3's table
+    tpl = vlm_cfg.prompt_template
+    train = downsample(ws.subset(part.train).prompts(cfg.features.top_k, template=tpl), vlm_cfg.negative_fraction,
+                       vlm_cfg.seed)
     assert trained["data"]["train_hash"] == prompts_hash(train)
-    assert trained["data"]["val_hash"] == prompts_hash(ws.subset(part.val).prompts(cfg.features.top_k))
+    assert trained["data"]["val_hash"] == prompts_hash(ws.subset(part.val).prompts(cfg.features.top_k, template=tpl))
     assert trained["data"]["n_val"] == len(part.val)
     assert not set(ws.table.clip_id.iloc[part.train]) & set(vlm.clip_id)
+
+
+def test_paper_protocol_is_table_iii_from_the_written_numbers(vlm_run, offline_caches, tmp_path):
+    """`evaluate --protocol paper`: Table III from the number each model wrote, uncalibrated, at 0.5,
+    recomputed here with scikit-learn from predictions/*.csv; an unreadable answer counts as 0.0 and
+    is counted; metrics.md leads with that table, the paper's rows beside it."""
+    from sklearn.metrics import brier_score_loss, f1_score, mean_absolute_error, precision_score, recall_score
+
+    run = tmp_path / "run"
+    shutil.copytree(vlm_run.run, run)
+    assert _cli(["evaluate", run, "--models", "physics,vlm-baseline", "--protocol", "paper",
+                 *_sets([*TINY, "vlm.epochs=1"])]) == 0  # the adapter is reused (same settings)
+    results = json.loads((run / "metrics.json").read_text())
+    assert results["headline"] == "paper"
+    for name, column in (("vlm-baseline", "written"), ("physics", "score_raw")):
+        pred = _read_predictions(run / "predictions" / f"{name}.csv")
+        written = pd.to_numeric(pred[column], errors="coerce").to_numpy(float)
+        unreadable = int(np.isnan(written).sum())
+        score = np.nan_to_num(written, nan=0.0)
+        y, said = pred.label.to_numpy(int), (score >= 0.5).astype(int)
+        paper = results["models"][name]["paper"]
+        assert paper["threshold"] == 0.5 and paper["calibration"] == "none"
+        m = paper["window"]
+        assert m["n"] == len(pred)
+        # nothing called positive: precision (and F1) read 0, as crashcast's metrics say
+        assert m["precision"] == pytest.approx(precision_score(y, said, zero_division=0.0))
+        assert m["recall"] == pytest.approx(recall_score(y, said))
+        assert m["f1"] == pytest.approx(f1_score(y, said, zero_division=0.0))
+        # predictions/*.csv round scores to 6 decimals
+        assert m["mae"] == pytest.approx(mean_absolute_error(pred.soft_target.to_numpy(float), score), abs=1e-5)
+        assert m["brier"] == pytest.approx(brier_score_loss(y, score), abs=1e-5)
+        if name == "vlm-baseline":
+            assert paper["parse_failures"] == unreadable == int((pred.parse_error.fillna("") != "").sum())
+        else:
+            assert paper["parse_failures"] == 0
+    md = (run / "metrics.md").read_text()
+    assert md.startswith("# Table III, the paper's protocol (")
+    assert md.index("# Table III, the paper's protocol") < md.index("# Window-level results (")
+    vlm_line = next(line for line in md.splitlines() if line.startswith("| vlm-baseline |"))
+    assert vlm_line.endswith(f"| {results['models']['vlm-baseline']['paper']['parse_failures']} of "
+                             f"{results['models']['vlm-baseline']['paper']['window']['n']} |")
+    assert "| paper: Enhanced FT | 94.05 | 46.34 | 64.41 | 29.98 | 28.22 | 27.21 | n/a |" in md
 
 
 def test_the_saved_folder_reloads_and_scores_the_same(vlm_run):

@@ -50,6 +50,7 @@ TABLE_METRICS = ("precision", "recall", "f1", "mae", "brier", "ece", "ap", "auc"
 CI_METRICS = ("precision", "recall", "f1", "brier", "ece", "ap", "auc")
 RANK_METRICS = ("ap", "auc")  # depend only on how the scores order the windows
 CALIBRATIONS = ("none", "platt", "isotonic")
+PAPER_THRESHOLD = 0.5  # Table III's
 __all__ = ["META_COLUMNS", "load_features", "run_experiments"]
 
 
@@ -126,6 +127,27 @@ def _video_metrics(df: pd.DataFrame, score: np.ndarray) -> dict:
 
 
 # ----------------------------------------------------------------------------- protocol
+
+
+def paper_scores(scored: ModelScores) -> tuple[np.ndarray, int, str]:
+    """Each scored window's score as the paper reads it (docs/PAPER_PROTOCOL.md), the count of
+    unreadable answers, and what the score is: a VLM's `written` number (an answer without one reads
+    0.0, no collision claimed, and is counted), any other model's raw score, both uncalibrated."""
+    if "written" in scored.columns:
+        written = np.array([np.nan if v is None or v == "" else float(v) for v in scored.columns["written"]], float)
+        failures = int(np.isnan(written).sum())
+        return np.nan_to_num(written, nan=0.0), failures, "the number the model wrote (unreadable: 0.0)"
+    return np.clip(scored.raw, 0.0, 1.0), 0, "the model's raw score"
+
+
+def _paper_protocol(test: pd.DataFrame, scored: ModelScores, cfg: CrashcastConfig) -> dict:
+    """Table III under the paper's protocol: `paper_scores`, no calibration, threshold 0.5, every
+    scored window; MAE against the soft target the answer was trained to write."""
+    score, failures, what = paper_scores(scored)
+    metrics = M.paper_metrics(test.label.to_numpy(int), score, test.soft_target.to_numpy(float), PAPER_THRESHOLD,
+                              cfg.evaluation.ece_bins)
+    return {"window": metrics, "parse_failures": failures, "score": what, "threshold": PAPER_THRESHOLD,
+            "calibration": "none"}
 
 
 def _part_sizes(df: pd.DataFrame, part: Split) -> dict:
@@ -338,6 +360,7 @@ def _evaluate_model(run_dir: Path, name: str, new: Callable[[], RiskModel], ws: 
              "video": _video_metrics(test, rank), "calibration": saved.calibration.to_dict()}
     if "parse_error" in scored.columns:  # a VLM: how many answers held no readable number
         entry["parse_failures"] = sum(bool(e) for e in scored.columns["parse_error"])
+    entry["paper"] = _paper_protocol(test, scored, cfg)
     if cv:
         pooled = _window_metrics(test, scored.score, cfg, intervals=False)[0]
         entry.update(fold_calibrations=[c.to_dict() for c in scored.calibrations],
@@ -371,7 +394,8 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     protocol = {**_protocol(df, parts, folds, cfg.evaluation.seed),
                 "ranking_scores": "calibrated" if folds is None else "raw out-of-fold"}
     results: dict = {"protocol": protocol, "split": _split_summary(df, parts, cfg.evaluation.seed),
-                     "threshold": cfg.evaluation.threshold, "calibration": calibration, "models": {}}
+                     "threshold": cfg.evaluation.threshold, "calibration": calibration,
+                     "headline": cfg.evaluation.protocol, "models": {}}
     if folds is not None:
         results["cv"] = {"folds": [{"fold": i, **_part_sizes(df, p)} for i, p in enumerate(parts)],
                          "val_share_of_training_clips": _val_share(cfg)}
@@ -430,14 +454,25 @@ def protocol_text(results: dict) -> str:
     return f"test split: {p['scored_clips']} of {p['clips']} clips, {p['scored_windows']} windows"
 
 
-def metrics_markdown(results: dict) -> str:
-    """Table III layout: every metric in percent with its bootstrap 95 % interval, paper rows below."""
+PAPER_METRICS = ("precision", "recall", "f1", "mae", "brier", "ece")
+
+
+def _header(metrics: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[str]:
+    names = [m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in metrics]
+    return ["| model | " + " | ".join([*names, *extra]) + " |", "|---" * (len(metrics) + len(extra) + 1) + "|"]
+
+
+def _paper_rows(metrics: tuple[str, ...], extra: int = 0) -> list[str]:
+    return [f"| {name} | " + " | ".join([*(f"{r[m]:.2f}" if m in r else "n/a" for m in metrics), *["n/a"] * extra]) + " |"
+            for name, r in PAPER_TABLE_III.items()]
+
+
+def _crashcast_table(results: dict) -> list[str]:
     lines = [
         f"# Window-level results ({protocol_text(results)}; threshold {results['threshold']}; "
-        f"calibration: {results['calibration']})",
+        f"calibration: {results['calibration']}; crashcast's protocol)",
         "",
-        "| model | " + " | ".join(m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS) + " |",
-        "|---" * (len(TABLE_METRICS) + 1) + "|",
+        *_header(TABLE_METRICS),
     ]
     for name, r in results["models"].items():
         cells = []
@@ -446,14 +481,39 @@ def metrics_markdown(results: dict) -> str:
             lo_hi = r["ci95"].get(m)
             cells.append(_pct(v) + (f" [{_pct(lo_hi[0])}, {_pct(lo_hi[1])}]" if lo_hi else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for name, r in PAPER_TABLE_III.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[m]:.2f}" if m in r else "n/a" for m in TABLE_METRICS) + " |")
+    lines += _paper_rows(TABLE_METRICS)
     lines += ["", "All values in percent; [95 % bootstrap interval over the scored videos]. "
               f"Paper rows: {PAPER_CITATION} (their data, not ours).", ""]
     if results.get("protocol", {}).get("ranking_scores") == "raw out-of-fold":
         lines += ["AP, AUC and the video-level metrics rank each model's own out-of-fold scores: each fold has its own "
                   "calibration map, and pooled calibrated scores would rank by the maps' differences. The other "
                   "metrics use the calibrated scores.", ""]
+    return lines
+
+
+def _paper_table(results: dict) -> list[str]:
+    """Table III as the paper reads it (`_paper_protocol`); nothing for a metrics.json written before it."""
+    if not all("paper" in r for r in results["models"].values()):
+        return []
+    lines = [f"# Table III, the paper's protocol ({protocol_text(results)}; the number each model wrote, uncalibrated, "
+             f"threshold {PAPER_THRESHOLD})", "", *_header(PAPER_METRICS, ("unreadable answers",))]
+    for name, r in results["models"].items():
+        p = r["paper"]
+        unreadable = f"{p['parse_failures']} of {int(p['window']['n'])}" if "parse_failures" in r else "n/a"
+        lines.append(f"| {name} | " + " | ".join([*(_pct(p["window"][m]) for m in PAPER_METRICS), unreadable]) + " |")
+    lines += _paper_rows(PAPER_METRICS, extra=1)
+    lines += ["", "All values in percent. A VLM's score is the number it wrote after `Collision Probability:` (an "
+              "answer with no readable number counts as 0.0 and is counted in the last column); other models' scores "
+              "are their raw, uncalibrated ones. docs/PAPER_PROTOCOL.md says how each choice follows the paper.", ""]
+    return lines
+
+
+def metrics_markdown(results: dict) -> str:
+    """Table III layout under both protocols (metrics.json's `headline` first), every metric in
+    percent (crashcast's with bootstrap 95 % intervals), the paper's rows below each; then the
+    video level."""
+    crashcast, paper = _crashcast_table(results), _paper_table(results)
+    lines = [*paper, *crashcast] if results.get("headline") == "paper" and paper else [*crashcast, *paper]
     lines += ["## Video level (each clip's 'max' windows as its timeline)", "", "| model | video AP | mTTA (s) | TTA@R80 (s) | Nexar mAP | ECE before → after calibration |", "|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
         v = r["video"]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ import numpy as np
 import pandas as pd
 
 from crashcast.risk.alerts import POLICIES, AlertPolicy, Hysteresis
+
+log = logging.getLogger(__name__)
 
 #: the columns of a dense run's timelines.csv: one row per stride of each video
 TIMELINE_COLUMNS = ("clip_id", "event_s", "time_s", "risk_raw")
@@ -356,6 +359,37 @@ def read_timelines(path: str | Path) -> list[DenseTimeline]:
     return out
 
 
+def write_results(run_dir: str | Path, model: str, timelines: Sequence[DenseTimeline], info: dict,
+                  policy: AlertPolicy, stride_s: float, max_share: float = 0.1, max_per_hour: float = 1.0) -> dict:
+    """Write the model's timelines (run/dense/<model>/timelines.csv), compute every dense figure from
+    that file as written (`dense_metrics`), and record them with `info` under the model in
+    run/dense_metrics.json (other models' entries kept) and run/dense.md; returns the whole file's
+    content (`models`: name -> entry)."""
+    from crashcast.runtime.layout import RunLayout
+    from crashcast.runtime.store import atomic_write_text, read_text_bounded
+
+    layout = RunLayout(Path(run_dir))
+    folder = layout.dense_dir(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "timelines.csv"
+    atomic_write_text(path, timelines_table(timelines).to_csv(index=False))
+    written = read_timelines(path)
+    entry = {**info, "stride_s": stride_s, "timelines": str(path.relative_to(layout.root)),
+             "metrics": dense_metrics(written, policy, stride_s, max_share, max_per_hour)}
+    results: dict = {"models": {}}
+    if layout.dense_json.exists():
+        try:
+            old = json.loads(read_text_bounded(layout.dense_json, what="dense metrics file"))
+            if isinstance(old, dict) and isinstance(old.get("models"), dict):
+                results["models"] = {k: v for k, v in old["models"].items() if isinstance(v, dict)}
+        except (OSError, ValueError) as e:
+            log.warning("%s: unreadable (%s); written anew with %s only", layout.dense_json, e, model)
+    results["models"][model] = entry
+    atomic_write_text(layout.dense_json, dumps(results))
+    atomic_write_text(layout.dense_md, dense_markdown(results))
+    return results
+
+
 def json_safe(v: object) -> object:
     """`v` with every non-finite number as None (JSON has no NaN: an undefined figure is null)."""
     if isinstance(v, dict):
@@ -442,4 +476,4 @@ def explain_dense(results: dict) -> str:
 
 __all__ = ["TIMELINE_COLUMNS", "DenseTimeline", "alert_matrix", "at_threshold", "capped_by_share", "capped_per_hour",
            "dense_markdown", "dense_metrics", "explain_dense", "field_ap_tta", "json_safe", "read_timelines",
-           "timelines_table"]
+           "timelines_table", "write_results"]

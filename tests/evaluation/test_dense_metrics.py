@@ -250,5 +250,10 @@ def test_dense_metrics_bundle_and_timelines_round_trip(tmp_path):
     results = {"models": {"physics": {"stride_s": 0.5, "metrics": m}}}
     text = D.dense_markdown(results)
     assert "| physics | 6 (3/3) | 0.5 | 66.7 | 1.25 | 2.00 | n/a |" in text
-    assert "mTTA 1.25 s" in D.explain_dense(results)
+    said = D.explain_dense(results)
+    # 1 / h over 3 negatives x 2 strides x 0.5 s = 3 s of footage allows none; the lowest threshold where
+    # N1 (top 0.6) no longer alerts is 0.7: P1 (0.9 at 1.5, TTA 0.5) and P2 (0.7 at 0.5, TTA 2.5): mean 1.5
+    assert "mTTA 1.25 s; allowing at most 1 false alarm per hour of normal driving it warns on 66.7 % of the " \
+           "crashes, 1.50 s ahead on average." in said
+    assert "holds 2 s of negative footage: one false alarm there is 1800 per hour" in said and "crashcast dense" in D.explain_window_video_metrics()
     assert "NaN" not in D.dumps(results)

@@ -81,3 +81,27 @@ def test_dense_refuses_a_model_the_run_did_not_save(physics_run, synth_small, ca
 
 def _test_ids(run) -> list[str]:
     return json.loads((run / "metrics.json").read_text())["split"]["test_clip_ids"]
+
+
+def test_report_shows_the_dense_table(tmp_path):
+    """An evaluated toy run with a dense_metrics.json (written from two hand timelines) gets the dense
+    table in its report; without the file, no such section."""
+    from tests.evaluation.conftest import toy_table
+
+    from crashcast.evaluation.experiments import run_experiments
+    from crashcast.evaluation.report import write_report
+    from crashcast.risk.alerts import create_policy
+    from crashcast.runtime.store import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "features.parquet", toy_table(20).to_parquet(index=False))
+    run_experiments(tmp_path, ["ttc"], load_config("classic"), "none")
+    assert "Dense per-video" not in write_report(tmp_path).read_text()
+    timelines = [D.DenseTimeline("p", np.array([1.0, 2.0]), np.array([0.2, 0.9]), 3.0),
+                 D.DenseTimeline("n", np.array([1.0, 2.0]), np.array([0.1, 0.4]))]
+    # one positive, one negative below its top: every threshold (0.1, 0.2, 0.4, 0.9) has recall 1;
+    # best precision 1 (at 0.9): AP 100 %; TTA 3 - 1 = 2.0 at 0.1-0.2, 3 - 2 = 1.0 at 0.4-0.9: best 2.0,
+    # so mTTA and TTA@R80 2.00
+    D.write_results(tmp_path, "ttc", timelines, {}, create_policy("none", 0.5), 1.0)
+    html = write_report(tmp_path).read_text()
+    assert "Dense per-video metrics" in html
+    assert "<td>ttc</td><td>2 (1/1)</td><td>1</td><td>100.0</td><td>2.00</td><td>2.00</td>" in html

@@ -464,7 +464,7 @@ def dense(run: str | Path, annotations: str | Path, videos: str | Path | None = 
     if not test_ids:
         raise CrashcastError(f"{RunLayout(run).metrics_json}: no test_clip_ids; rerun `crashcast evaluate {run}`")
     clips, _ = load_clips(annotations, videos, "skip", annotation_format)
-    by_id = {c.id: c for c in clips}
+    by_id = {c.id: c for c in clips if not (c.is_positive and c.time_of_event_s is None)}  # no event: no TTA
     chosen = [by_id[c] for c in test_ids if c in by_id]
     missing = [c for c in test_ids if c not in by_id]
     if missing:

@@ -240,7 +240,8 @@ def alert_matrix(policy: AlertPolicy, raw: np.ndarray, thresholds: np.ndarray) -
 def _policy_thresholds(policy: AlertPolicy, streams: Iterable[np.ndarray]) -> np.ndarray:
     """The thresholds at which the policy's alerts can change, ascending, then infinity (never):
     the distinct shown risks (hysteresis: the raw risks r and r / off), none above the highest risk
-    (nothing turns on there)."""
+    (nothing turns on there). For a policy this module does not know, the distinct raw risks (an
+    approximation: its alerts might change between them)."""
     streams = [s for s in streams if len(s)]
     if not streams:
         return np.array([np.inf])

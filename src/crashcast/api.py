@@ -424,6 +424,78 @@ def report(run: str | Path) -> Path:
     return write_report(run)
 
 
+def dense(run: str | Path, annotations: str | Path, videos: str | Path | None = None, model: str = "physics", *,
+          stride_s: float = 0.5, alert_policy: str | None = None, max_share: float = 0.1, max_per_hour: float = 1.0,
+          annotation_format: AnnotationFormat = "auto", workers: int = 1, config: str | Path | CrashcastConfig | None = None,
+          overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+    """`crashcast dense`: the dense per-video figures of a model `evaluate` saved in run/models/<model>,
+    on the run's test videos (metrics.json's test clips; `annotations`/`videos` say where they are):
+    each whole video predicted causally one stride at a time as `predict` does (the run's config),
+    then the field's per-frame AP, mTTA and TTA@R80 and the false-alarm-capped recall and time to
+    alert (`crashcast.evaluation.dense`; the alert policy: `alert_policy`, else the config's, at
+    `evaluation.threshold`). Writes run/dense/<model>/ (timelines.csv, each video's predict files),
+    run/dense_metrics.json and run/dense.md; returns dense_metrics.json's content. Under
+    cross-validation a model that learns was refit on every clip: refused (`UsageError`)."""
+    from crashcast.evaluation import dense as D
+    from crashcast.prediction import alert_policy_for, check_settings, resolve_model, runs_in_process
+    from crashcast.prediction import predict_many as run_many
+    from crashcast.runs import read_metrics
+
+    run = Path(run)
+    cfg = _run_config(run, config, overrides)
+    threshold = cfg.evaluation.threshold
+    check_settings(stride_s, threshold)
+    if not (0 <= max_share <= 1) or not max_per_hour >= 0:
+        raise UsageError(f"false-alarm caps: a share from 0 to 1 (got {max_share!r}) and a rate >= 0 per hour "
+                         f"(got {max_per_hour!r})", "--max-false-alarm-share")
+    policy = alert_policy_for(cfg, threshold, alert_policy)
+    evaluated = read_metrics(run)
+    folder = RunLayout(run).model_dir(model)
+    if not (folder / "model.json").is_file():
+        saved = sorted(p.name for p in RunLayout(run).models.glob("*") if (p / "model.json").is_file())
+        raise UsageError(f"{folder}: no saved model {model!r} (saved: {', '.join(saved) or 'none'}); "
+                         f"`crashcast evaluate {run} --models {model}` saves it", "--model")
+    risk_model = resolve_model(folder, cfg)
+    protocol = (evaluated.get("protocol") or {}).get("kind", "split")
+    if protocol == "cv" and risk_model.trainable:
+        raise UsageError(f"{run} was evaluated by cross-validation: the saved {model} was refit on every clip, so no "
+                         "clip is held out from it; evaluate it on the split (without --folds) for dense figures",
+                         "--model")
+    test_ids = [str(c) for c in (evaluated.get("split") or {}).get("test_clip_ids") or []]
+    if not test_ids:
+        raise CrashcastError(f"{RunLayout(run).metrics_json}: no test_clip_ids; rerun `crashcast evaluate {run}`")
+    clips, _ = load_clips(annotations, videos, "skip", annotation_format)
+    by_id = {c.id: c for c in clips if not (c.is_positive and c.time_of_event_s is None)}  # no event: no TTA
+    chosen = [by_id[c] for c in test_ids if c in by_id]
+    missing = [c for c in test_ids if c not in by_id]
+    if missing:
+        log.warning("%d test clip(s) not in %s (or positives without an event time): left out: %s%s", len(missing),
+                    annotations, ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+    if not chosen:
+        raise CrashcastError(f"{annotations}: none of the run's {len(test_ids)} test clips is there; give the "
+                             "annotations the run was extracted from")
+    paths = [c.video_path for c in chosen]
+    check_model_features(folder, cfg, paths)
+    out = writable_dir(RunLayout(run).dense_dir(model) / "videos", "run")
+    use = risk_model if runs_in_process("local", workers, len(paths)) else folder
+    timelines, failed = [], []
+    for clip, o in zip(chosen, run_many(paths, use, cfg, out, stride_s, threshold, workers=workers, progress=progress),
+                       strict=True):
+        if o.prediction is None:
+            log.warning("%s: prediction failed, left out: %s", clip.id, o.error)
+            failed.append({"clip_id": clip.id, "error": o.error})
+            continue
+        tl = o.prediction.timeline
+        timelines.append(D.DenseTimeline(clip.id, tl.time_s.to_numpy(float), tl.risk_raw.to_numpy(float),
+                                         clip.time_of_event_s if clip.is_positive else None))
+    info = {"protocol": protocol, "alert_policy": policy.settings(), "threshold": threshold,
+            "config_hash": cfg.hash(), "extraction_hash": cfg.extraction_hash(), "perception_preset": cfg.name,
+            "test_clips": len(test_ids), "videos": len(timelines), "missing": missing, "failed": failed,
+            "note": ("training-free model; under cross-validation its calibration was fitted on these clips' "
+                     "out-of-fold scores" if protocol == "cv" else "test split: clips the model never saw")}
+    return D.write_results(run, model, timelines, info, policy, stride_s, max_share, max_per_hour)
+
+
 def predict(video: str | Path, model: str | Path | RiskModel | None = None,
             config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
             annotate: str | Path | None = None, smooth: int | None = None, backends: Any = None, *,

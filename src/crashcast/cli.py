@@ -336,6 +336,40 @@ def report(run: Annotated[Path, typer.Argument(help="run folder with metrics.jso
     console.print(f"report: {path}", markup=False)
 
 
+@app.command()
+def dense(
+    run: Annotated[Path, typer.Argument(help="run folder after `crashcast evaluate` (its test clips and saved models)")],
+    annotations: Annotated[Path, typer.Argument(help="the annotations the run was extracted from (" + ANNOTATIONS_HELP + ")")],
+    videos: Annotated[Path | None, typer.Option(help="folder with <id>.mp4 (default: the annotation file's folder)")] = None,
+    model: Annotated[str, typer.Option(help="a model evaluate saved in run/models/ (physics, ttc, lightgbm, ...)")] = "physics",
+    stride: Annotated[float, typer.Option(min=0.05, help="seconds between risk estimates (a DAD frame: 0.05)")] = 0.5,
+    alert_policy: Annotated[AlertPolicyChoice | None, typer.Option(help="the policy of the per-hour cap (default: the "
+                                                                        "config's alert.policy)")] = None,
+    max_false_alarm_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="cap: share of negative videos with any "
+                                                                                "stride at the threshold")] = 0.1,
+    max_false_alarms_per_hour: Annotated[float, typer.Option(min=0.0, help="cap: alert onsets per hour of negative "
+                                                                           "footage")] = 1.0,
+    annotation_format: Annotated[AnnotationFormat, typer.Option(help="how to read ANNOTATIONS")] = AnnotationFormat.auto,
+    workers: Annotated[int, typer.Option(min=1, help="videos predicted in parallel")] = 1,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value")] = None,
+) -> None:
+    """Dense per-video metrics of a saved model on the run's test videos: each whole video predicted causally
+    every --stride seconds (as predict does); the field's per-frame AP, mTTA and TTA@R80 (DAD/CCD-comparable), and
+    recall and time to alert at a capped false-alarm rate. Writes dense_metrics.json, dense.md and dense/<model>/."""
+    from crashcast.evaluation.dense import explain_dense
+
+    try:
+        results = api.dense(run, annotations, videos, model, stride_s=stride,
+                            alert_policy=alert_policy.value if alert_policy else None, max_share=max_false_alarm_share,
+                            max_per_hour=max_false_alarms_per_hour, annotation_format=annotation_format.value,
+                            workers=workers, overrides=list(set_ or []))
+    except api.UsageError as e:
+        raise _usage(e) from None
+    console.print((run / "dense.md").read_text(), markup=False)
+    console.print(explain_dense(results), markup=False)
+    console.print(f"wrote {run / 'dense_metrics.json'}, {run / 'dense.md'}, {run / 'dense' / model}/", markup=False)
+
+
 # ----------------------------------------------------------------------------- predict
 
 

@@ -67,6 +67,9 @@ def test_scores_after_the_event_do_not_count():
     vids = [M.VideoScores(t, np.array([0.1, 0.99]), 1, 5.0), M.VideoScores(t, np.array([0.5, 0.5]), 0)]
     out = M.video_ap_tta(vids)
     assert out["video_ap"] < 1.0
+    # the positive keeps 0.1 (t=4 s), the negative scores 0.5: th 0.5 flags only the negative (recall
+    # 0: no point, as UString/DSTA), th 0.1 flags both (recall 1, precision 1/2): AP = 1/2 * 1
+    assert out["video_ap"] == pytest.approx(0.5)
 
 
 def test_nexar_map_averages_ap_over_horizons():

@@ -137,9 +137,12 @@ def video_ap_tta(videos: Sequence[VideoScores], recall_level: float = 0.8) -> di
     the event (all of them for negatives) reaches th; precision = flagged positives / flagged,
     recall = flagged positives / positives; a flagged positive's time-to-accident is the event
     time minus the time of its first score >= th. Per recall level the best precision and the
-    best mean TTA are kept; AP is the trapezoidal area under that precision-recall curve (from
-    recall 0), mTTA the mean of the TTAs over recall levels, TTA@R80 the TTA at the recall level
-    nearest `recall_level`."""
+    best mean TTA are kept; AP is the trapezoidal area under that precision-recall curve (the first
+    level's precision back to recall 0), mTTA the mean of the TTAs over recall levels, TTA@R80 the
+    TTA at the recall level nearest `recall_level`. Thresholds flagging no positive (recall 0) are
+    no point of the curve, as in their code: a negative scoring above every positive lowers the
+    precision of the levels, not an extra point at precision 0. The dense, per-stride version (the
+    field's per-frame figures) is `crashcast.evaluation.dense.field_ap_tta`."""
     clipped = []
     for v in videos:
         t, s = np.asarray(v.times_s, float), np.asarray(v.scores, float)
@@ -163,7 +166,7 @@ def video_ap_tta(videos: Sequence[VideoScores], recall_level: float = 0.8) -> di
             if v.label:
                 tp += 1
                 ttas.append((v.event_s - t[hit[0]]) if v.event_s is not None else 0.0)
-        if flagged == 0:
+        if tp == 0:  # recall 0: dropped, as UString/DSTA drop their lowest recall level (rep_index[1:])
             continue
         rows.append((tp / n_pos, tp / flagged, float(np.mean(ttas)) if ttas else 0.0))
     if not rows:

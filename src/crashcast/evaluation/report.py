@@ -66,13 +66,14 @@ def write_report(run_dir: str | Path) -> Path:
         if series:
             risk.append((title, _b64(plots.risk_curves(series, f"{primary}: {title}"))))
     gallery = _gallery(run, p, preds)
+    dense = _dense(run)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(resources.files("crashcast.templates").joinpath("report.html.j2").read_text())
     html = template.render(
         run_name=run.resolve().name, raw_ranking=raw_ranking, **summary,
         metric_names=[m.upper() if m in ("ap", "auc", "ece", "mae", "f1") else m.capitalize() for m in TABLE_METRICS],
         table=table, video=video, figures=figures, distributions=distributions, risk=risk, primary=primary,
-        gallery=gallery, version=__version__,
+        gallery=gallery, version=__version__, dense=dense,
     )
     out = RunLayout(run).report_page
     atomic_write_text(out, html)
@@ -97,6 +98,24 @@ def _tables(res: dict) -> tuple[list[dict], list[dict]]:
                                               f"{v['nexar_map']:.3f}" if "nexar_map" in v else "n/a",
                                               _pct(r["before_calibration"]["ece"]), _pct(r["window"]["ece"])]})
     return table, video
+
+
+def _dense(run: Path) -> dict | None:
+    """The dense per-video table of dense_metrics.json (`crashcast dense`), None without one; an
+    unreadable file is logged and left out."""
+    import json
+
+    from crashcast.evaluation.dense import report_table
+    from crashcast.runtime.store import read_text_bounded
+
+    path = RunLayout(run).dense_json
+    if not path.exists():
+        return None
+    try:
+        return report_table(json.loads(read_text_bounded(path, what="dense metrics file")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("%s: left out of the report (%s: %s); rerun `crashcast dense`", path, type(e).__name__, e)
+        return None
 
 
 def _gallery(run: Path, p: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> list[dict]:

@@ -11,6 +11,8 @@
       predictions/<model>.csv     scores per window
       prompts/                    prompt exports (JSONL)
       report/index.html           `crashcast report`
+      dense/<model>/              `crashcast dense`: timelines.csv, videos/<name>/ (predict's files per test video)
+      dense_metrics.json, dense.md   `crashcast dense`: the dense per-video figures of each model
 """
 
 from __future__ import annotations
@@ -45,9 +47,13 @@ class RunLayout:
     PROMPTS = "prompts"
     REPORT = "report"
     REPORT_PAGE = "index.html"
+    DENSE = "dense"
+    DENSE_JSON = "dense_metrics.json"
+    DENSE_MD = "dense.md"
 
     #: what crashcast writes in a run folder; `--new-run` removes these (and nothing else)
-    OUTPUTS = (CLIPS, FEATURES, ERRORS, METRICS_JSON, METRICS_MD, PREDICTIONS, MODELS, PROMPTS, REPORT)
+    OUTPUTS = (CLIPS, FEATURES, ERRORS, METRICS_JSON, METRICS_MD, PREDICTIONS, MODELS, PROMPTS, REPORT, DENSE, DENSE_JSON,
+               DENSE_MD)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -115,6 +121,17 @@ class RunLayout:
     @property
     def report_page(self) -> Path:
         return self.report / self.REPORT_PAGE
+
+    def dense_dir(self, model: str) -> Path:
+        return self.root / self.DENSE / model
+
+    @property
+    def dense_json(self) -> Path:
+        return self.root / self.DENSE_JSON
+
+    @property
+    def dense_md(self) -> Path:
+        return self.root / self.DENSE_MD
 
 
 def record_error(run_dir: Path, clip_id: str | None, stage: str, error: str, error_type: str | None = None,

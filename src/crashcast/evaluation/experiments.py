@@ -30,6 +30,7 @@ from crashcast.data.domain import training_domain
 from crashcast.data.splits import Split, cv_folds, train_val_test
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
+from crashcast.evaluation.dense import explain_window_video_metrics
 from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, model_class
@@ -550,4 +551,7 @@ def explain_results(results: dict) -> str:
         "[lo, hi] is a 95 % bootstrap interval (whole videos resampled): wide intervals mean few videos; models whose "
         "intervals overlap are not shown to differ.",
         f"The 'paper:' rows are the paper's own results on its own data ({PAPER_CITATION}): context, not a comparison.",
+        "metrics.md gives Table III twice: crashcast's protocol (calibrated scores) and the paper's (the number each "
+        "model wrote, uncalibrated, at 0.5); `evaluate --protocol` says which comes first.",
+        explain_window_video_metrics(),
     ])

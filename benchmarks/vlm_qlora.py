@@ -35,6 +35,15 @@ the table gives the rate as run and without the forced pass.
 
 On a CPU the default is --scale tiny (2 text layers of width 256, a 2-block vision tower, a 2k
 vocabulary, 320x180 keyframes): it checks that every phase runs; its figures say nothing about a GPU.
+--arch picks the architecture (default qwen2.5-vl-3b, the paper's; qwen3-vl-2b and qwen3-vl-4b:
+Qwen3-VL-2B/4B-Instruct's published layouts, with the tiny Qwen3-VL's tokenizer and processor at
+Qwen3-VL's pixel limits, and `random:tiny-qwen3-vl` in the tiny phase); --quantization none
+benchmarks the bf16 LoRA mode (the base unquantized in --compute-dtype, default bfloat16) instead of
+NF4 QLoRA:
+
+    python benchmarks/vlm_qlora.py --arch qwen3-vl-4b --json q3vl4b.json                     # a GPU
+    python benchmarks/vlm_qlora.py --arch qwen3-vl-2b --quantization none --json q3vl2b-bf16.json
+
 See benchmarks/README.md for what was measured.
 """
 
@@ -52,7 +61,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +137,70 @@ TINY_TEXT = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 
              "num_key_value_heads": 1, "vocab_size": 2048}
 TINY_VISION = {"depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 2, "out_hidden_size": 256,
                "fullatt_block_indexes": [1]}
+
+# Qwen/Qwen3-VL-2B-Instruct and Qwen/Qwen3-VL-4B-Instruct: the fields of their config.json that set
+# the architecture, in the nested layout Qwen3VLConfig reads (rope_scaling -> rope_parameters).
+# Cross-checked against public copies in the code search corpus (the 2B's text and vision fields,
+# rope_theta and DeepStack indexes; the 4B's vision out_hidden_size and its text layout, Qwen3-4B's);
+# not against the hub files themselves.
+QWEN3_VL_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16, "in_channels": 3,
+                   "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                   "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17],
+                   "hidden_act": "gelu_pytorch_tanh"}
+QWEN3_VL_TEXT = {"vocab_size": 151936, "head_dim": 128, "hidden_act": "silu", "max_position_embeddings": 262144,
+                 "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_interleaved": True,
+                                     "mrope_section": [24, 20, 20]}}
+
+
+def qwen3_vl_config(hidden: int, intermediate: int, layers: int, heads: int) -> dict[str, Any]:
+    return {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "model_type": "qwen3_vl",
+        "text_config": {**QWEN3_VL_TEXT, "hidden_size": hidden, "intermediate_size": intermediate,
+                        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": 8},
+        "vision_config": {**QWEN3_VL_VISION, "out_hidden_size": hidden},
+        "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653, "tie_word_embeddings": True,
+    }
+
+
+# Qwen3-VL's preprocessor_config.json pixel limits (shortest_edge, longest_edge)
+QWEN3_VL_PIXELS = (65536, 16777216)
+# --scale tiny of Qwen3-VL: head_dim 128 kept, so mrope_section [24, 20, 20] still fits
+QWEN3_TINY_TEXT = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "vocab_size": 2048}
+QWEN3_TINY_VISION = {"depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 2, "out_hidden_size": 256,
+                     "deepstack_visual_indexes": [0], "num_position_embeddings": 256}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One --arch: its published config, where the text fields sit (`nested`: under text_config), its
+    --scale tiny overrides, the transformers classes, the tiny model whose tokenizer and processor it
+    borrows (random:<tiny>) and the pixel limits of its preprocessor."""
+
+    label: str
+    config: dict[str, Any]
+    nested: bool
+    tiny_text: dict[str, Any]
+    tiny_vision: dict[str, Any]
+    config_class: str
+    model_class: str
+    tiny: str
+    pixels: tuple[int, int]
+
+
+ARCHS = {
+    "qwen2.5-vl-3b": Arch("Qwen2.5-VL-3B-Instruct", QWEN25_VL_3B_CONFIG, False, TINY_TEXT, TINY_VISION,
+                          "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "tiny", QWEN25_VL_PIXELS),
+    "qwen3-vl-2b": Arch("Qwen3-VL-2B-Instruct", qwen3_vl_config(2048, 6144, 28, 16), True, QWEN3_TINY_TEXT,
+                        QWEN3_TINY_VISION, "Qwen3VLConfig", "Qwen3VLForConditionalGeneration", "tiny-qwen3-vl",
+                        QWEN3_VL_PIXELS),
+    "qwen3-vl-4b": Arch("Qwen3-VL-4B-Instruct", qwen3_vl_config(2560, 9728, 36, 32), True, QWEN3_TINY_TEXT,
+                        QWEN3_TINY_VISION, "Qwen3VLConfig", "Qwen3VLForConditionalGeneration", "tiny-qwen3-vl",
+                        QWEN3_VL_PIXELS),
+}
 SCALE_DEFAULTS = {
     "full": {"image_sizes": "1280x720,640x360", "batch_sizes": "1,8,16,32", "min_windows": 16, "rounds": 2},
     "tiny": {"image_sizes": "320x180", "batch_sizes": "1,2", "min_windows": 2, "rounds": 1},
@@ -191,53 +264,58 @@ def special_ids(tokenizer: Any) -> dict[str, int]:
 
 
 def model_config_dict(args: argparse.Namespace, ids: dict[str, int]) -> dict[str, Any]:
-    """The 3B config (or its --scale tiny version), with the tiny tokenizer's special-token ids."""
-    d = copy.deepcopy(QWEN25_VL_3B_CONFIG)
+    """The --arch's published config (or its --scale tiny version), with the tiny tokenizer's
+    special-token ids."""
+    arch = ARCHS[args.arch]
+    d = copy.deepcopy(arch.config)
+    text = d["text_config"] if arch.nested else d
+    vision = d["vision_config"]
     if args.scale == "tiny":
-        d.update(TINY_TEXT)
-        d["vision_config"].update(TINY_VISION)
+        text.update(arch.tiny_text)
+        vision.update(arch.tiny_vision)
     if args.layers:
-        d["num_hidden_layers"] = args.layers
+        text["num_hidden_layers"] = args.layers
     if args.vision_depth:
-        d["vision_config"]["depth"] = args.vision_depth
-        d["vision_config"]["fullatt_block_indexes"] = [
-            i for i in d["vision_config"]["fullatt_block_indexes"] if i < args.vision_depth] or [args.vision_depth - 1]
-    d.update({
+        vision["depth"] = args.vision_depth
+        for key in ("fullatt_block_indexes", "deepstack_visual_indexes"):
+            if key in vision:
+                vision[key] = [i for i in vision[key] if i < args.vision_depth] or [args.vision_depth - 1]
+    text.update({
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
+    })
+    d.update({
         "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
         "vision_start_token_id": ids["<|vision_start|>"],
         "vision_end_token_id": ids["<|vision_end|>"],
     })
-    d.pop("vision_token_id")  # <|vision_pad|>: the tiny tokenizer has none, and the model never reads it
-    if max(ids.values()) >= d["vocab_size"]:
-        raise SystemExit(f"vocab_size {d['vocab_size']} does not cover the tokenizer's ids (up to {max(ids.values())})")
+    d.pop("vision_token_id", None)  # <|vision_pad|>: the tiny tokenizer has none, and the model never reads it
+    if max(ids.values()) >= text["vocab_size"]:
+        raise SystemExit(f"vocab_size {text['vocab_size']} does not cover the tokenizer's ids (up to {max(ids.values())})")
     return d
 
 
 def build_folder(args: argparse.Namespace, device: str, folder: Path) -> dict[str, Any]:
     """Write the random model (bf16 safetensors, built on `device`) and the processor into `folder`."""
     import torch
-    from transformers import (
-        AutoProcessor,
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-    )
+    import transformers
+    from transformers import AutoProcessor, GenerationConfig
 
     from crashcast.risk.tiny_vlm import tiny_vlm_path
 
-    tiny = tiny_vlm_path()
+    arch = ARCHS[args.arch]
+    tiny = tiny_vlm_path(name=arch.tiny)
     tok = AutoProcessor.from_pretrained(tiny).tokenizer
     ids = special_ids(tok)
-    config = Qwen2_5_VLConfig.from_dict(model_config_dict(args, ids))
+    config = getattr(transformers, arch.config_class).from_dict(model_config_dict(args, ids))
+    model_class = getattr(transformers, arch.model_class)
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     torch.manual_seed(args.seed)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+        model = model_class._from_config(config, dtype=torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"], do_sample=False)
@@ -250,13 +328,13 @@ def build_folder(args: argparse.Namespace, device: str, folder: Path) -> dict[st
     model.save_pretrained(folder)
     save_s = time.perf_counter() - t
     del model
-    # the tiny model's tokenizer, chat template and processor, with Qwen2.5-VL's pixel limits
+    # the tiny model's tokenizer, chat template and processor, with the architecture's pixel limits
     for name in PROCESSOR_FILES:
         if (tiny / name).exists():
             shutil.copy(tiny / name, folder / name)
     pc_path = folder / "processor_config.json"
     pc = json.loads(pc_path.read_text())
-    lo, hi = QWEN25_VL_PIXELS
+    lo, hi = arch.pixels
     for key in ("image_processor", "video_processor"):
         if key in pc:
             pc[key]["size"] = {"shortest_edge": lo, "longest_edge": hi}
@@ -266,7 +344,15 @@ def build_folder(args: argparse.Namespace, device: str, folder: Path) -> dict[st
     return {"params": n_params, "vision_params": n_vision, "init_s": init_s, "save_s": save_s,
             "safetensors_gb": size / GB, "special_ids": ids, "text_layers": tc.num_hidden_layers,
             "text_hidden": tc.hidden_size, "vision_depth": vc.depth, "vision_hidden": vc.hidden_size,
-            "vocab_size": tc.vocab_size, "tiny_processor": str(tiny)}
+            "vocab_size": tc.vocab_size, "tiny_processor": str(tiny), "arch": arch.label}
+
+
+def vlm_overrides(args: argparse.Namespace) -> list[str]:
+    """The --quantization and --compute-dtype settings as `vlm.*` overrides (none: the preset's)."""
+    out = [f"vlm.quantization={args.quantization}"]
+    if args.compute_dtype:
+        out.append(f"vlm.compute_dtype={args.compute_dtype}")
+    return out
 
 
 # ---------------------------------------------------------------- prompts
@@ -418,7 +504,7 @@ def memory_phase(preset: str, folder: Path, prompts: dict[str, dict[str, Any]], 
     # one optimizer step over one prompt: the presets' batch of 1, no accumulation (accumulating the
     # paper's 16 micro-batches adds into the same gradient buffers: the same peak, 16x the time)
     cfg = load_config(preset, [f"vlm.base_model={folder}", "vlm.epochs=1", "vlm.gradient_accumulation=1",
-                               f"vlm.seed={args.seed}"]).vlm
+                               f"vlm.seed={args.seed}", *vlm_overrides(args)]).vlm
     meter.free()
     meter.reset()
     t = time.perf_counter()
@@ -427,7 +513,8 @@ def memory_phase(preset: str, folder: Path, prompts: dict[str, dict[str, Any]], 
     load_s = time.perf_counter() - t
     res: dict[str, Any] = {"preset": preset, "device": dev, "load_s": load_s, "after_load": meter.now(),
                            "load_peak": meter.peak(), "linear4bit": count_4bit(model),
-                           "compute_dtype": cfg.compute_dtype, "lora": cfg.lora.model_dump(),
+                           "compute_dtype": cfg.compute_dtype, "quantization": cfg.quantization,
+                           "lora": cfg.lora.model_dump(),
                            "mse_weight": cfg.mse_weight, "steps": []}
     trainable, total = model.get_nb_trainable_parameters()
     res.update(trainable_params=trainable, total_params=total,
@@ -436,7 +523,7 @@ def memory_phase(preset: str, folder: Path, prompts: dict[str, dict[str, Any]], 
            else f"RSS {fmt(res['after_load']['rss_gb'])} GB")
     say(f"{preset}: loaded in {load_s:.1f} s on {dev}; {mem}; "
         f"Linear4bit layers {res['linear4bit']}; LoRA {trainable:,} trainable of {total:,}")
-    if not any(res["linear4bit"].values()):
+    if cfg.quantization == "nf4" and not any(res["linear4bit"].values()):
         say(f"WARNING: {preset}: the model is NOT in 4-bit (bitsandbytes missing?): these are not NF4 figures")
     for size, p in prompts.items():
         if time.perf_counter() > deadline:
@@ -513,7 +600,7 @@ def throughput_phase(folder: Path, adapter_dir: Path | None, prompts: dict[str, 
     from crashcast.config import load_config
     from crashcast.risk.vlm import load_vlm
 
-    cfg = load_config("paper-enhanced", [f"vlm.base_model={folder}"]).vlm
+    cfg = load_config("paper-enhanced", [f"vlm.base_model={folder}", *vlm_overrides(args)]).vlm
     adapter = adapter_dir if adapter_dir is not None and (adapter_dir / "adapter_config.json").exists() else None
     meter.free()
     t = time.perf_counter()
@@ -604,7 +691,8 @@ def tiny_phase(args: argparse.Namespace, workdir: Path, deadline: float) -> list
         if time.perf_counter() > deadline:
             say(f"tiny {preset}: skipped, over --time-budget")
             continue
-        cfg = load_config(preset, ["vlm.base_model=random:tiny", "vlm.compute_dtype=bfloat16",
+        cfg = load_config(preset, [f"vlm.base_model=random:{ARCHS[args.arch].tiny}", "vlm.compute_dtype=bfloat16",
+                                   f"vlm.quantization={args.quantization}",
                                    "vlm.learning_rate=2e-2", f"vlm.epochs={args.tiny_epochs}",
                                    "vlm.gradient_accumulation=1", "vlm.max_new_tokens=10"]).vlm
         t = time.perf_counter()
@@ -674,7 +762,7 @@ def report(summary: dict[str, Any], cuda: bool) -> None:
     print(f"=== crashcast VLM QLoRA benchmark: {summary['device']}")
     b = summary.get("build", {})
     if b:
-        print(f"model: Qwen2.5-VL-3B-Instruct architecture{' SCALED DOWN' if summary['scaled'] else ''}, "
+        print(f"model: {b['arch']} architecture{' SCALED DOWN' if summary['scaled'] else ''}, "
               f"random weights: {b['params']:,} parameters ({b['vision_params']:,} vision); text {b['text_layers']} layers x "
               f"{b['text_hidden']}, vision {b['vision_depth']} blocks x {b['vision_hidden']}, vocabulary {b['vocab_size']:,}; "
               f"built in {b['init_s']:.1f} s, saved ({b['safetensors_gb']:.2f} GB) in {b['save_s']:.1f} s")
@@ -685,7 +773,8 @@ def report(summary: dict[str, Any], cuda: bool) -> None:
               f"answer {p['answer_tokens']} tokens")
     mem = summary.get("memory", [])
     if mem:
-        print("\none training step (forward + backward + optimizer step, batch 1), NF4 + LoRA; memory in GB (10^9 B):")
+        what = "NF4 + LoRA (QLoRA)" if summary["quantization"] == "nf4" else "LoRA on the unquantized base"
+        print(f"\none training step (forward + backward + optimizer step, batch 1), {what}; memory in GB (10^9 B):")
         rows = []
         for m in mem:
             for s in m["steps"]:
@@ -711,7 +800,8 @@ def report(summary: dict[str, Any], cuda: bool) -> None:
                      "forced", "peak alloc", "peak resv"], rows))
     tiny = summary.get("tiny", [])
     if tiny:
-        print(f"\ntiny model (random:tiny), train_vlm, compute_dtype bfloat16{'' if cuda else ' (float32 here: crashcast computes in float32 on a CPU)'}:")
+        print(f"\ntiny model (random:{ARCHS[summary['arch']].tiny}), train_vlm, quantization {summary['quantization']}, "
+              f"compute_dtype bfloat16{'' if cuda else ' (float32 here: crashcast computes in float32 on a CPU)'}:")
         rows = [[t["preset"], str(t["steps"]), f"{t['train_s']:.1f}", f"{fmt(t['loss_first'], '.3f')} -> {fmt(t['loss_last'], '.3f')}",
                  f"{fmt(t['loss_median_first_10pct'], '.3f')} -> {fmt(t['loss_median_last_10pct'], '.3f')}",
                  f"{t['mean_score_positive']:.3f} / {t['mean_score_negative']:.3f}", "yes" if t["separates"] else "NO",
@@ -732,7 +822,8 @@ def verdicts(summary: dict[str, Any], cuda: bool) -> list[str]:
     steps = [(m, s) for m in summary.get("memory", []) for s in m["steps"]]
     if steps:
         for m, s in steps:
-            nf4 = "" if any(m["linear4bit"].values()) else " (NOT NF4: the model loaded unquantized; is bitsandbytes installed?)"
+            nf4 = ("" if m.get("quantization") != "nf4" or any(m["linear4bit"].values())
+                   else " (NOT NF4: the model loaded unquantized; is bitsandbytes installed?)")
             v = s["peak_reserved_gb"] if cuda else s["peak_rss_gb"]
             what = "peak reserved GPU memory" if cuda else "peak RSS"
             ok = v is not None and v < GOAL_TRAIN_GB
@@ -753,7 +844,7 @@ def verdicts(summary: dict[str, Any], cuda: bool) -> list[str]:
 
 def approximations(summary: dict[str, Any]) -> list[str]:
     out = ["random weights (memory and compute do not depend on their values)",
-           "the tiny model's tokenizer (~1k tokens) with the 3B config's special-token ids remapped to its ids",
+           "the tiny model's tokenizer (~1k tokens) with the published config's special-token ids remapped to its ids",
            "text padded with repeated table rows to --text-tokens non-image tokens",
            "synthetic dashcam keyframes (image token counts depend only on their size)",
            "one prompt, one optimizer step, no gradient accumulation (the same peak as the paper's 16)",
@@ -770,10 +861,16 @@ def approximations(summary: dict[str, Any]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
+    ap.add_argument("--arch", choices=tuple(ARCHS), default="qwen2.5-vl-3b",
+                    help="the architecture (default qwen2.5-vl-3b, the paper's); qwen3-vl-2b, qwen3-vl-4b: Qwen3-VL-*-Instruct")
+    ap.add_argument("--quantization", choices=("nf4", "none"), default="nf4",
+                    help="nf4: QLoRA (the paper's, default); none: LoRA on the unquantized base in --compute-dtype")
+    ap.add_argument("--compute-dtype", choices=("float16", "bfloat16", "float32"), default=None,
+                    help="on CUDA (default: the preset's float16 with nf4, bfloat16 with none)")
     ap.add_argument("--scale", choices=("full", "tiny"), default=None,
-                    help="full: Qwen2.5-VL-3B's architecture (default on CUDA); tiny: narrow and shallow (default on a CPU)")
-    ap.add_argument("--layers", type=int, default=None, help="override the text layers (36 in the 3B)")
-    ap.add_argument("--vision-depth", type=int, default=None, help="override the vision blocks (32 in the 3B)")
+                    help="full: the --arch's published architecture (default on CUDA); tiny: narrow and shallow (default on a CPU)")
+    ap.add_argument("--layers", type=int, default=None, help="override the text layers (36 in the Qwen2.5-VL-3B)")
+    ap.add_argument("--vision-depth", type=int, default=None, help="override the vision blocks (32 in the Qwen2.5-VL-3B)")
     ap.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
     ap.add_argument("--tiny", action="store_true", help="only the tiny-model integration (same as --phases tiny)")
     ap.add_argument("--presets", default=",".join(PRESETS), help="presets of the memory phase (default: both)")
@@ -799,6 +896,8 @@ def main() -> None:
     if bad := [p for p in phases if p not in PHASES]:
         ap.error(f"--phases: unknown {bad}; phases: {', '.join(PHASES)}")
     presets = [p for p in args.presets.split(",") if p]
+    if args.quantization == "none" and args.compute_dtype is None:
+        args.compute_dtype = "bfloat16"  # the bf16 LoRA mode
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -836,7 +935,8 @@ def main() -> None:
     meter = Meter(device, unit="GB")
     scaled = args.scale != "full" or bool(args.layers) or bool(args.vision_depth)
     summary: dict[str, Any] = {"benchmark": "vlm_qlora", "device": describe_device(device), "scale": args.scale,
-                               "scaled": scaled,
+                               "scaled": scaled, "arch": args.arch, "quantization": args.quantization,
+                               "compute_dtype": args.compute_dtype,
                                "phases": phases, "versions": versions(), "goals": {"train_gb": GOAL_TRAIN_GB,
                                "windows_per_s": GOAL_WPS}, "text_tokens_target": args.text_tokens, "timings": {}}
 
@@ -845,7 +945,7 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
 
     summary["load_before"] = load_text()
-    say(f"device {summary['device']}; scale {args.scale}; phases {','.join(phases)}; workdir {workdir}; "
+    say(f"device {summary['device']}; arch {args.arch}; quantization {args.quantization}; scale {args.scale}; phases {','.join(phases)}; workdir {workdir}; "
         f"versions {summary['versions']}; {summary['load_before']}")
     try:
         folder = workdir / "model"

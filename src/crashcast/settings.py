@@ -265,19 +265,33 @@ class LoraSettings(Section):
     alpha: int = Field(16, ge=1, le=4096)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
-                                      description="module names of the language model to adapt (the vision tower's are fused qkv)")
+                                      description="module names inside the language model to adapt (matched there only, "
+                                      "never in the vision tower; Qwen2.5-VL and Qwen3-VL: q_proj, k_proj, v_proj, o_proj, "
+                                      "gate_proj, up_proj, down_proj)")
 
 
 class VlmConfig(Section):
     """The vision-language risk model (the paper, §5): Qwen2.5-VL zero-shot, or fine-tuned with 4-bit NF4
     QLoRA (baseline: cross-entropy on the answer; enhanced: + mse_weight x MSE of the expected-digit
     probability, positives weighted, negatives down-sampled). Presets: paper-zero-shot,
-    paper-baseline, paper-enhanced."""
+    paper-baseline, paper-enhanced (all Qwen2.5-VL-3B-Instruct, NF4).
+
+    Other base models: Qwen3-VL (`Qwen/Qwen3-VL-2B-Instruct`, `-4B-Instruct`) or any model
+    `AutoModelForImageTextToText` loads with a ChatML template like Qwen's; `random:tiny` and
+    `random:tiny-qwen3-vl` are tiny random ones for tests. Two fine-tuning modes
+    (`quantization`): nf4, QLoRA (the paper's); none, plain LoRA on the unquantized model in
+    `compute_dtype` (bf16 LoRA with `compute_dtype: bfloat16`; float32 on a CPU), which some newer
+    models fine-tune better with, at about 4x the base model's memory of NF4. docs/VLM_MODELS.md."""
 
     mode: Literal["zero-shot", "baseline", "enhanced"] = "baseline"
-    base_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="hub id or local folder (random:tiny: a tiny random model)")
-    quantization: Literal["nf4", "none"] = Field("nf4", description="4-bit NF4 (bitsandbytes) under the LoRA adapters")
-    compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    base_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="hub id or local folder (random:tiny, "
+                            "random:tiny-qwen3-vl: a tiny random Qwen2.5-VL, Qwen3-VL)")
+    quantization: Literal["nf4", "none"] = Field("nf4", description="nf4: QLoRA, the base model in 4-bit NF4 "
+                                                 "(bitsandbytes) under the LoRA adapters; none: LoRA on the "
+                                                 "unquantized model in compute_dtype (float32 on a CPU)")
+    compute_dtype: Literal["float16", "bfloat16", "float32"] = Field(
+        "float16", description="on CUDA: the dtype the model computes in (nf4) or is loaded and computes in "
+        "(none: bfloat16 for bf16 LoRA); float32 on a CPU")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(2e-5, gt=0, le=1)
     epochs: float = Field(3.0, gt=0, le=1000)

@@ -1,4 +1,7 @@
-"""4-bit NF4 QLoRA fine-tuning of Qwen2.5-VL on risk prompts (the paper, §5).
+"""LoRA fine-tuning of Qwen2.5-VL (or Qwen3-VL) on risk prompts (the paper, §5): 4-bit NF4 QLoRA
+(`vlm.quantization: nf4`, the paper's) or plain LoRA over the unquantized base model in
+`compute_dtype` (`vlm.quantization: none`: bf16 LoRA with `compute_dtype: bfloat16` on a GPU;
+float32 on a CPU).
 
 `train_vlm(train, val, cfg.vlm, out_dir)` runs the Hugging Face Trainer (so accelerate/torchrun
 multi-GPU works unchanged) over `Prompt`s:
@@ -21,7 +24,10 @@ Decisions:
   averaged over the accumulation steps (`loss_is_scaled_for_ga = False`): the paper's batch of one
   sample x 16 then weighs every sample equally, as the MSE term does.
 - LoRA modules are matched inside the language model only (`cfg.lora.target_modules` names there),
-  so names shared with the vision tower never pick up its layers.
+  so names shared with the vision tower never pick up its layers: `language_model_name` finds the
+  language model per architecture (`LANGUAGE_MODELS`, keyed by the config's model_type; other
+  architectures through transformers' `get_decoder()`), and `lora_targets` makes the peft regex
+  for the modules under it. A name that matches nothing there is an error, not a silent no-op.
 - `cosine_with_restarts` is transformers' hard-restart cosine with `cfg.num_cycles` cycles after the
   warmup (the enhanced preset: one per epoch, the paper's "periodically reset"; transformers'
   default of 1 never restarts); `constant` with a warmup is `constant_with_warmup`.
@@ -122,6 +128,9 @@ class VlmCollator:
 
     def __post_init__(self) -> None:
         tok = self.processor.tokenizer
+        if "<|im_end|>" not in tok.get_vocab():
+            raise ConfigError(f"vlm.base_model: its tokenizer ({type(tok).__name__}) has no <|im_end|>: crashcast "
+                              "trains on ChatML chat templates (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) only")
         self.header_ids = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
 
@@ -258,10 +267,54 @@ def _scheduler(cfg: VlmConfig) -> str:
     return cfg.scheduler
 
 
-def _lora_targets(names: Sequence[str]) -> str:
-    """A peft regex (full match) for the named modules inside the language model only."""
-    alternatives = "|".join(sorted(set(names)))
-    return rf".*language_model.*\.({alternatives})"
+#: config.model_type -> the qualified module name of the language model inside the model that
+#: `AutoModelForImageTextToText` loads (the vision tower, its merger and the LM head lie outside it)
+LANGUAGE_MODELS = {
+    "qwen2_vl": "model.language_model",
+    "qwen2_5_vl": "model.language_model",
+    "qwen3_vl": "model.language_model",
+    "qwen3_vl_moe": "model.language_model",
+}
+
+
+def language_model_name(model: Any) -> str:
+    """The qualified name of `model`'s language model: `LANGUAGE_MODELS` for the architectures named
+    there, else where transformers' `get_decoder()` finds it. ConfigError when neither finds a
+    module that is not the whole model (LoRA would then reach the vision tower too)."""
+    modules = dict(model.named_modules())
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    name = LANGUAGE_MODELS.get(model_type or "")
+    if name is not None and name in modules:
+        return name
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    for name, module in modules.items():
+        if name and module is decoder:
+            return name
+    raise ConfigError(f"vlm.base_model: cannot tell the language model of a {model_type!r} model from its "
+                      "vision tower, so the LoRA targets cannot be limited to it")
+
+
+def lora_targets(model: Any, names: Sequence[str]) -> str:
+    """A peft regex (full match) for the modules called `names` (the last part of their name:
+    q_proj, v_proj, ...) inside `model`'s language model only. ConfigError naming the names that
+    match no module there, with the linear layers' names there are."""
+    import re
+
+    prefix = language_model_name(model)
+    inside = [n for n, _ in model.named_modules() if n.startswith(prefix + ".")]
+    leaves = {n.rsplit(".", 1)[-1] for n in inside}
+    missing = sorted(set(names) - leaves)
+    if missing:
+        import torch
+
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if n.startswith(prefix + ".") and isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"vlm.lora.target_modules: {', '.join(missing)}: no such module in the language model "
+                          f"({prefix}) of {getattr(model.config, 'model_type', '?')}; its linear layers are "
+                          f"{', '.join(linear)}")
+    alternatives = "|".join(re.escape(n) for n in sorted(set(names)))
+    return rf"{re.escape(prefix)}\.(?:.+\.)?(?:{alternatives})"
 
 
 def _training_device(device: str) -> str:
@@ -275,15 +328,19 @@ def _training_device(device: str) -> str:
 
 
 def prepare_model(cfg: VlmConfig, device: str = "auto", weights_dir: Path | None = None) -> tuple[Any, Any, str]:
-    """(peft model ready to train, processor, device): the base model (NF4 when configured) prepared
-    for k-bit training, with fresh LoRA adapters per `cfg.lora` (seeded by `cfg.seed`)."""
+    """(peft model ready to train, processor, device): the base model with fresh LoRA adapters per
+    `cfg.lora` (seeded by `cfg.seed`) on its language model's `cfg.lora.target_modules`. With
+    `vlm.quantization: nf4` (and bitsandbytes) QLoRA: the base in 4-bit NF4, prepared for k-bit
+    training; with `none` plain LoRA: the base unquantized in `compute_dtype` on CUDA (float32 on a
+    CPU), frozen; the adapters are float32 either way (peft's default for a half-precision base)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
 
     device = _training_device(device)
     model, processor = load_base_model(cfg, device, weights_dir)
     checkpointing = device.startswith("cuda")
-    if getattr(model, "is_loaded_in_4bit", False):
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False))
+    if quantized:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
@@ -296,14 +353,16 @@ def prepare_model(cfg: VlmConfig, device: str = "auto", weights_dir: Path | None
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
-        target_modules=_lora_targets(cfg.lora.target_modules),
+        target_modules=lora_targets(model, cfg.lora.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA on %s: %d trainable parameters of %d (%.3f %%)", ", ".join(cfg.lora.target_modules),
-             trainable, total, 100.0 * trainable / max(total, 1))
+    base_dtype = str(next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)).removeprefix("torch.")
+    log.info("%s on %s: %d trainable parameters of %d (%.3f %%); base %s", "QLoRA" if quantized else "LoRA",
+             ", ".join(cfg.lora.target_modules), trainable, total, 100.0 * trainable / max(total, 1),
+             "4-bit NF4" if quantized else f"unquantized, {base_dtype}")
     if trainable == 0:
         raise ConfigError(f"vlm.lora.target_modules {cfg.lora.target_modules}: no module of the language model matches")
     processor.tokenizer.padding_side = "right"
@@ -472,7 +531,7 @@ def write_model_card(out_dir: Path, cfg: VlmConfig, result: TrainResult, train: 
         "---",
         f"base_model: {cfg.base_model}",
         "library_name: peft",
-        "tags: [crashcast, collision-risk, qwen2.5-vl, lora, qlora]",
+        f"tags: [crashcast, collision-risk, lora{', qlora' if cfg.quantization == 'nf4' else ''}]",
         "---",
         "",
         f"# crashcast VLM risk model ({cfg.mode})",

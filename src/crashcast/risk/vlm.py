@@ -1,6 +1,12 @@
 """Qwen2.5-VL as a collision-risk scorer: loading (optionally 4-bit NF4, optionally with a LoRA
 adapter) and batched scoring of prompts (the paper, §5).
 
+The base model is whatever `AutoModelForImageTextToText` loads whose processor takes crashcast's
+chat messages (image entries, then the text) through a ChatML template (`<|im_start|>assistant`,
+`<|im_end|>`) and whose tokenizer writes each digit as one token: Qwen2.5-VL (the paper's
+3B-Instruct), Qwen2-VL and Qwen3-VL (2B/4B-Instruct) are such models; `random:tiny` and
+`random:tiny-qwen3-vl` are tiny random ones (crashcast.risk.tiny_vlm). docs/VLM_MODELS.md compares them.
+
 One generation per window gives both readings of `crashcast.risk.vlm_output`:
 - `written`: the number the model wrote, parsed from the generated text (a failure is recorded in
   `error`, never raised);
@@ -56,13 +62,16 @@ lead digit, and the decimals are read conditioned on them (see vlm_output)."""
 # --------------------------------------------------------------------------------------------------
 
 
-#: Qwen2.5-VL checkpoints: (download size in MB of the safetensors, licence of the weights as the hub
-#: card states it: the 3B and 72B weights are not Apache-2.0, unlike the code)
-QWEN_VL_WEIGHTS = {
+#: Qwen2.5-VL and Qwen3-VL checkpoints: (download size in MB of the safetensors, None where not
+#: recorded here; licence of the weights as the hub card states it: the Qwen2.5-VL 3B and 72B weights
+#: are not Apache-2.0, unlike the code; Qwen3-VL's are)
+QWEN_VL_WEIGHTS: dict[str, tuple[float | None, str]] = {
     "Qwen/Qwen2.5-VL-3B-Instruct": (7510, "Qwen-Research (non-commercial)"),
     "Qwen/Qwen2.5-VL-7B-Instruct": (16580, "Apache-2.0"),
     "Qwen/Qwen2.5-VL-32B-Instruct": (66700, "Apache-2.0"),
     "Qwen/Qwen2.5-VL-72B-Instruct": (146800, "Qwen (see the model card)"),
+    "Qwen/Qwen3-VL-2B-Instruct": (4264, "Apache-2.0"),
+    "Qwen/Qwen3-VL-4B-Instruct": (None, "Apache-2.0"),
 }
 
 
@@ -75,7 +84,7 @@ def vlm_weights(cfg: VlmConfig) -> list[WeightFile]:
         return []
     size, licence = QWEN_VL_WEIGHTS.get(name, (None, "see the model card"))
     return [WeightFile(name, "huggingface", licence, size, f"https://huggingface.co/{name}",
-                       ("*.json", "*.safetensors", "merges.txt", "vocab.json"))]
+                       ("*.json", "*.jinja", "*.safetensors", "merges.txt", "vocab.json"))]
 
 
 def vlm_requires(cfg: VlmConfig, training: bool = False) -> list[str]:
@@ -87,17 +96,20 @@ def vlm_requires(cfg: VlmConfig, training: bool = False) -> list[str]:
 
 
 def resolve_base_model(base_model: str, weights_dir: Path | None = None) -> str:
-    """Where to load `base_model` from: `random:tiny` -> the cached tiny model's folder; a local
-    folder as is; a hub id through the weights folder in force (`weights_dir`, else
-    $CRASHCAST_WEIGHTS_DIR: the same rule as every perception backend, `runtime.context`)."""
-    from crashcast.risk.tiny_vlm import is_tiny, tiny_vlm_path
+    """Where to load `base_model` from: `random:tiny` (Qwen2.5-VL) or `random:tiny-qwen3-vl` -> the
+    cached tiny model's folder; a local folder as is; a hub id through the weights folder in force
+    (`weights_dir`, else $CRASHCAST_WEIGHTS_DIR: the same rule as every perception backend,
+    `runtime.context`)."""
+    from crashcast.risk.tiny_vlm import tiny_models, tiny_name, tiny_vlm_path
     from crashcast.runtime.context import weights_dir_for
-    from crashcast.runtime.weights import is_random, resolve
+    from crashcast.runtime.weights import RANDOM_PREFIX, is_random, resolve
 
-    if is_tiny(base_model):
-        return str(tiny_vlm_path())
+    name = tiny_name(base_model)
+    if name is not None:
+        return str(tiny_vlm_path(name=name))
     if is_random(base_model):
-        raise ConfigError(f"vlm.base_model: {base_model}: unknown random model (random:tiny is the one there is)")
+        known = ", ".join(RANDOM_PREFIX + n for n in tiny_models())
+        raise ConfigError(f"vlm.base_model: {base_model}: unknown random model (there are {known})")
     return resolve(base_model, weights_dir_for(None, weights_dir))
 
 
@@ -158,7 +170,7 @@ def load_base_model(cfg: VlmConfig, device: str, weights_dir: Path | None = None
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as e:
         raise ConfigError(f"vlm.base_model {cfg.base_model!r}: cannot load it from {path} ({e}); "
-                          "give a local folder, a hub id reachable from here, or random:tiny") from None
+                          "give a local folder, a hub id reachable from here, random:tiny or random:tiny-qwen3-vl") from None
     if "device_map" not in kwargs:
         model.to(device)
     elif device == "cpu":
@@ -292,8 +304,9 @@ class VlmAnswer:
 
 
 class RiskVlm:
-    """A loaded vision-language risk model: `score(prompts)`. Wraps any Qwen2.5-VL-like model and its
-    processor (a PeftModel too), so a model still in memory after training scores the same way."""
+    """A loaded vision-language risk model: `score(prompts)`. Wraps any Qwen2.5-VL-like model (Qwen3-VL
+    too) and its processor (a PeftModel too), so a model still in memory after training scores the
+    same way."""
 
     def __init__(self, model: Any, processor: Any, cfg: VlmConfig, device: str) -> None:
         self.model = model

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation", ("crashcast.evaluation", "crashcast.evaluation.*")),
     ("readiness", ("crashcast.readiness",)),
     ("orchestration", ("crashcast.extract", "crashcast.prediction", "crashcast.prompts.dataset")),
-    ("api", ("crashcast.api", "crashcast.doctor")),
+    ("api", ("crashcast.api", "crashcast.doctor", "crashcast.reproduce")),
     ("cli", ("crashcast.cli",)),
     ("package", ("crashcast",)),
 ]

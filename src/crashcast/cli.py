@@ -513,6 +513,40 @@ def demo(
     console.print(f"  report:  {report_path}")
 
 
+class Reproducible(StrEnum):
+    paper = "paper"
+
+
+@app.command()
+def reproduce(
+    what: Annotated[Reproducible, typer.Argument(help="paper: Table III of the paper (docs/PAPER_PROTOCOL.md)")],
+    data: Annotated[Path, typer.Option(help="the dataset's root folder as downloaded: Nexar (Kaggle train.csv + train/, "
+                                            "or the Hugging Face layout), DAD (videos/training, videos/testing), CCD "
+                                            "(videos/Crash-1500, Normal), DoTA (dataset/metadata_*.json + videos/)")],
+    out: Annotated[Path, typer.Option(help="run folder (a rerun resumes)")],
+    perception: Annotated[str, typer.Option(help="perception preset: paper (the paper's models, every frame; weights: "
+                                                 "`crashcast weights download paper`), or tiny (random tiny models: "
+                                                 "the wiring, offline)")] = "paper",
+    models: Annotated[str, typer.Option(help="comma-separated VLMs")] = "vlm-zero-shot,vlm-baseline,vlm-enhanced",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value; vlm.* change the three "
+                                                              "VLM presets (e.g. vlm.base_model=random:tiny)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="parallel extraction processes")] = 1,
+) -> None:
+    """Table III in one command: import the dataset, extract with the paper's perception, write the prompts
+    (Fig. 3's table), evaluate the zero-shot, baseline and enhanced VLMs under the paper's protocol, and write
+    run/reproduce/table_iii.md beside the paper's numbers with every command used. A rerun resumes."""
+    from crashcast.reproduce import reproduce_paper
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    rep = reproduce_paper(data, out, perception=perception, overrides=list(set_ or []), models=names, workers=workers,
+                          argv=["crashcast", *sys.argv[1:]] if sys.argv[1:2] == ["reproduce"] else None)
+    console.print(rep.table.read_text(encoding="utf-8"), markup=False)
+    console.print(f"{rep.layout}: {rep.clips} clips imported ({len(rep.problems)} bad entries), {rep.failed_clips} failed "
+                  f"extraction; wrote {rep.table}, {out / 'metrics.md'}", markup=False)
+    if rep.failed_clips or rep.problems:
+        err_console.print(f"  problems recorded in {out / 'errors.jsonl'}", style="yellow", markup=False)
+
+
 # ----------------------------------------------------------------------------- doctor / weights
 
 WEIGHTS_DIR_LOOK_HELP = "weights folder to look in (default: runtime.weights_dir, then $CRASHCAST_WEIGHTS_DIR)"

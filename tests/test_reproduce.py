@@ -1,0 +1,107 @@
+"""`crashcast reproduce paper` end to end on synthetic clips laid out as Nexar's Kaggle download, with
+the tiny random perception models (`--perception tiny`) and the tiny random VLM: import, extraction,
+prompts in Fig. 3's format, the three VLMs under the paper's protocol, Table III beside the paper's
+with every command; killed in the enhanced model's training, the rerun resumes (no clip extracted
+again, the baseline adapter used as it was) and finishes the table.
+
+The tiny models answer nonsense: only the plumbing is asserted, never quality."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tests.conftest import cli_exit_code
+
+from crashcast.errors import CrashcastError
+
+VLM = ["vlm.base_model=random:tiny", "vlm.max_pixels=3136", "vlm.learning_rate=0.02", "vlm.gradient_accumulation=1",
+       "vlm.epochs=1"]
+
+
+def _kaggle_layout(synth: Path, root: Path) -> Path:
+    """train.csv + train/<id>.mp4, as Kaggle's nexar-collision-prediction download (videos linked)."""
+    (root / "train").mkdir(parents=True)
+    (root / "train.csv").write_text((synth / "annotations.csv").read_text())
+    for video in synth.glob("*.mp4"):
+        (root / "train" / video.name).symlink_to(video)
+    return root
+
+
+def _fingerprints(paths) -> dict[str, tuple[int, str]]:
+    return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths}
+
+
+def test_reproduce_paper_runs_end_to_end_and_resumes_after_a_kill(synth_small, tmp_path, tiny_cache, offline_caches,
+                                                                  monkeypatch):
+    for module in ("torch", "transformers", "peft", "torchvision"):
+        pytest.importorskip(module)
+    data = _kaggle_layout(synth_small, tmp_path / "nexar")
+    run = tmp_path / "run"
+    argv = ["reproduce", "paper", "--data", data, "--out", run, "--perception", "tiny", "--workers", "1",
+            *(a for o in VLM for a in ("--set", o))]
+
+    # killed while the enhanced model trains: extraction and the baseline adapter are done by then
+    from crashcast.risk import finetune
+
+    train = finetune.train_vlm
+
+    def killed_in_enhanced(*args, **kwargs):
+        cfg = kwargs.get("cfg", args[2] if len(args) > 2 else None)
+        if getattr(cfg, "mode", None) == "enhanced":
+            raise KeyboardInterrupt
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train_vlm", killed_in_enhanced)
+    with pytest.raises(KeyboardInterrupt):
+        from crashcast.reproduce import reproduce_paper
+
+        reproduce_paper(data, run, perception="tiny", overrides=VLM, progress=False)
+    metas = sorted(run.glob("clips/*/*/window_meta.json"))
+    assert len(metas) == 8 * 3  # 8 clips, 3 windows each
+    adapter = run / "models" / "vlm-baseline" / "adapter_model.safetensors"
+    assert adapter.is_file() and not (run / "reproduce" / "table_iii.md").exists()
+    before = _fingerprints([*metas, adapter])
+
+    monkeypatch.setattr(finetune, "train_vlm", train)
+    assert cli_exit_code(argv) == 0
+    assert _fingerprints([*metas, adapter]) == before  # nothing extracted or trained again
+    assert (run / "models" / "vlm-enhanced" / "adapter_model.safetensors").is_file()
+
+    # the run is the paper's: Fig. 3's prompts, the paper protocol's headline, three VLM rows
+    record = json.loads((run / "prompts" / "train.jsonl").read_text().splitlines()[0])
+    human = record["conversations"][0]["value"]
+    assert "ID/Class/Depths(m)/ΔDepth(m/s)/OptFlowMags/OptFlowAngs/SpeedValid/Speed/AccValid/Accel/Occl" in human
+    results = json.loads((run / "metrics.json").read_text())
+    assert results["headline"] == "paper" and list(results["models"]) == ["vlm-zero-shot", "vlm-baseline", "vlm-enhanced"]
+    imported = json.loads((run / "reproduce" / "import.json").read_text())
+    assert (imported["layout"], imported["clips"], imported["positives"]) == ("nexar-kaggle", 8, 4)
+
+    table = (run / "reproduce" / "table_iii.md").read_text()
+    assert table.startswith("# Table III reproduced (nexar-kaggle: 8 clips;")
+    for name, r in results["models"].items():  # each row is metrics.json's paper protocol, in percent
+        m = r["paper"]["window"]
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert row.split(" | ")[1:4] == [f"{100 * m[k]:.2f}" for k in ("precision", "recall", "f1")]
+        assert row.endswith(f"| {r['paper']['parse_failures']} of {m['n']} |")
+        pred = pd.read_csv(run / "predictions" / f"{name}.csv", keep_default_na=False)
+        assert len(pred) == m["n"]
+    assert "| paper: Baseline SFT | 92.86 | 43.33 | 59.09 | 31.45 | 30.02 | 29.72 | n/a |" in table
+    # every command, the killed session's and the resumed one's
+    commands = (run / "reproduce" / "commands.txt").read_text().splitlines()
+    starts = [c for c in commands if c.startswith("# ")]
+    assert len(starts) == 2 and starts[1].endswith("# resumes the run above")
+    assert sum(c.startswith("crashcast evaluate ") for c in commands) == 2
+    assert "--protocol paper" in commands[-2] and "vlm.base_model=random:tiny" in commands[-2]
+
+
+def test_reproduce_refuses_a_folder_that_is_no_known_dataset(tmp_path):
+    from crashcast.reproduce import reproduce_paper
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("hello")
+    with pytest.raises(CrashcastError, match=r"train\.csv"):
+        reproduce_paper(tmp_path / "data", tmp_path / "run", perception="tiny")

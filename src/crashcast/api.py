@@ -362,7 +362,7 @@ class TrainingData:
 def vlm_training_data(run: str | Path, config: str | Path = "paper-baseline", base_model: str | None = None,
                       overrides: Sequence[str] = ()) -> TrainingData:
     """The run's train/validation prompts and the VLM settings of `config` (its vlm section, with the
-    `vlm.*` overrides; `base_model` a hub id, a local folder or random:tiny). A zero-shot config
+    `vlm.*` overrides; `base_model` a hub id, a local folder, random:tiny or random:tiny-qwen3-vl). A zero-shot config
     has nothing to train (`UsageError`)."""
     from crashcast.config import load_config
     from crashcast.prompts.dataset import split_prompts

@@ -308,13 +308,15 @@ app.add_typer(train_app, name="train")
 def train_vlm_command(
     run: Annotated[Path, typer.Option(help="run folder made by `crashcast extract`")],
     config: Annotated[str, typer.Option(help="the VLM preset or YAML: paper-baseline or paper-enhanced (its vlm section)")] = "paper-baseline",
-    base_model: Annotated[str | None, typer.Option(help="hub id or local folder of Qwen2.5-VL (default: the preset's; "
-                                                        "random:tiny for a tiny random model)")] = None,
+    base_model: Annotated[str | None, typer.Option(help="hub id or local folder of the base VLM, e.g. "
+                                                        "Qwen/Qwen3-VL-4B-Instruct (default: the preset's Qwen2.5-VL-3B; "
+                                                        "random:tiny or random:tiny-qwen3-vl for a tiny random model)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. vlm.epochs=1")] = None,
 ) -> None:
-    """Fine-tune Qwen2.5-VL on the run's training windows (evaluate's video split; validation each epoch) with
-    4-bit NF4 QLoRA; write the adapter and its model card to run/models/vlm-<mode>/."""
+    """Fine-tune the VLM on the run's training windows (evaluate's video split; validation each epoch) with
+    4-bit NF4 QLoRA (vlm.quantization nf4) or LoRA on the unquantized model (none); write the adapter and its
+    model card to run/models/vlm-<mode>/."""
     try:
         data = api.vlm_training_data(run, config, base_model, list(set_ or []))
     except api.UsageError as e:

@@ -114,7 +114,8 @@ def test_golden_rationale(window):
     _golden("risk_v1_00822_mid.rationale.txt", p.assistant)
     assert p.assistant.splitlines() == [
         "Collision Probability: 0.872",
-        "Reason: pedestrian A, 8.1 m ahead, closing at 0.2 m/s, no finite TTC.",
+        # car B drives the risk (in the path, closing): not pedestrian A, the closest (no finite TTC)
+        "Reason: car B, 11.5 m ahead, closing at 1.8 m/s, TTC 6.4 s.",  # 11.5 / 1.80 = 6.39
     ]
     assert "`Reason:`" in p.text and "`Reason:`" not in build_prompt(meta, folder).text
 
@@ -311,20 +312,25 @@ def test_answer_has_three_decimals(window, target, answer):
     ("kw", "reason"),
     [
         (
-            dict(depth=[12.0, 10.0, 8.2], closing_speed_mps=4.1, ttc_s=2.0),
+            dict(depth=[12.0, 10.0, 8.2], depth_rate_mps=-4.1, closing_speed_mps=4.1, ttc_s=2.0),
             "Reason: car A, 8.2 m ahead, closing at 4.1 m/s, TTC 2.0 s.",
         ),
         (
-            dict(depth=[12.0, 10.0, None], closing_speed_mps=-0.7, ttc_s=None),  # last measured depth: 10.0
+            dict(depth=[12.0, 10.0, None], depth_rate_mps=0.7, closing_speed_mps=-0.7, ttc_s=None),  # last measured: 10.0
             "Reason: car A, 10.0 m ahead, not closing in, no finite TTC.",
         ),
         (  # image expansion gives a TTC while the depth rate says receding (issue 24): no TTC stated
-            dict(depth=[12.0, 10.0, 8.2], closing_speed_mps=-0.4, ttc_s=0.5),
+            dict(depth=[12.0, 10.0, 8.2], depth_rate_mps=0.4, closing_speed_mps=-0.4, ttc_s=0.5),
             "Reason: car A, 8.2 m ahead, not closing in, no finite TTC.",
         ),
         (
-            dict(depth=[None, None, None], mean=6.5, closing_speed_mps=None, ttc_s=None),  # the track's depth
-            "Reason: car A, 6.5 m ahead, closing speed unknown, no finite TTC.",
+            # the track's own depth (6.5) is not in the table: the reason does not say it
+            dict(depth=[None, None, None], mean=6.5, closing_speed_mps=None, ttc_s=None),
+            "Reason: car A, distance unknown, closing speed unknown, no finite TTC.",
+        ),
+        (  # the closing speed is the table's ΔDepth (the slope 12.0 -> 8.2 over 3 s: -1.27), not closing_speed_mps
+            dict(depth=[12.0, 10.0, 8.2], closing_speed_mps=4.1, ttc_s=2.0),
+            "Reason: car A, 8.2 m ahead, closing at 1.3 m/s, TTC 6.5 s.",  # 8.2 / 1.27 = 6.46
         ),
         (
             dict(depth=[None, None, None], mean=None, closing_speed_mps=float("nan"), ttc_s=float("inf")),
@@ -339,10 +345,13 @@ def test_rationale_variants(window, kw, reason):
     assert p.assistant.splitlines()[1] == reason
 
 
-def test_rationale_is_about_object_a(window):
+def test_rationale_names_the_driver_by_its_letter(window):
     meta, folder = window
     p = build_prompt(meta, folder, rationale=True, top_k=5)
-    assert _rows(p)[0][1] == "pedestrian" and p.assistant.splitlines()[1].startswith("Reason: pedestrian A,")
+    assert _rows(p)[1][1] == "car" and p.assistant.splitlines()[1].startswith("Reason: car B,")
+    # with one row, car B is not in the table: the reason is about A, the closest
+    q = build_prompt(meta, folder, rationale=True, top_k=1)
+    assert q.assistant.splitlines()[1] == "Reason: pedestrian A, 8.1 m ahead, closing at 0.2 m/s, TTC 32.4 s."
 
 
 def test_prompt_is_deterministic(window):
@@ -428,6 +437,22 @@ def test_golden_prompt_in_the_papers_format(window):
     assert ped[2] == "[nan, 8.40, 8.10]" and ped[3] == "[nan, -0.20]"  # (8.1 - 8.4) / 1.5 = -0.2
     assert ped[4] == "[3.10, 3.00]"  # the measured end alone; (3.1 + 2.9) / 2
     assert ped[5].startswith("[3.12, ")  # 178.9 deg = 3.1224 rad
+
+
+def test_golden_rationale_in_the_papers_format(window):
+    """The reason told with paper_fig3's numbers: the last Depths value and the last interval's ΔDepth."""
+    meta, folder = window
+    p = build_prompt(meta, folder, template="paper_fig3", rationale=True)
+    _golden("paper_fig3_00822_mid.rationale.txt", p.assistant)
+    lines = p.text.splitlines()
+    car = next(line for line in lines if line.startswith("B | ")).split(" | ")
+    assert car[1:4] == ["car", "[14.20, 12.90, 11.50]", "[-0.87, -0.93]"]
+    # distance 11.50 -> 11.5 m; closing -(-0.93) = 0.93 -> 0.9 m/s; TTC 11.50 / 0.93 = 12.37 -> 12.4 s
+    assert p.assistant.splitlines() == [
+        "Collision Probability: 0.872",
+        "Reason: car B, 11.5 m ahead, closing at 0.9 m/s, TTC 12.4 s.",
+    ]
+    assert "`Reason:`" in p.text
 
 
 def test_template_layout_choices_are_checked(tmp_path):

@@ -24,8 +24,12 @@ Decisions (the paper leaves them open):
   images (no `window_dir`, or `frame_paths` not all set) gives a text-only prompt with no `<image>`
   token; a named image that does not exist is an error. The `<image>` count always equals the
   number of images (checked when a Prompt is made).
-- Rationale (optional second answer line): about object A (the closest), its distance at the last
-  keyframe that measured it, closing speed and TTC from the window's kinematics.
+- Rationale (optional second answer line): about the agent that drives the risk (`risk_driver`),
+  told only with numbers the same prompt's table shows: an object's letter; its distance = the last
+  Depths value printed; its closing speed = minus the ΔDepth printed (the current value; with
+  per-interval ΔDepth, the last interval's); TTC = that distance / that closing speed when it closes
+  (else no finite TTC). A converging pair of other road users is named by its two letters and their
+  distances (`reason_pair`, an optional template key).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from pathlib import Path
 import yaml
 
 from crashcast.errors import ConfigError, InputLimitError, SchemaError
+from crashcast.features.convergence import PAIR_HORIZON_S
+from crashcast.features.table import IN_PATH_M, MIN_FRAMES_FOR_TTC
 from crashcast.features.window_meta import Instance, ObjectSummary, WindowMeta
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import inside, read_bounded, read_text_bounded
@@ -66,6 +72,11 @@ _LAYOUT_CHOICES = {
     "angle_unit": ("degrees", "radians"),
 }
 _LIST_KEYS = ("list_open", "list_close")  # around every list of values (default: nothing)
+#: optional text keys, with their defaults (templates written before them, as risk_v1, stay valid)
+_OPTIONAL_TEXT = {
+    "reason_pair": "Reason: {class_a} {letter_a}, {distance_a}, and {class_b} {letter_b}, {distance_b}, "
+                   "are converging on each other.",
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ def _parse_template(source: str, where: str) -> PromptTemplate:
     table = data.get("table") or {}
     formats = table.get("formats") or {}
     missing = [k for k in ("version", *_TEXT_KEYS) if not isinstance(data.get(k), str)]
+    missing += [k for k in _OPTIONAL_TEXT if k in data and not isinstance(data[k], str)]
     missing += [f"table.{k}" for k in _TABLE_KEYS if not isinstance(table.get(k), str)]
     missing += [f"table.formats.{k}" for k in _FORMAT_KEYS if not isinstance(formats.get(k), str)]
     missing += [f"table.{k}" for k in (*_LIST_KEYS, *_LAYOUT_CHOICES) if k in table and not isinstance(table[k], str)]
@@ -128,7 +140,7 @@ def _parse_template(source: str, where: str) -> PromptTemplate:
         raise ConfigError(f"prompt template {where}: {'; '.join(wrong)}")
     return PromptTemplate(
         version=data["version"],
-        text={k: data[k] for k in _TEXT_KEYS},
+        text={**{k: data[k] for k in _TEXT_KEYS}, **{k: data.get(k, v) for k, v in _OPTIONAL_TEXT.items()}},
         table={**{k: table[k] for k in _TABLE_KEYS}, **{k: table.get(k, "") for k in _LIST_KEYS}, **layout},
         formats={k: formats[k] for k in _FORMAT_KEYS},
     )
@@ -174,7 +186,7 @@ def build_prompt(
 ) -> Prompt:
     """The prompt of one window. `window_dir` is the folder of its window_meta.json (its keyframe
     overlays are named relative to it); None builds a text-only prompt. `rationale` adds a second
-    answer line explaining the number from the closest object's kinematics."""
+    answer line explaining the number by the agent that drives the risk, with its table numbers."""
     if not 1 <= top_k <= len(LETTERS):
         raise ConfigError(f"features.top_k: prompts show 1..{len(LETTERS)} objects (one letter each), got {top_k}")
     tpl = load_template(template)
@@ -198,7 +210,7 @@ def build_prompt(
     )
     answer = t["answer"].format(probability=meta.soft_target)
     if rationale:
-        answer += "\n" + reason_line(tpl, meta, ranked[0] if ranked else None)
+        answer += "\n" + reason_line(tpl, meta, ranked, risk_driver(tpl, meta, ranked))
     return Prompt(
         id=meta.window_id,
         images=images,
@@ -361,29 +373,107 @@ def _depth_rate(meta: WindowMeta, o: ObjectSummary) -> float | None:
     return None
 
 
-def reason_line(tpl: PromptTemplate, meta: WindowMeta, closest: ObjectSummary | None) -> str:
-    """The rationale: the closest object (A), its distance now, closing speed and TTC; deterministic.
-    Closing speed is the depth rate's; when it says the object is not closing, no TTC is given (the
-    object's TTC may come from image expansion, and "not closing in, TTC 0.5 s" contradicts itself)."""
+#: a pair of other road users drives the risk only if their centroids come this near each other (the
+#: third-party term's contact distance for two vehicles, `risk.third_party.ThirdPartyConfig.contact_m`)
+PAIR_NEAR_M = 5.0
+
+
+def _printed(tpl: PromptTemplate, kind: str, v: float | None) -> float | None:
+    """`v` as the table prints it, read back; None where the table shows it missing."""
+    s = _num(tpl, kind, v)
+    if s == tpl.table["missing"]:
+        return None
+    try:
+        return float(s)
+    except ValueError:  # a template whose format holds more than the number: the value itself
+        return float(v)  # type: ignore[arg-type]
+
+
+def shown_kinematics(tpl: PromptTemplate, meta: WindowMeta, o: ObjectSummary) -> tuple[float | None, float | None, float | None]:
+    """(distance, closing speed, TTC) of object `o` from the numbers its table row prints: the last
+    Depths value measured; minus the ΔDepth shown (the current value, or the last interval's when
+    the template lists one per interval); distance / closing speed when it closes, else None. None
+    where the row shows no such number."""
+    last = next((d for d in reversed(o.depth_m) if _finite(d)), None)
+    distance = _printed(tpl, "depth", last)
+    rate = _interval_depth_rates(meta, o)[-1] if tpl.table["depth_rate"] == "intervals" else _depth_rate(meta, o)
+    shown_rate = _printed(tpl, "depth_rate", rate)
+    closing = None if shown_rate is None else 0.0 - shown_rate
+    ttc = distance / closing if distance is not None and closing is not None and closing > 0 else None
+    return distance, closing, ttc
+
+
+def risk_driver(tpl: PromptTemplate, meta: WindowMeta, shown: list[ObjectSummary]) -> tuple[ObjectSummary, ...]:
+    """The agent(s) the reason names: those the physics model's evidence names as driving the risk
+    (`risk.physics`), by a small rule on the window's own fields, since prompts may not import risk:
+
+    1. the settled object in the ego path (lateral offset under `IN_PATH_M`, seen in at least
+       `MIN_FRAMES_FOR_TTC` frames: the objects `features.table` aggregates into the path TTC) with
+       the smallest finite TTC, its TTC computed from its table numbers (`shown_kinematics`), the
+       closer one on a tie (not capped: over `features.table.TTC_CAP_S` it drives nothing, but it is still the
+       in-path object nearest to contact, the one the physics model's object term names);
+    2. instead, the closest pair of other road users (`meta.pair`) when they close, come within
+       `PAIR_NEAR_M` of each other (dcpa), and do so (tcpa) within the pair's horizon
+       (`features.convergence.PAIR_HORIZON_S`: a tcpa at it is clamped) and sooner than that TTC;
+    3. else, and whenever the driver is not among the table's rows (`shown`, the top K), the closest
+       object (A).
+
+    () when no object was tracked; one object; or a pair, in table order."""
+    if not shown:
+        return ()
+    ranked = rank_objects(meta)
+    driver: tuple[ObjectSummary, ...] = ()
+    soonest = math.inf
+    for o in ranked:
+        if o.lateral_offset_m is None or o.lateral_offset_m >= IN_PATH_M or o.frames_seen < MIN_FRAMES_FOR_TTC:
+            continue
+        ttc = shown_kinematics(tpl, meta, o)[2]
+        if ttc is not None and ttc < soonest:
+            driver, soonest = (o,), ttc
+    p = meta.pair
+    if p is not None and p.closing_mps > 0 and p.dcpa_m < PAIR_NEAR_M and p.tcpa_s < min(soonest, PAIR_HORIZON_S):
+        members = [o for o in ranked if o.object_id in (p.object_a, p.object_b)]
+        driver = tuple(members) if len(members) == 2 else (shown[0],)
+    position = {id(o): i for i, o in enumerate(shown)}
+    if not driver or any(id(o) not in position for o in driver):
+        return (shown[0],)
+    return tuple(sorted(driver, key=lambda o: position[id(o)]))
+
+
+def reason_line(tpl: PromptTemplate, meta: WindowMeta, shown: list[ObjectSummary],
+                driver: tuple[ObjectSummary, ...]) -> str:
+    """The rationale about `driver` (`risk_driver`), each one named by its letter in the table
+    (`shown`, its rows in order) and told with its table numbers only (`shown_kinematics`); a pair by
+    its two letters and distances. Deterministic. Without a closing speed (the depth rate says it
+    is not closing) no TTC is given: "not closing in, TTC 0.5 s" would contradict itself."""
     t = tpl.text
-    if closest is None:
+    if not driver:
         return t["reason_none"]
-    last_depth = next((d for d in reversed(closest.depth_m) if _finite(d)), None)
-    if last_depth is None and _finite(closest.mean_depth_m):
-        last_depth = closest.mean_depth_m  # seen only between keyframes: the track's own depth
-    v, ttc = closest.closing_speed_mps, closest.ttc_s
-    if _finite(v) and v <= 0:  # not closing by the depth rate: a TTC from image expansion alone would contradict it
-        ttc = None
-    if not _finite(v):
+    letter = {id(o): LETTERS[i] for i, o in enumerate(shown)}
+
+    def distance(v: float | None) -> str:
+        return t["distance"].format(value=v) if v is not None else t["distance_unknown"]
+
+    if len(driver) == 2:
+        a, b = driver
+        return t["reason_pair"].format(
+            class_a=_clean(a.class_name, tpl), letter_a=letter[id(a)],
+            distance_a=distance(shown_kinematics(tpl, meta, a)[0]),
+            class_b=_clean(b.class_name, tpl), letter_b=letter[id(b)],
+            distance_b=distance(shown_kinematics(tpl, meta, b)[0]),
+        )
+    o = driver[0]
+    d, v, ttc = shown_kinematics(tpl, meta, o)
+    if v is None:
         closing = t["closing_unknown"]
     else:
         closing = t["closing"].format(value=v) if v > 0 else t["not_closing"]
     return t["reason"].format(
-        class_name=_clean(closest.class_name, tpl),
-        letter=LETTERS[0],
-        distance=t["distance"].format(value=last_depth) if last_depth is not None else t["distance_unknown"],
+        class_name=_clean(o.class_name, tpl),
+        letter=letter[id(o)],
+        distance=distance(d),
         closing=closing,
-        ttc=t["ttc"].format(value=ttc) if _finite(ttc) else t["ttc_none"],
+        ttc=t["ttc"].format(value=ttc) if ttc is not None else t["ttc_none"],
     )
 
 

@@ -305,10 +305,11 @@ class VlmConfig(Section):
     positive_weight: float = Field(3.0, gt=0, le=1000, description="weight of positive windows in the MSE term")
     negative_fraction: float = Field(1.0, gt=0, le=1, description="share of negative windows kept for training (all positives kept)")
     rationale: bool = Field(False, description="the answer gets a second line with the kinematic reason")
-    prompt_template: str = Field("risk_v1", min_length=1, max_length=4096,
+    prompt_template: str = Field("risk_v2", min_length=1, max_length=4096,
                                  description="the prompt's wording and table layout: a template shipped in "
-                                 "crashcast/prompts/templates/ (risk_v1: crashcast's; paper_fig3: the paper's Fig. 3) "
-                                 "or a YAML path")
+                                 "crashcast/prompts/templates/ (risk_v2: crashcast's; risk_v1: as before issue 25, "
+                                 "whose Reason line names the closest object; paper_fig3: the paper's Fig. 3) or a "
+                                 "YAML path")
     max_new_tokens: int = Field(24, ge=4, le=4096, json_schema_extra={"scoring_only": True},
                                 description="how a trained model answers, not what it learnt: not compared when an adapter is reused")
     max_pixels: int | None = Field(None, ge=28 * 28, le=8192 * 8192, description="cap on image pixels the processor keeps (None: its default)")

@@ -96,11 +96,15 @@ def _object(oid: int, depth: list[float | None], mean: float | None = None, **kw
 
 
 def test_golden_prompt(window):
+    """The default template, risk_v2: its prompt is risk_v1's, character for character (they differ
+    in the Reason rule only)."""
     meta, folder = window
     p = build_prompt(meta, folder)
     _golden("risk_v1_00822_mid.user.txt", p.user)
     _golden("risk_v1_00822_mid.assistant.txt", p.assistant)
-    assert p.id == "00822_mid" and p.template == "risk_v1"
+    assert p.id == "00822_mid" and p.template == "risk_v2"
+    old = build_prompt(meta, folder, template="risk_v1")
+    assert (old.user, old.assistant, old.template) == (p.user, p.assistant, "risk_v1")
     assert [i.name for i in p.images] == ["kf0.png", "kf1.png", "kf2.png"]
     assert all(i.is_absolute() and i.parent == folder.resolve() for i in p.images)
     assert p.user == IMAGE_TOKEN * 3 + "\n" + p.text
@@ -111,13 +115,24 @@ def test_golden_prompt(window):
 def test_golden_rationale(window):
     meta, folder = window
     p = build_prompt(meta, folder, rationale=True)
-    _golden("risk_v1_00822_mid.rationale.txt", p.assistant)
+    _golden("risk_v2_00822_mid.rationale.txt", p.assistant)
     assert p.assistant.splitlines() == [
         "Collision Probability: 0.872",
         # car B drives the risk (in the path, closing): not pedestrian A, the closest (no finite TTC)
         "Reason: car B, 11.5 m ahead, closing at 1.8 m/s, TTC 6.4 s.",  # 11.5 / 1.80 = 6.39
     ]
     assert "`Reason:`" in p.text and "`Reason:`" not in build_prompt(meta, folder).text
+    assert "driving the risk" in p.text
+
+
+def test_risk_v1_keeps_the_reason_it_was_trained_with(window):
+    """risk_v1 (`reason_rule` closest-v1 by default): object A and its window_meta kinematics, as before
+    risk_v2, so an adapter trained on it sees the same answers."""
+    meta, folder = window
+    p = build_prompt(meta, folder, rationale=True, template="risk_v1")
+    _golden("risk_v1_00822_mid.rationale.txt", p.assistant)
+    assert p.assistant.splitlines()[1] == "Reason: pedestrian A, 8.1 m ahead, closing at 0.2 m/s, no finite TTC."
+    assert "names the closest object" in p.text
 
 
 def test_window_id_with_horizon_is_the_prompt_id(window):

@@ -140,7 +140,7 @@ def test_sharegpt_layout_for_llama_factory(run):
         "horizon_s": 0.0,
         "label": 1,
         "soft_target": 0.8724,
-        "template": "risk_v1",
+        "template": "risk_v2",
     }
     # relative to the export folder, as LLaMA-Factory joins them with media_dir (= dataset_dir)
     assert r["images"] == [

@@ -13,7 +13,7 @@ from crashcast.features.window_meta import WindowMeta, read_window_meta
 from crashcast.prompts.builder import build_prompt
 
 GOLDEN_META = Path(__file__).parent / "golden" / "window_meta.json"
-TEMPLATES = ("risk_v1", "paper_fig3")
+TEMPLATES = ("risk_v2", "paper_fig3")
 
 _OBJECT = re.compile(
     r"^Reason: (?P<cls>\S+) (?P<letter>[A-Z]), (?:(?P<dist>\S+) m ahead|distance unknown), "
@@ -30,9 +30,9 @@ def _num(cell: str) -> float | None:
 
 
 def _table(text: str, template: str) -> dict[str, tuple[str, list[float | None], float | None]]:
-    """letter -> (class, Depths, the ΔDepth value the reason reads: the current one for risk_v1, the
+    """letter -> (class, Depths, the ΔDepth value the reason reads: the current one for risk_v2, the
     last interval's for paper_fig3), parsed from the printed table."""
-    sep = "|" if template == "risk_v1" else " | "
+    sep = "|" if template == "risk_v2" else " | "
     out = {}
     for line in text.splitlines():
         cells = line.split(sep)
@@ -194,7 +194,7 @@ def test_reason_pair_is_an_optional_template_key(base, tmp_path):
     source = Path(__file__).parents[2] / "src" / "crashcast" / "prompts" / "templates" / "risk_v1.yaml"
     data = yaml.safe_load(source.read_text(encoding="utf-8"))
     assert "reason_pair" not in data  # risk_v1 stays as it was trained; the builder's default applies
-    data.update(version="risk_test", reason_pair="Reason: {letter_a} meets {letter_b}.")
+    data.update(version="risk_test", reason_rule="driver", reason_pair="Reason: {letter_a} meets {letter_b}.")
     custom = tmp_path / "risk_test.yaml"
     custom.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     objects = [_obj(1, "car", [8.0, 8.0, 8.0]), _obj(2, "person", [15.0, 15.0, 15.0], lateral=4.0),
@@ -204,4 +204,8 @@ def test_reason_pair_is_an_optional_template_key(base, tmp_path):
     data["reason_pair"] = 3
     custom.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ConfigError, match="reason_pair"):
+        build_prompt(base, None, template=custom, rationale=True)
+    data.update(reason_pair="Reason: {letter_a} meets {letter_b}.", reason_rule="nearest")
+    custom.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match="reason_rule: 'nearest' \\(choose closest-v1 or driver\\)"):
         build_prompt(base, None, template=custom, rationale=True)

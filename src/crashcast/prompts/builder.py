@@ -16,7 +16,8 @@ Decisions (the paper leaves them open):
   slope between the first and last keyframes with a depth), Speed and Accel = the last estimates,
   Occl = the occlusion at the last keyframe the object was seen. A missing value is `-` (one short
   token, unlike `nan`, and never mistaken for a number).
-- Layout (the template's `table`): risk_v1 is the layout above; paper_fig3 (the paper's Fig. 3) lists
+- Layout (the template's `table`): risk_v1 and risk_v2 (the default; risk_v1 with the Reason rule
+  below) are the layout above; paper_fig3 (the paper's Fig. 3) lists
   ΔDepth and the optical flow once per interval between keyframes (`depth_rate`/`flow: intervals`:
   the depth difference over the time difference; the mean of the two ends' flow magnitudes and the
   angle of the mean of their flow vectors), angles in radians, lists in brackets.
@@ -56,7 +57,7 @@ from crashcast.settings import parse_yaml
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "risk_v1"
+DEFAULT_TEMPLATE = "risk_v2"
 IMAGE_TOKEN = "<image>"  # the placeholder LLaMA-Factory and ms-swift replace with the model's image tokens
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _TEXT_KEYS = ("user", "role", "keyframes_images", "keyframes_text", "valid_note", "table_intro",
@@ -72,6 +73,10 @@ _LAYOUT_CHOICES = {
     "angle_unit": ("degrees", "radians"),
 }
 _LIST_KEYS = ("list_open", "list_close")  # around every list of values (default: nothing)
+#: optional top-level key `reason_rule`: which agent the Reason line names, and with which numbers
+#: ('closest-v1', the default: object A with its window_meta kinematics, as risk_v1 was trained;
+#: 'driver': `risk_driver` with the table's own numbers, risk_v2 and paper_fig3)
+_REASON_RULES = ("closest-v1", "driver")
 #: optional text keys, with their defaults (templates written before them, as risk_v1, stay valid)
 _OPTIONAL_TEXT = {
     "reason_pair": "Reason: {class_a} {letter_a}, {distance_a}, and {class_b} {letter_b}, {distance_b}, "
@@ -136,12 +141,16 @@ def _parse_template(source: str, where: str) -> PromptTemplate:
     layout = {k: table.get(k, choices[0]) for k, choices in _LAYOUT_CHOICES.items()}
     wrong = [f"table.{k}: {v!r} (choose {' or '.join(_LAYOUT_CHOICES[k])})" for k, v in layout.items()
              if v not in _LAYOUT_CHOICES[k]]
+    rule = data.get("reason_rule", _REASON_RULES[0])
+    if rule not in _REASON_RULES:
+        wrong.append(f"reason_rule: {rule!r} (choose {' or '.join(_REASON_RULES)})")
     if wrong:
         raise ConfigError(f"prompt template {where}: {'; '.join(wrong)}")
     return PromptTemplate(
         version=data["version"],
         text={**{k: data[k] for k in _TEXT_KEYS}, **{k: data.get(k, v) for k, v in _OPTIONAL_TEXT.items()}},
-        table={**{k: table[k] for k in _TABLE_KEYS}, **{k: table.get(k, "") for k in _LIST_KEYS}, **layout},
+        table={**{k: table[k] for k in _TABLE_KEYS}, **{k: table.get(k, "") for k in _LIST_KEYS}, **layout,
+               "reason_rule": rule},
         formats={k: formats[k] for k in _FORMAT_KEYS},
     )
 
@@ -210,7 +219,10 @@ def build_prompt(
     )
     answer = t["answer"].format(probability=meta.soft_target)
     if rationale:
-        answer += "\n" + reason_line(tpl, meta, ranked, risk_driver(tpl, meta, ranked))
+        if tpl.table["reason_rule"] == "driver":
+            answer += "\n" + reason_line(tpl, meta, ranked, risk_driver(tpl, meta, ranked))
+        else:
+            answer += "\n" + reason_line_v1(tpl, meta, ranked[0] if ranked else None)
     return Prompt(
         id=meta.window_id,
         images=images,
@@ -474,6 +486,34 @@ def reason_line(tpl: PromptTemplate, meta: WindowMeta, shown: list[ObjectSummary
         distance=distance(d),
         closing=closing,
         ttc=t["ttc"].format(value=ttc) if ttc is not None else t["ttc_none"],
+    )
+
+
+def reason_line_v1(tpl: PromptTemplate, meta: WindowMeta, closest: ObjectSummary | None) -> str:
+    """The rationale as risk_v1 was trained with it (`reason_rule: closest-v1`): the closest object
+    (A), its distance at the last keyframe that measured it (else its track's mean depth), and the
+    window_meta's closing speed and TTC, no TTC when the depth rate says it is not closing. Kept
+    unchanged for the adapters trained on it; it can name an object that does not drive the risk and
+    numbers the table does not show, which `reason_line` (risk_v2, paper_fig3) does not."""
+    t = tpl.text
+    if closest is None:
+        return t["reason_none"]
+    last_depth = next((d for d in reversed(closest.depth_m) if _finite(d)), None)
+    if last_depth is None and _finite(closest.mean_depth_m):
+        last_depth = closest.mean_depth_m
+    v, ttc = closest.closing_speed_mps, closest.ttc_s
+    if _finite(v) and v <= 0:
+        ttc = None
+    if not _finite(v):
+        closing = t["closing_unknown"]
+    else:
+        closing = t["closing"].format(value=v) if v > 0 else t["not_closing"]
+    return t["reason"].format(
+        class_name=_clean(closest.class_name, tpl),
+        letter=LETTERS[0],
+        distance=t["distance"].format(value=last_depth) if last_depth is not None else t["distance_unknown"],
+        closing=closing,
+        ttc=t["ttc"].format(value=ttc) if _finite(ttc) else t["ttc_none"],
     )
 
 

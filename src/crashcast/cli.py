@@ -313,12 +313,16 @@ def train_vlm_command(
                                                         "random:tiny or random:tiny-qwen3-vl for a tiny random model)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value, e.g. vlm.epochs=1")] = None,
+    rationale: Annotated[bool | None, typer.Option("--rationale/--no-rationale", help="train answers with a Reason line "
+                                                   "(the agent driving the risk, with the table's numbers) so the model "
+                                                   "learns to give one (default: the preset's vlm.rationale)")] = None,
 ) -> None:
     """Fine-tune the VLM on the run's training windows (evaluate's video split; validation each epoch) with
     4-bit NF4 QLoRA (vlm.quantization nf4) or LoRA on the unquantized model (none); write the adapter and its
     model card to run/models/vlm-<mode>/."""
     try:
-        data = api.vlm_training_data(run, config, base_model, list(set_ or []))
+        overrides = [*(set_ or []), *([f"vlm.rationale={str(rationale).lower()}"] if rationale is not None else [])]
+        data = api.vlm_training_data(run, config, base_model, overrides)
     except api.UsageError as e:
         raise _usage(e) from None
     if data.skipped:
@@ -533,6 +537,8 @@ def reproduce(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.field=value; vlm.* change the three "
                                                               "VLM presets (e.g. vlm.base_model=random:tiny)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="parallel extraction processes")] = 1,
+    rationale: Annotated[bool, typer.Option("--rationale", help="fine-tune with a Reason line in every answer (the agent "
+                                                              "driving the risk, with the table's numbers)")] = False,
 ) -> None:
     """Table III in one command: import the dataset, extract with the paper's perception, write the prompts
     (Fig. 3's table), evaluate the zero-shot, baseline and enhanced VLMs under the paper's protocol, and write
@@ -540,7 +546,8 @@ def reproduce(
     from crashcast.reproduce import reproduce_paper
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    rep = reproduce_paper(data, out, perception=perception, overrides=list(set_ or []), models=names, workers=workers,
+    overrides = [*(set_ or []), *(["vlm.rationale=true"] if rationale else [])]
+    rep = reproduce_paper(data, out, perception=perception, overrides=overrides, models=names, workers=workers,
                           argv=["crashcast", *sys.argv[1:]] if sys.argv[1:2] == ["reproduce"] else None)
     console.print(rep.table.read_text(encoding="utf-8"), markup=False)
     console.print(f"{rep.layout}: {rep.clips} clips imported ({len(rep.problems)} bad entries), {rep.failed_clips} failed "

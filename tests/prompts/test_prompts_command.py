@@ -65,7 +65,7 @@ def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsy
     for module in ("torch", "transformers", "peft", "bitsandbytes"):
         pytest.importorskip(module)
     argv = ["train", "vlm", "--run", run, "--config", "paper-baseline", "--base-model", "random:tiny",
-            "--device", "cpu", "--set", "vlm.epochs=1", "--set", "vlm.gradient_accumulation=1"]
+            "--device", "cpu", "--set", "vlm.epochs=1", "--set", "vlm.gradient_accumulation=1", "--rationale"]
     assert _cli(argv) == 0
     folder = run / "models" / "vlm-baseline"
     assert (folder / "adapter_model.safetensors").is_file()
@@ -74,8 +74,11 @@ def test_train_vlm_on_a_run_writes_an_adapter_from_the_training_split(run, capsy
     from crashcast.risk.finetune import prompts_hash
 
     # the paper preset's prompts: Fig. 3's table (vlm.prompt_template paper_fig3)
-    splits, _ = split_prompts(run, load_config("paper-baseline"), ("train", "val"))
+    # with --rationale every training answer carries its Reason line
+    splits, _ = split_prompts(run, load_config("paper-baseline", ["vlm.rationale=true"]), ("train", "val"))
     assert {p.template for p in splits["train"]} == {"paper_fig3"} and card["data"]["templates"] == ["paper_fig3"]
+    assert all(p.assistant.splitlines()[1].startswith("Reason: ") for p in splits["train"])
+    assert card["config"]["rationale"] is True
     # trained on evaluate's training windows (all of them: the baseline keeps every negative)
     assert card["data"]["n_train"] == len(splits["train"]) > 0 and card["data"]["n_val"] == len(splits["val"])
     assert card["data"]["train_hash"] == prompts_hash(splits["train"])

@@ -110,3 +110,20 @@ def test_reproduce_refuses_a_folder_that_is_no_known_dataset(tmp_path):
     (tmp_path / "data" / "notes.txt").write_text("hello")
     with pytest.raises(CrashcastError, match=r"train\.csv"):
         reproduce_paper(tmp_path / "data", tmp_path / "run", perception="tiny")
+
+
+def test_reproduce_refuses_one_class_before_extracting_anything(synth_small, tmp_path):
+    """DoTA (no negatives) or a positives-only download: refused at import, not after hours of extraction."""
+    from crashcast.reproduce import reproduce_paper
+
+    root = tmp_path / "nexar"
+    (root / "train").mkdir(parents=True)
+    rows = (synth_small / "annotations.csv").read_text().splitlines()
+    positives = [r for r in rows[1:] if r.endswith(",1")]
+    (root / "train.csv").write_text("\n".join([rows[0], *positives]) + "\n")
+    for r in positives:
+        clip = r.split(",")[0]
+        (root / "train" / f"{clip}.mp4").symlink_to(synth_small / f"{clip}.mp4")
+    with pytest.raises(CrashcastError, match=f"every clip the nexar-kaggle layout gave is positive \\({len(positives)} clips\\)"):
+        reproduce_paper(root, tmp_path / "run", perception="tiny")
+    assert not (tmp_path / "run" / "clips").exists()

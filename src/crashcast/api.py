@@ -464,7 +464,7 @@ def dense(run: str | Path, annotations: str | Path, videos: str | Path | None = 
     test_ids = [str(c) for c in (evaluated.get("split") or {}).get("test_clip_ids") or []]
     if not test_ids:
         raise CrashcastError(f"{RunLayout(run).metrics_json}: no test_clip_ids; rerun `crashcast evaluate {run}`")
-    clips, _ = load_clips(annotations, videos, "skip", annotation_format)
+    clips = _dense_clips(annotations, videos, annotation_format)
     by_id = {c.id: c for c in clips if not (c.is_positive and c.time_of_event_s is None)}  # no event: no TTA
     chosen = [by_id[c] for c in test_ids if c in by_id]
     missing = [c for c in test_ids if c not in by_id]
@@ -474,6 +474,11 @@ def dense(run: str | Path, annotations: str | Path, videos: str | Path | None = 
     if not chosen:
         raise CrashcastError(f"{annotations}: none of the run's {len(test_ids)} test clips is there; give the "
                              "annotations the run was extracted from")
+    if len({c.is_positive for c in chosen}) < 2:  # AP with no negative would be the recall, not a precision
+        which = "positive" if chosen[0].is_positive else "negative"
+        raise CrashcastError(f"{annotations}: of the run's {len(test_ids)} test clips, the {len(chosen)} found are all "
+                             f"{which} ({len(missing)} not found); dense figures need both classes: give the "
+                             "annotations, or the dataset's root folder, the run was extracted from")
     paths = [c.video_path for c in chosen]
     check_model_features(folder, cfg, paths)
     out = writable_dir(RunLayout(run).dense_dir(model) / "videos", "run")
@@ -494,6 +499,23 @@ def dense(run: str | Path, annotations: str | Path, videos: str | Path | None = 
             "note": ("training-free model; under cross-validation its calibration was fitted on these clips' "
                      "out-of-fold scores" if protocol == "cv" else "test split: clips the model never saw")}
     return D.write_results(run, model, timelines, info, policy, stride_s, max_share, max_per_hour)
+
+
+def _dense_clips(annotations: str | Path, videos: str | Path | None, annotation_format: AnnotationFormat) -> list:
+    """The clips `dense` looks the test clips up in: a dataset's root folder as downloaded
+    (`data.layouts`: the ids `reproduce` gave them), else an annotation file or DAD folder."""
+    from crashcast.data.layouts import detect_layout, import_dataset
+    from crashcast.errors import AnnotationError
+
+    path = Path(annotations)
+    if path.is_dir() and annotation_format == "auto":
+        try:
+            detect_layout(path)
+        except AnnotationError:
+            pass  # not a dataset root: a DAD folder with positive/ and negative/, read below
+        else:
+            return list(import_dataset(path, errors=[], check_videos=False).clips)
+    return load_clips(annotations, videos, "skip", annotation_format)[0]
 
 
 def predict(video: str | Path, model: str | Path | RiskModel | None = None,

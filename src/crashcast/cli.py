@@ -348,7 +348,8 @@ def dense(
     annotations: Annotated[Path, typer.Argument(help="the annotations the run was extracted from (" + ANNOTATIONS_HELP + ")")],
     videos: Annotated[Path | None, typer.Option(help="folder with <id>.mp4 (default: the annotation file's folder)")] = None,
     model: Annotated[str, typer.Option(help="a model evaluate saved in run/models/ (physics, ttc, lightgbm, ...)")] = "physics",
-    stride: Annotated[float, typer.Option(min=0.05, help="seconds between risk estimates (a DAD frame: 0.05)")] = 0.5,
+    stride: Annotated[float, typer.Option(min=0.05, help="seconds between risk estimates (the evaluation's frame; "
+                                                             "perception runs at video.fps / frame_step)")] = 0.5,
     alert_policy: Annotated[AlertPolicyChoice | None, typer.Option(help="the policy of the per-hour cap (default: the "
                                                                         "config's alert.policy)")] = None,
     max_false_alarm_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="cap: share of negative videos with any "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shlex
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from crashcast import api
 from crashcast.errors import CrashcastError
-from crashcast.evaluation.experiments import PAPER_CITATION, PAPER_METRICS, PAPER_TABLE_III, PAPER_THRESHOLD
+from crashcast.evaluation.experiments import PAPER_CITATION, PAPER_THRESHOLD, paper_table_rows, protocol_text
 from crashcast.runtime.layout import RunLayout, record_error
 from crashcast.runtime.store import atomic_write_text
 
@@ -93,6 +92,12 @@ def reproduce_paper(data: str | Path, out: str | Path, *, perception: str = "pap
     if not imported.clips:
         raise CrashcastError(f"{data}: the {imported.layout} layout gave no readable clip "
                              f"({len(errors)} bad entries; first: {errors[0] if errors else '-'})")
+    positives = sum(c.target for c in imported.clips)
+    if positives in (0, len(imported.clips)):  # checked now, not after hours of extraction
+        which = "positive" if positives else "negative"
+        raise CrashcastError(f"{data}: every clip the {imported.layout} layout gave is {which} ({len(imported.clips)} "
+                             "clips); Table III needs both classes (DoTA has no negatives; CCD's come from "
+                             "videos/Normal/)")
     step(f"import: {len(imported.clips)} clips of layout {imported.layout} from {imported.root} "
          f"({sum(c.target for c in imported.clips)} positive; {len(errors)} bad entries, recorded in errors.jsonl)")
     atomic_write_text(folder / "import.json", json.dumps({
@@ -101,7 +106,8 @@ def reproduce_paper(data: str | Path, out: str | Path, *, perception: str = "pap
         "problems": [str(e) for e in errors], "notes": list(imported.notes)}, indent=2))
 
     # the run's config: the perception preset, the paper's headline protocol and prompt template
-    cfg = api.load(perception, [*run_overrides, "evaluation.protocol=paper", "vlm.prompt_template=paper_fig3"])
+    cfg = api.load(perception, ["evaluation.protocol=paper", "vlm.prompt_template=paper_fig3", *run_overrides,
+                                *vlm_overrides])  # the user's vlm.* (a template too) as the VLMs get them
     step(f"extract: preset {perception}" + (f" with {' '.join(run_overrides)}" if run_overrides else "")
          + f" (frame_step {cfg.perception.frame_step}, object depth {cfg.perception.object_depth}); "
          f"resumes: clips already extracted with this config are skipped")
@@ -130,10 +136,6 @@ def reproduce_paper(data: str | Path, out: str | Path, *, perception: str = "pap
     return Reproduction(out, table, results, imported.layout, len(imported.clips), problems, summary.failed)
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
-
-
 def zero_shot_range(run: Path, model: str = "vlm-zero-shot") -> tuple[float, float, int] | None:
     """(lowest, highest, count) of the numbers the zero-shot model wrote (None: no predictions)."""
     import pandas as pd
@@ -151,20 +153,10 @@ def zero_shot_range(run: Path, model: str = "vlm-zero-shot") -> tuple[float, flo
 def table_iii_markdown(results: dict, run: Path, layout: str, n_clips: int, commands: list[str]) -> str:
     """Table III of this run under the paper's protocol, the paper's rows beside it, and the commands."""
     models = results["models"]
-    p = results["protocol"]
-    lines = [f"# Table III reproduced ({layout}: {n_clips} clips; scored: the test split, {p['scored_clips']} clips, "
-             f"{p['scored_windows']} windows; the number each model wrote, uncalibrated, threshold {PAPER_THRESHOLD})",
-             "", "| model | " + " | ".join(m.upper() if m in ("mae", "ece", "f1") else m.capitalize()
-                                          for m in PAPER_METRICS) + " | unreadable answers |",
-             "|---" * (len(PAPER_METRICS) + 2) + "|"]
-    for name, r in models.items():
-        paper = r["paper"]
-        unread = f"{paper['parse_failures']} of {int(paper['window']['n'])}"
-        lines.append(f"| {name} | " + " | ".join(_pct(paper["window"][m]) for m in PAPER_METRICS) + f" | {unread} |")
-    for name, r in PAPER_TABLE_III.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[m]:.2f}" for m in PAPER_METRICS) + " | n/a |")
+    lines = [f"# Table III reproduced ({layout}: {n_clips} clips; scored: {protocol_text(results)}; the number each "
+             f"model wrote, uncalibrated, threshold {PAPER_THRESHOLD})", "", *paper_table_rows(results)]
     lines += ["", f"All values in percent. Paper rows: {PAPER_CITATION}, on the paper's own data.", ""]
-    rng = zero_shot_range(run)
+    rng = zero_shot_range(run) if "vlm-zero-shot" in models else None
     if rng is not None:
         lo, hi, n = rng
         lines += [f"Zero-shot: the numbers it wrote range {lo:.2f}-{hi:.2f} over {n} readable answers (the paper: "

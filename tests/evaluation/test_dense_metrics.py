@@ -257,3 +257,23 @@ def test_dense_metrics_bundle_and_timelines_round_trip(tmp_path):
            "crashes, 1.50 s ahead on average." in said
     assert "holds 2 s of negative footage: one false alarm there is 1800 per hour" in said and "crashcast dense" in D.explain_window_video_metrics()
     assert "NaN" not in D.dumps(results)
+
+
+def test_results_read_back_from_json_explain_and_report_and_ids_stay_as_written(tmp_path):
+    """A second model's write reads the first one's entry back from dense_metrics.json, where NaN is
+    null: the explanation and the report take it; a clip id such as "NA" stays an id; an empty file
+    gives no report table; the per-hour sentence appears only when one false alarm breaks the cap."""
+    none = create_policy("none", 0.5)
+    positives_only = [tl("NA", [0.5, 1.0], [0.2, 0.9], event=2.0), tl("null", [0.5, 1.0], [0.7, 0.1], event=3.0)]
+    D.write_results(tmp_path, "m1", positives_only, {}, none, 0.5)
+    results = D.write_results(tmp_path, "m2", EXAMPLE_A, {}, none, 0.5)
+    assert results["models"]["m1"]["metrics"]["at_false_alarms_per_hour"]["recall"] is None  # NaN as JSON null
+    said = D.explain_dense(results)
+    assert "m1: mTTA" in said and "no capped figure" in said
+    back = D.read_timelines(tmp_path / "dense" / "m1" / "timelines.csv")
+    assert [t.clip_id for t in back] == ["NA", "null"]
+    assert D.report_table({"models": {}}) is None
+    assert D.report_table(results)["rows"][0]["name"] == "m1"
+    # 2 s of negative footage: one false alarm is 1800 per hour; under a 2000 per hour cap it is allowed
+    loose = D.dense_metrics(EXAMPLE_A, none, 0.5, max_per_hour=2000.0)
+    assert "allows none" not in D.explain_dense({"models": {"m": {"stride_s": 0.5, "metrics": loose}}})

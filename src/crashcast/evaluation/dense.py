@@ -3,8 +3,9 @@ to alert at a capped false-alarm rate, on each test video's causal risk timeline
 
 A timeline is what `crashcast predict` gives for a whole video: one risk per stride (a window
 ending "now", using only past frames), not only the few window ends `evaluate` scores. Here the
-stride plays the role of the frame of DAD/CCD reports (predict with `stride_s=1/fps` to match
-their frame rate exactly).
+stride plays the role of the frame of DAD/CCD reports: it is the evaluation's time step, while
+perception runs at `video.fps / perception.frame_step` (every video is resampled to `video.fps`), so a
+stride below the perceived frame interval repeats frames rather than matching a dataset's own rate.
 
 The field's definition (UString and DSTA `src/eval_tools.py`, `evaluation()`; checked in both
 repositories): a positive video keeps only the frames before its accident, a negative all of its
@@ -347,7 +348,9 @@ def timelines_table(timelines: Sequence[DenseTimeline]) -> pd.DataFrame:
 
 def read_timelines(path: str | Path) -> list[DenseTimeline]:
     """The timelines of a timelines.csv (`timelines_table`), in the order of their first row."""
-    df = pd.read_csv(path, dtype={"clip_id": str})
+    # clip ids as written ("NA" or "null" is an id, not a missing value); empty cells of numbers are NaN
+    df = pd.read_csv(path, dtype={"clip_id": str}, keep_default_na=False,
+                     na_values={"event_s": [""], "time_s": [""], "risk_raw": [""]})
     missing = sorted(set(TIMELINE_COLUMNS) - set(df.columns))
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
@@ -451,7 +454,7 @@ def dense_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def report_table(results: dict) -> dict:
+def report_table(results: dict) -> dict | None:
     """The report's dense table: `header`, `rows` (name, cells) and a `note` (what the columns are)."""
     rows = []
     for name, r in results["models"].items():
@@ -462,6 +465,8 @@ def report_table(results: dict) -> dict:
             _pct(f["ap"]), _s(f["mtta_s"]), _s(f["tta_r80_s"]),
             f"{_pct(a['recall'])} / {_s(a['mean_time_to_alert_s'])}", f"{_pct(h['recall'])} / {_s(h['mean_time_to_alert_s'])}",
             f"{_pct(t['recall'])} / {_s(t['mean_time_to_alert_s'])} / {_s(t['false_alarms_per_hour'])}"]})
+    if not results.get("models"):
+        return None
     first = next(iter(results["models"].values()))["metrics"]
     share, hour = first["at_false_alarm_share"]["max_share"], first["at_false_alarms_per_hour"]["max_per_hour"]
     return {"header": ["model", "videos (pos/neg)", "stride (s)", "AP", "mTTA (s)", "TTA@R80 (s)",
@@ -492,17 +497,20 @@ def explain_dense(results: dict) -> str:
     for name, r in results["models"].items():
         m = r["metrics"]
         f, h = m["field"], m["at_false_alarms_per_hour"]
-        if h["threshold"] is None and math.isfinite(h["recall"]):
+        recall = h["recall"]
+        known = recall is not None and math.isfinite(recall)  # null in a dense_metrics.json read back: NaN
+        if h["threshold"] is None and known:
             capped = f"at most {h['max_per_hour']:g} false alarm per hour of normal driving it never alerts at all"
-        elif math.isfinite(h["recall"]):
+        elif known:
             capped = (f"allowing at most {h['max_per_hour']:g} false alarm per hour of normal driving it warns on "
                       f"{_pct(h['recall'])} % of the crashes, {_s(h['mean_time_to_alert_s'])} s ahead on average")
         else:
             capped = "no capped figure (the test videos lack negatives or positives)"
         lines.append(f"{name}: mTTA {_s(f['mtta_s'])} s; {capped}.")
-    hours = max((r["metrics"]["at_false_alarms_per_hour"]["negative_hours"] for r in results["models"].values()),
+    hours = max((r["metrics"]["at_false_alarms_per_hour"]["negative_hours"] or 0.0 for r in results["models"].values()),
                 default=0.0)
-    if 0 < hours < 1:
+    cap = min((r["metrics"]["at_false_alarms_per_hour"]["max_per_hour"] for r in results["models"].values()), default=0.0)
+    if 0 < hours and 1 / hours > cap:  # one false alarm already breaks the cap
         span = f"{hours * 3600:.0f} s" if hours < 1 / 60 else f"{hours * 60:.1f} min"
         lines.append(f"The test split holds {span} of negative footage: one false alarm there is "
                      f"{1 / hours:.0f} per hour, so the per-hour cap allows none.")

@@ -492,17 +492,23 @@ def _crashcast_table(results: dict) -> list[str]:
     return lines
 
 
-def _paper_table(results: dict) -> list[str]:
-    """Table III as the paper reads it (`_paper_protocol`); nothing for a metrics.json written before it."""
-    if not all("paper" in r for r in results["models"].values()):
-        return []
-    lines = [f"# Table III, the paper's protocol ({protocol_text(results)}; the number each model wrote, uncalibrated, "
-             f"threshold {PAPER_THRESHOLD})", "", *_header(PAPER_METRICS, ("unreadable answers",))]
+def paper_table_rows(results: dict) -> list[str]:
+    """Table III's rows under the paper's protocol (`_paper_protocol`): header, one row per model
+    (unreadable answers: 'n of N' for a VLM, 'n/a' for a model that writes no answer), the paper's rows."""
+    lines = _header(PAPER_METRICS, ("unreadable answers",))
     for name, r in results["models"].items():
         p = r["paper"]
         unreadable = f"{p['parse_failures']} of {int(p['window']['n'])}" if "parse_failures" in r else "n/a"
         lines.append(f"| {name} | " + " | ".join([*(_pct(p["window"][m]) for m in PAPER_METRICS), unreadable]) + " |")
-    lines += _paper_rows(PAPER_METRICS, extra=1)
+    return lines + _paper_rows(PAPER_METRICS, extra=1)
+
+
+def _paper_table(results: dict) -> list[str]:
+    """Table III as the paper reads it; nothing for a metrics.json written before it."""
+    if not all("paper" in r for r in results["models"].values()):
+        return []
+    lines = [f"# Table III, the paper's protocol ({protocol_text(results)}; the number each model wrote, uncalibrated, "
+             f"threshold {PAPER_THRESHOLD})", "", *paper_table_rows(results)]
     lines += ["", "All values in percent. A VLM's score is the number it wrote after `Collision Probability:` (an "
               "answer with no readable number counts as 0.0 and is counted in the last column); other models' scores "
               "are their raw, uncalibrated ones. docs/PAPER_PROTOCOL.md says how each choice follows the paper.", ""]

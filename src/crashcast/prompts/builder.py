@@ -365,7 +365,8 @@ def _interval_depth_rates(meta: WindowMeta, o: ObjectSummary) -> list[float | No
 
 def _mean_flow(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
     """The flow of one interval from its two keyframes' (magnitude, angle in degrees): the mean
-    magnitude, and the angle of the mean of the two mean-flow vectors; the one measured end when the
+    magnitude, and the direction of the sum of the two ends' vectors (each its mean magnitude along its
+    mean-flow direction: window_meta keeps no mean vector); the one measured end when the
     other was not (the image motion per frame over the interval, read at its ends)."""
     if a is None or b is None:
         return a or b

@@ -146,10 +146,6 @@ def tiny_name(base_model: str) -> str | None:
     return None
 
 
-def is_tiny(base_model: str) -> bool:
-    return tiny_name(base_model) is not None
-
-
 def cache_root() -> Path:
     """$CRASHCAST_CACHE_DIR, else $XDG_CACHE_HOME/crashcast, else ~/.cache/crashcast."""
     if os.environ.get(CACHE_ENV):

@@ -109,9 +109,12 @@ def is_vlm_preset(preset: str | Path) -> bool:
 
 
 def defines_vlm(preset: str | Path) -> bool:
-    """Whether a preset (or YAML file) has its own `vlm` section (the paper-zero-shot/baseline/enhanced
-    presets): only then do the VLM's packages and weights belong to it."""
-    return "vlm" in _preset_data(preset)
+    """Whether a preset (or YAML file) defines a VLM: its own `vlm` section naming the model (`mode` or
+    `base_model`: the paper-zero-shot/baseline/enhanced presets): only then do the VLM's packages and
+    weights belong to it. A perception preset may hold a `vlm` section choosing the prompt only (the
+    paper preset's `prompt_template`), which loads no VLM."""
+    vlm = _preset_data(preset).get("vlm")
+    return isinstance(vlm, dict) and bool({"mode", "base_model"} & set(vlm))
 
 
 @dataclass

@@ -27,12 +27,18 @@ VLM = ["vlm.base_model=random:tiny", "vlm.max_pixels=3136", "vlm.learning_rate=0
        "vlm.epochs=1"]
 
 
-def _kaggle_layout(synth: Path, root: Path) -> Path:
-    """train.csv + train/<id>.mp4, as Kaggle's nexar-collision-prediction download (videos linked)."""
-    (root / "train").mkdir(parents=True)
-    (root / "train.csv").write_text((synth / "annotations.csv").read_text())
-    for video in synth.glob("*.mp4"):
-        (root / "train" / video.name).symlink_to(video)
+def _kaggle_layout(synth: Path, root: Path, test: tuple[str, ...] = ()) -> Path:
+    """train.csv + train/<id>.mp4, as Kaggle's nexar-collision-prediction download (videos linked);
+    the clips in `test` go to a labelled test.csv + test/ instead (an official test split)."""
+    rows = (synth / "annotations.csv").read_text().splitlines()
+    for part in ("train", "test"):
+        (root / part).mkdir(parents=True)
+        mine = [r for r in rows[1:] if (r.split(",")[0] in test) == (part == "test")]
+        if mine:
+            (root / f"{part}.csv").write_text("\n".join([rows[0], *mine]) + "\n")
+        for r in mine:
+            clip = r.split(",")[0]
+            (root / part / f"{clip}.mp4").symlink_to(synth / f"{clip}.mp4")
     return root
 
 
@@ -51,7 +57,10 @@ def _child(argv: list[str]) -> list[str]:
 def test_reproduce_paper_runs_end_to_end_and_resumes_after_a_kill(synth_small, tmp_path, tiny_cache, offline_caches):
     for module in ("torch", "transformers", "peft", "torchvision"):
         pytest.importorskip(module)
-    data = _kaggle_layout(synth_small, tmp_path / "nexar")
+    rows = (synth_small / "annotations.csv").read_text().splitlines()[1:]
+    official_test = (next(r for r in rows if r.endswith(",1")).split(",")[0],
+                     next(r for r in rows if r.endswith(",0")).split(",")[0])
+    data = _kaggle_layout(synth_small, tmp_path / "nexar", official_test)
     run = tmp_path / "run"
     argv = ["reproduce", "paper", "--data", data, "--out", run, "--perception", "tiny", "--workers", "1",
             *(a for o in VLM for a in ("--set", o))]
@@ -82,6 +91,9 @@ def test_reproduce_paper_runs_end_to_end_and_resumes_after_a_kill(synth_small, t
     assert "ID/Class/Depths(m)/ΔDepth(m/s)/OptFlowMags/OptFlowAngs/SpeedValid/Speed/AccValid/Accel/Occl" in human
     results = json.loads((run / "metrics.json").read_text())
     assert results["headline"] == "paper" and list(results["models"]) == ["vlm-zero-shot", "vlm-baseline", "vlm-enhanced"]
+    # the dataset's own split: its labelled test.csv is the test split
+    assert sorted(results["split"]["test_clip_ids"]) == sorted(official_test)
+    assert json.loads((run / "split.json").read_text())["clips"][official_test[0]] == "test"
     imported = json.loads((run / "reproduce" / "import.json").read_text())
     assert (imported["layout"], imported["clips"], imported["positives"]) == ("nexar-kaggle", 8, 4)
 

@@ -105,8 +105,19 @@ def reproduce_paper(data: str | Path, out: str | Path, *, perception: str = "pap
         "positives": sum(c.target for c in imported.clips), "official_split": imported.split is not None,
         "problems": [str(e) for e in errors], "notes": list(imported.notes)}, indent=2))
 
-    # the run's config: the perception preset, the paper's headline protocol and prompt template
-    cfg = api.load(perception, ["evaluation.protocol=paper", "vlm.prompt_template=paper_fig3", *run_overrides,
+    split = _official_split(imported)
+    if split is not None:
+        atomic_write_text(RunLayout(out).split, json.dumps({"source": f"{imported.layout}: the dataset's own split",
+                                                            "clips": split}, indent=1))
+        n_test = sum(v == "test" for v in split.values())
+        step(f"split: the dataset's own ({len(split) - n_test} train, {n_test} test clips; run/split.json, "
+             "evaluation.split=official)")
+    else:
+        step("split: by video at random, stratified, seeded (the dataset has no official split with both classes "
+             "on each side; evaluation.split=random)")
+    # the run's config: the perception preset, the paper's headline protocol and prompt template, the split
+    cfg = api.load(perception, ["evaluation.protocol=paper", "vlm.prompt_template=paper_fig3",
+                                f"evaluation.split={'official' if split else 'random'}", *run_overrides,
                                 *vlm_overrides])  # the user's vlm.* (a template too) as the VLMs get them
     step(f"extract: preset {perception}" + (f" with {' '.join(run_overrides)}" if run_overrides else "")
          + f" (frame_step {cfg.perception.frame_step}, object depth {cfg.perception.object_depth}); "
@@ -134,6 +145,16 @@ def reproduce_paper(data: str | Path, out: str | Path, *, perception: str = "pap
     step(f"wrote {table}")
     problems = [str(e) for e in errors]
     return Reproduction(out, table, results, imported.layout, len(imported.clips), problems, summary.failed)
+
+
+def _official_split(imported) -> dict[str, str] | None:
+    """The dataset's own train/test assignment of its clips when each side holds both classes (DAD's
+    training/testing, CCD's and DoTA's lists, Kaggle's labelled test.csv); else None (a random split)."""
+    if imported.split is None:
+        return None
+    split = {c.id: imported.split[c.id] for c in imported.clips if c.id in imported.split}
+    labels = {part: {c.target for c in imported.clips if split.get(c.id) == part} for part in ("train", "test")}
+    return split if labels["train"] == {0, 1} and labels["test"] == {0, 1} else None
 
 
 def zero_shot_range(run: Path, model: str = "vlm-zero-shot") -> tuple[float, float, int] | None:

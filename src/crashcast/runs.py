@@ -26,6 +26,8 @@ from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import TABLE_FILE_LIMIT, check_bounded, inside, read_text_bounded
 
 if TYPE_CHECKING:
+    from crashcast.config import CrashcastConfig
+    from crashcast.data.splits import Split
     from crashcast.features.window_meta import WindowMeta
     from crashcast.prompts.builder import Prompt
 
@@ -144,6 +146,42 @@ def _where(meta: WindowMeta, folder: Path | None) -> object:
 
 
 # --- what `crashcast evaluate` wrote
+
+
+def read_split(run_dir: Path) -> dict[str, str] | None:
+    """run/split.json's assignment (clip id -> 'train' | 'test'), None when the run has none."""
+    path = RunLayout(run_dir).split
+    if not path.exists():
+        return None
+    again = "rerun `crashcast reproduce`, or write it as {\"clips\": {\"<clip id>\": \"train\" | \"test\"}}"
+    try:
+        data = json.loads(read_text_bounded(path, what="split file"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunFileError(path, f"not JSON ({type(e).__name__}: {e})", again) from None
+    clips = data.get("clips") if isinstance(data, dict) else None
+    if not isinstance(clips, dict) or not clips or any(v not in ("train", "test") for v in clips.values()):
+        raise RunFileError(path, "malformed: `clips` must map clip ids to 'train' or 'test'", again)
+    return {str(k): v for k, v in clips.items()}
+
+
+def run_split(run_dir: Path, df: pd.DataFrame, cfg: CrashcastConfig) -> Split:
+    """The train/val/test rows of the run's window table `evaluate`, `prompts` and `train vlm` all
+    use: by video at random (`evaluation.split: random`, seeded), or the dataset's official split
+    (`official`: run/split.json, a share of its training clips validating)."""
+    from crashcast.data.splits import official_split, train_val_test
+
+    ev = cfg.evaluation
+    if ev.split == "random":
+        return train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)
+    assignment = read_split(run_dir)
+    if assignment is None:
+        raise ConfigError(f"evaluation.split official: {RunLayout(run_dir).split} not found (`crashcast reproduce` "
+                          "writes it for datasets with an official split); or use evaluation.split=random")
+    missing = sorted(set(df.clip_id) - set(assignment))
+    if missing:
+        log.warning("%s: %d clip(s) of the run are in no part of the official split, left out: %s%s",
+                    RunLayout(run_dir).split, len(missing), ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+    return official_split(df, assignment, ev.val_fraction / max(1e-9, 1 - ev.test_fraction), ev.seed)
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -247,6 +247,10 @@ class EvaluationConfig(Section):
     threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     ece_bins: int = Field(10, ge=2, le=1000)
     bootstrap: int = Field(500, ge=0, le=100_000)
+    split: Literal["random", "official"] = Field(
+        "random", description="'random': clips split by video, stratified, seeded (test_fraction, val_fraction); "
+        "'official': the dataset's own train/test split recorded in run/split.json (`crashcast reproduce` writes it "
+        "for DAD, CCD and DoTA), a val_fraction / (1 - test_fraction) share of its training clips validating")
     protocol: Literal["crashcast", "paper"] = Field(
         "crashcast", description="the headline table of metrics.md (metrics.json holds both): 'crashcast' (each "
         "model's calibrated score, a VLM's expected-digit score, at evaluation.threshold) or 'paper' (Table III as "

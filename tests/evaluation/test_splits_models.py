@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from crashcast.data.splits import kfold, train_val_test
+from crashcast.config import load_config
+from crashcast.data.splits import kfold, official_split, train_val_test
+from crashcast.errors import ConfigError
 from crashcast.evaluation import metrics as M
+from crashcast.evaluation.experiments import run_experiments
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, load_model
+from crashcast.runtime.store import atomic_write_bytes
 
 
 def test_splits_are_grouped_by_video_and_deterministic(make_toy_table):
@@ -21,6 +27,43 @@ def test_splits_are_grouped_by_video_and_deterministic(make_toy_table):
     assert train_val_test(df, 0.3, 0.2, seed=4).test.tolist() != s1.test.tolist()
     for tr, te in kfold(df, 5, seed=0):
         assert not set(df.clip_id.iloc[tr]) & set(df.clip_id.iloc[te])
+
+
+def _official(df, n_test: int = 20) -> dict[str, str]:
+    """The first `n_test` clips as the official test part, the others but the last 4 as train (those 4: in no part)."""
+    clips = sorted(set(df.clip_id), key=lambda c: int(c[1:]))
+    return {**{c: "test" for c in clips[:n_test]}, **{c: "train" for c in clips[n_test:-4]}}
+
+
+def test_an_official_split_keeps_its_test_clips_and_validates_on_part_of_its_training_clips(make_toy_table):
+    df = make_toy_table()
+    assignment = _official(df)
+    s = official_split(df, assignment, val_share=0.25, seed=1)
+    test, val, train = (set(df.clip_id.iloc[idx]) for idx in (s.test, s.val, s.train))
+    assert test == {c for c, p in assignment.items() if p == "test"}
+    assert val | train == {c for c, p in assignment.items() if p == "train"} and not val & train
+    assert len(val) == pytest.approx(0.25 * 36, abs=1) and set(df.label.iloc[s.val]) == {0, 1}  # stratified
+    assert len(s.train) + len(s.val) + len(s.test) == len(df) - 4 * 3  # the 4 unnamed clips: in no part
+    assert official_split(df, assignment, 0.25, seed=2).test.tolist() == s.test.tolist()  # the seed moves val only
+    with pytest.raises(Exception, match="expected train and test"):
+        official_split(df, {**assignment, "c1": "holdout"})
+
+
+def test_evaluate_scores_the_official_test_clips(make_toy_table, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    df = make_toy_table()
+    atomic_write_bytes(run / "features.parquet", df.to_parquet(index=False))
+    assignment = _official(df)
+    (run / "split.json").write_text(json.dumps({"clips": assignment}))
+    cfg = load_config("classic", ["evaluation.split=official"])
+    results = run_experiments(run, ["ttc", "lightgbm"], cfg, "platt")
+    assert sorted(results["split"]["test_clip_ids"]) == sorted(c for c, p in assignment.items() if p == "test")
+    with pytest.raises(ConfigError, match="official and 3 folds"):
+        run_experiments(run, ["ttc"], cfg, "platt", folds=3)
+    (run / "split.json").unlink()
+    with pytest.raises(ConfigError, match=r"split\.json not found"):
+        run_experiments(run, ["ttc"], cfg, "platt")
 
 
 @pytest.mark.parametrize("kind", [k for k in MODELS if not k.startswith("vlm-")])  # the VLMs: tests/risk

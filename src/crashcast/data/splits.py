@@ -60,6 +60,24 @@ def train_val_test(df: pd.DataFrame, test_fraction: float = 0.3, val_fraction: f
     return _rows(df, test, val)
 
 
+def official_split(df: pd.DataFrame, assignment: dict[str, str], val_share: float = 0.2 / 0.7, seed: int = 0) -> Split:
+    """A dataset's own split (`assignment`: clip id -> 'train' | 'test', e.g. DAD's training and
+    testing folders): its test clips are the test split; a stratified `val_share` of its training
+    clips (seeded) validates; a clip the assignment does not name is in no part."""
+    unknown = sorted({v for v in assignment.values()} - {"train", "test"})
+    if unknown:
+        raise CrashcastError(f"official split: parts {unknown} (expected train and test)")
+    clips = _clip_table(df)
+    named = clips[clips.clip_id.isin(list(assignment))]
+    test = {c for c in named.clip_id if assignment[c] == "test"}
+    train = named[~named.clip_id.isin(test)]
+    val = _stratified_pick(train, val_share, np.random.default_rng(seed)) if val_share > 0 else set()
+    cid = df.clip_id.to_numpy()
+    in_test, in_val = np.isin(cid, list(test)), np.isin(cid, list(val))
+    in_train = np.isin(cid, list(train.clip_id)) & ~in_val
+    return Split(np.flatnonzero(in_train), np.flatnonzero(in_val), np.flatnonzero(in_test))
+
+
 def clip_folds(df: pd.DataFrame, k: int = 5, seed: int = 0) -> list[set[str]]:
     """The clip ids of each of k test folds: every clip in exactly one fold, fold sizes within one
     clip of each other, each label's clips dealt round-robin (shuffled by `seed`) so every fold gets

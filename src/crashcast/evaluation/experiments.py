@@ -27,7 +27,7 @@ import pandas as pd
 
 from crashcast.config import CrashcastConfig
 from crashcast.data.domain import training_domain
-from crashcast.data.splits import Split, cv_folds, train_val_test
+from crashcast.data.splits import Split, cv_folds
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
 from crashcast.evaluation.dense import explain_window_video_metrics
@@ -35,6 +35,7 @@ from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, model_class
 from crashcast.risk.windows import META_COLUMNS, WindowSet, load_features
+from crashcast.runs import run_split
 from crashcast.runtime.layout import RunLayout
 from crashcast.runtime.store import atomic_write_text
 
@@ -326,11 +327,15 @@ def _write_predictions(run_dir: Path, name: str, df: pd.DataFrame, scored: Model
     atomic_write_text(RunLayout(run_dir).prediction(name), pred.to_csv(index=False))
 
 
-def _parts(df: pd.DataFrame, cfg: CrashcastConfig, folds: int | None) -> list[Split]:
-    """The protocol's (train, val, test) row sets: one split, or one per fold."""
+def _parts(run_dir: Path, df: pd.DataFrame, cfg: CrashcastConfig, folds: int | None) -> list[Split]:
+    """The protocol's (train, val, test) row sets: one split (`runs.run_split`: random or the
+    dataset's official one), or one per fold."""
     ev = cfg.evaluation
     if folds is None:
-        return [train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)]
+        return [run_split(run_dir, df, cfg)]
+    if ev.split == "official":
+        raise ConfigError(f"evaluation.split official and {folds} folds: the official split fixes the test clips, "
+                          "cross-validation scores every clip; choose one (evaluation.split=random for folds)")
     # the split's train:val ratio (0.5 : 0.2 of all clips by default) among each fold's training clips
     return cv_folds(df, int(folds), _val_share(cfg), ev.seed)
 
@@ -390,7 +395,7 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     models = {n: _new_model(n, cfg, vlm_overrides) for n in names}
     df = load_features(run_dir, _needed_columns(models))
     ws = WindowSet(df, root=run_dir)
-    parts = _parts(df, cfg, folds)
+    parts = _parts(run_dir, df, cfg, folds)
     _check_classes(run_dir, df, parts, any(m.trainable for m in models.values()))
     protocol = {**_protocol(df, parts, folds, cfg.evaluation.seed),
                 "ranking_scores": "calibrated" if folds is None else "raw out-of-fold"}

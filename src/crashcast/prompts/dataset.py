@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from crashcast import runs
 from crashcast.config import CrashcastConfig
-from crashcast.data.splits import train_val_test
 from crashcast.prompts.builder import Prompt
 from crashcast.prompts.exports import SplitExport, export_prompts
 from crashcast.runtime.layout import RunLayout
@@ -32,8 +31,7 @@ def split_prompts(run_dir: Path, cfg: CrashcastConfig, splits: tuple[str, ...] =
         raise ValueError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
     run_dir = Path(run_dir)
     df = runs.load_features(run_dir)
-    ev = cfg.evaluation
-    part = train_val_test(df, ev.test_fraction, ev.val_fraction, ev.seed)  # the split `evaluate` uses
+    part = runs.run_split(run_dir, df, cfg)  # the split `evaluate` uses
     rows = {"train": part.train, "val": part.val, "test": part.test}
     use_rationale = cfg.vlm.rationale if rationale is None else rationale
     out: dict[str, list[Prompt]] = {}

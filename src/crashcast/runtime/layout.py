@@ -50,10 +50,12 @@ class RunLayout:
     DENSE = "dense"
     DENSE_JSON = "dense_metrics.json"
     DENSE_MD = "dense.md"
+    SPLIT = "split.json"  # a dataset's official split of the run's clips (`evaluation.split: official`)
+    REPRODUCE = "reproduce"  # `crashcast reproduce`: table_iii.md, commands.txt, import.json
 
     #: what crashcast writes in a run folder; `--new-run` removes these (and nothing else)
     OUTPUTS = (CLIPS, FEATURES, ERRORS, METRICS_JSON, METRICS_MD, PREDICTIONS, MODELS, PROMPTS, REPORT, DENSE, DENSE_JSON,
-               DENSE_MD)
+               DENSE_MD, SPLIT, REPRODUCE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -124,6 +126,14 @@ class RunLayout:
 
     def dense_dir(self, model: str) -> Path:
         return self.root / self.DENSE / model
+
+    @property
+    def split(self) -> Path:
+        return self.root / self.SPLIT
+
+    @property
+    def reproduce(self) -> Path:
+        return self.root / self.REPRODUCE
 
     @property
     def dense_json(self) -> Path:

@@ -15,7 +15,8 @@ from tests.evaluation.conftest import toy_table
 from crashcast import api
 from crashcast.config import load_config
 from crashcast.errors import CrashcastError, ModelError
-from crashcast.evaluation.experiments import _json_safe, run_experiments
+from crashcast.evaluation.dense import json_safe
+from crashcast.evaluation.experiments import run_experiments
 from crashcast.runs import RunFileError
 from crashcast.runtime.store import atomic_write_bytes
 
@@ -72,6 +73,6 @@ def test_duplicate_window_rows_are_refused(tmp_path):
 
 
 def test_an_undefined_metric_is_null_in_json():
-    safe = _json_safe({"a": float("nan"), "b": [1.0, np.float64("inf"), {"c": -np.inf}], "d": 0.5, "e": "x"})
+    safe = json_safe({"a": float("nan"), "b": [1.0, np.float64("inf"), {"c": -np.inf}], "d": 0.5, "e": "x"})
     assert safe == {"a": None, "b": [1.0, None, {"c": None}], "d": 0.5, "e": "x"}
     _strict(json.dumps(safe, allow_nan=False))

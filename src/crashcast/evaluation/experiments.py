@@ -30,7 +30,7 @@ from crashcast.data.domain import training_domain
 from crashcast.data.splits import Split, cv_folds
 from crashcast.errors import ConfigError, CrashcastError, ModelError
 from crashcast.evaluation import metrics as M
-from crashcast.evaluation.dense import explain_window_video_metrics
+from crashcast.evaluation.dense import explain_window_video_metrics, json_safe
 from crashcast.risk.base import RiskModel
 from crashcast.risk.calibration import Calibrator
 from crashcast.risk.models import MODELS, create_model, model_class
@@ -414,29 +414,12 @@ def run_experiments(run_dir: Path, model_names: list[str], cfg: CrashcastConfig,
     for write in writes:  # every model succeeded: now the run's outputs change, all together
         write()
     atomic_write_text(RunLayout(run_dir).metrics_json,
-                      json.dumps(_json_safe(results), indent=2, default=_json_default, allow_nan=False))
+                      json.dumps(json_safe(results), indent=2, allow_nan=False))
     atomic_write_text(RunLayout(run_dir).metrics_md, metrics_markdown(results))
     return results
 
 
 # ----------------------------------------------------------------------------- text
-
-
-def _json_safe(v: object) -> object:
-    """`v` with every non-finite number as None (JSON has no NaN: an undefined metric is null)."""
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, float | np.floating) and not math.isfinite(float(v)):
-        return None
-    return v
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    raise TypeError(type(v))
 
 
 def _pct(v: float) -> str:

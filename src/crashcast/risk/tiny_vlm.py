@@ -228,9 +228,7 @@ def build_tokenizer(folder: Path, chat_template: str = CHAT_TEMPLATE):
 def build_tiny_vlm(folder: Path) -> Path:
     """Write the tiny random Qwen2.5-VL (model, tokenizer, processor, generation config) into
     `folder`; returns it. Deterministic: the same files every time for one TINY_VLM_VERSION."""
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -276,16 +274,7 @@ def build_tiny_vlm(folder: Path) -> Path:
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
-    model.save_pretrained(folder)
+    _save_random(Qwen2_5_VLForConditionalGeneration, config, ids, folder)
     image_processor = Qwen2VLImageProcessor(
         min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
     )
@@ -300,9 +289,7 @@ def build_tiny_qwen3_vl(folder: Path) -> Path:
     returns it. The layout of `Qwen/Qwen3-VL-2B-Instruct` (DeepStack, q/k norms, interleaved M-RoPE,
     tied embeddings, 16-pixel patches, a learnt position embedding in the vision tower) at the tiny
     sizes of `build_tiny_vlm`. Deterministic: the same files every time for one TINY_QWEN3_VL_VERSION."""
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2VLImageProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
@@ -351,16 +338,7 @@ def build_tiny_qwen3_vl(folder: Path) -> Path:
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
-    model.save_pretrained(folder)
+    _save_random(Qwen3VLForConditionalGeneration, config, ids, folder)
     image_processor = Qwen2VLImageProcessor(
         min_pixels=QWEN3_MIN_PIXELS, max_pixels=QWEN3_MAX_PIXELS, patch_size=16, temporal_patch_size=2,
         merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
@@ -371,6 +349,24 @@ def build_tiny_qwen3_vl(folder: Path) -> Path:
                                  chat_template=QWEN3_CHAT_TEMPLATE)
     processor.save_pretrained(folder)
     return folder
+
+
+def _save_random(model_class: type, config: object, ids: dict[str, int], folder: Path) -> None:
+    """`model_class(config)` with weights drawn from `SEED` (the caller's random state untouched),
+    greedy generation ending at `<|im_end|>`, saved into `folder`."""
+    import torch
+    from transformers import GenerationConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = model_class(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(folder)
 
 
 def _video_processor(name: str = "Qwen2VLVideoProcessor", **sizes: object):

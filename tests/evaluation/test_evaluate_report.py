@@ -28,6 +28,7 @@ def test_evaluate_writes_metrics_with_intervals_and_paper_rows(toy_run):
     assert lgb["window"]["ap"] > 0.85
     md = (toy_run / "metrics.md").read_text()
     assert "paper: Enhanced FT" in md and "94.05" in md and "| lightgbm |" in md
+    assert "`crashcast dense`" in md  # where the per-frame mTTA is: the window-end one is capped by the horizons
     pred = (toy_run / "predictions" / "lightgbm.csv").read_text()
     assert "rationale" in pred.splitlines()[0]
     assert (toy_run / "models" / "lightgbm" / "booster.txt").exists()

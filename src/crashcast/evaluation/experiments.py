@@ -515,6 +515,9 @@ def metrics_markdown(results: dict) -> str:
         nexar = f"{v['nexar_map']:.3f}" if "nexar_map" in v else "n/a (needs horizons 0.5,1,1.5)"
         lines.append(f"| {name} | {v['video_ap']:.3f} | {v['mtta_s']:.2f} | {v['tta_r80_s']:.2f} | {nexar} | "
                      f"{_pct(r['before_calibration']['ece'])} → {_pct(r['window']['ece'])} |")
+    lines += ["", "mTTA and TTA@R80 here are measured at the window ends only, so they cannot exceed the largest "
+              "horizon; the per-frame figures DAD/CCD papers report, and recall at a capped false-alarm rate: "
+              "`crashcast dense` (dense.md, docs/METRICS.md)."]
     return "\n".join(lines) + "\n"
 
 

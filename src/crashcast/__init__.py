@@ -17,7 +17,7 @@ from crashcast.version import __version__
 
 #: `crashcast.<name>` is `crashcast.api.<name>`, imported when first used
 API = ("build_windows", "config_for", "download_weights", "evaluate", "load_clips", "predict_many", "report", "synth",
-       "train", "windows")
+       "train", "watch", "windows")
 
 
 def predict(*args: Any, **kwargs: Any) -> Any:

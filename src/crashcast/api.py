@@ -547,6 +547,21 @@ def videos_in(inputs: Sequence[str | Path]) -> list[Path]:
     return expand([Path(p) for p in inputs])
 
 
+def watch(source: str | Path, model: str | Path | RiskModel | None = None,
+          config: str | Path | CrashcastConfig | None = None, *, stride_s: float = 0.5, threshold: float = 0.5,
+          alert_policy: str | AlertPolicy | None = None, record: str | Path | None = None, pre_s: float = 5.0,
+          post_s: float = 5.0, max_record_bytes: int = 2 * 2**30, queue_size: int = 8, realtime: bool | None = None,
+          reconnect: bool | None = None, timeout_s: float = 10.0) -> Iterator[dict]:
+    """Collision warnings from a live source, one dict per stride (`crashcast.live.watch`): a camera
+    device, a stream URL or a file played at its real rate; `record` a folder for the event
+    recordings. Close the iterator (or leave the loop) to stop; the recording in progress is finished."""
+    from crashcast.live.watch import watch as run
+
+    cfg = config if isinstance(config, CrashcastConfig) else load(config)
+    return run(source, model, cfg, stride_s, threshold, alert_policy, record, pre_s, post_s, max_record_bytes,
+               queue_size, realtime, reconnect, timeout_s)
+
+
 def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,
                  config: str | Path | CrashcastConfig | None = None, out: str | Path = "crashcast-predictions", *,
                  backend: str = "auto", overrides: Sequence[str] = (), weights_dir: str | Path | None = None,
@@ -634,5 +649,5 @@ __all__ = [
     "AnnotationFormat", "Calibration", "ExecutorKind", "MissingEvent", "PromptFiles", "TrainingData", "UsageError",
     "WindowList", "build_windows", "check_model_features", "config_for", "doctor", "download_weights", "evaluate",
     "extract", "horizons_override", "load", "load_clips", "model_run", "predict", "predict_many", "prompts", "report",
-    "synth", "synthetic_clips", "train", "train_vlm", "videos_in", "vlm_training_data", "windows", "writable_dir",
+    "synth", "synthetic_clips", "train", "train_vlm", "videos_in", "vlm_training_data", "watch", "windows", "writable_dir",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from crashcast import api
 from crashcast.errors import CrashcastError
+from crashcast.runtime.executor import sigterm_raises
 
 app = typer.Typer(
     help="crashcast: how likely is a collision in the next seconds of this dashcam video, and why.",
@@ -518,6 +520,50 @@ def demo(
     console.print(f"  run (window_meta.json, overlays, features.parquet, models, predictions): {run}")
     console.print(f"  metrics: {run / 'metrics.md'}")
     console.print(f"  report:  {report_path}")
+
+
+@app.command("watch")
+def watch_command(
+    source: Annotated[str, typer.Argument(help="a camera (/dev/video0), a stream URL (rtsp://, udp://, http://, srt://, "
+                                               "...) or a video file, played at its real rate")],
+    model: Annotated[str | None, typer.Option(help="a saved model folder (run/models/<name>), or physics | ttc")] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    weights_dir: Annotated[Path | None, typer.Option(help=WEIGHTS_DIR_HELP)] = None,
+    config: Annotated[str | None, typer.Option(help="config preset or YAML (default: the backend's preset)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field")] = None,
+    stride: Annotated[float, typer.Option(min=0.05, help="seconds between risk estimates")] = 0.5,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="alert when the risk reaches this")] = 0.5,
+    alert_policy: Annotated[AlertPolicyChoice | None, typer.Option(help=ALERT_POLICY_HELP)] = None,
+    record: Annotated[Path | None, typer.Option(help="folder for event recordings: at each alert an MP4 (annotated) "
+                                                     "from --pre seconds before to --post after, with its timeline JSON")] = None,
+    pre: Annotated[float, typer.Option(min=0.0, help="seconds recorded before an alert")] = 5.0,
+    post: Annotated[float, typer.Option(min=0.0, help="seconds recorded after the last alert of an event")] = 5.0,
+    record_max_mb: Annotated[int, typer.Option(min=1, help="the recordings folder's size cap; the oldest go first")] = 2048,
+    queue: Annotated[int, typer.Option(min=1, help="frames waiting for perception at most; beyond, the oldest is dropped")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds without a frame after which a stream has dropped "
+                                                         "(it is reopened, with backoff)")] = 10.0,
+    realtime: Annotated[bool | None, typer.Option("--realtime/--no-realtime", help="play a file at its real rate "
+                                                  "(default) or as fast as it is processed (nothing dropped)")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
+) -> None:
+    """Collision warnings from a live camera stream: one JSON line per stride on stdout (time_s, risk, risk_raw, alert,
+    reason, latency_s, dropped, drop_rate, ...), logs on stderr. Ctrl-C or SIGTERM stops it; the recording in progress
+    is finished."""
+    cfg = api.config_for(backend, config, list(set_ or []), weights_dir, run=api.model_run(model),
+                         offline=offline or None)
+    stream = api.watch(source, model, cfg, stride_s=stride, threshold=threshold,
+                       alert_policy=alert_policy.value if alert_policy else None, record=record, pre_s=pre, post_s=post,
+                       max_record_bytes=record_max_mb * 2**20, queue_size=queue, realtime=realtime, timeout_s=timeout)
+    with sigterm_raises():
+        try:
+            for row in stream:
+                if row.get("evidence"):
+                    row = {**row, "evidence": json.loads(row["evidence"])}
+                row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+                sys.stdout.write(json.dumps(row, allow_nan=False, default=str) + "\n")
+                sys.stdout.flush()
+        finally:
+            stream.close()  # the reader stops; the recording in progress is finished
 
 
 class Reproducible(StrEnum):

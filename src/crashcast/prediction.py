@@ -180,6 +180,109 @@ def perception_label(perception: dict) -> str:
 
 
 @sigterm_raises()  # SIGTERM as Ctrl-C: the annotated video's temporary file and the scratch folder are removed
+class Stepper:
+    """The causal core of `predict`, one frame at a time: `feed(t, frame)` takes the frames of the
+    `video.fps` grid in time order (t = k / fps; every `frame_step`-th is perceived, the others only
+    drawn on) and returns the stride's row when a window ends at t (every `stride_s` seconds, the
+    first at `stride_s`), else None. Perception keeps only the frames a window reaches back to, so
+    the work per stride stays the same however long the stream runs; a gap (missing frames: a
+    damaged file, frames a live source dropped) is one stride, not many. Between strides it keeps
+    what an annotated frame shows (`annotated(frame, t)`). `predict` runs it over a file;
+    `crashcast.live` over a camera stream."""
+
+    def __init__(self, model: RiskModel, cfg: CrashcastConfig, stride_s: float, threshold: float,
+                 policy: AlertPolicy, clip_id: str, backends: Backends | None = None) -> None:
+        self.model, self.cfg, self.stride_s, self.threshold, self.clip_id = model, cfg, stride_s, threshold, clip_id
+        self.policy = policy
+        self._alerts = policy.start()
+        self._backends = backends
+        self.perception: Perception | None = None
+        self._chash = cfg.extraction_hash()
+        self.perception_info: dict = {"preset": cfg.name, "extraction_hash": self._chash}
+        self.rows: list[dict] = []
+        self.stride_seconds: list[float] = []
+        self.last_det = None
+        self.last_depths: dict[int, float] = {}
+        self.last_ttc: dict[int, float] = {}
+        self.risk, self.raw, self.alert, self.reason = 0.0, 0.0, False, ""
+        self._next_t = stride_s
+        self._t_stride = time.perf_counter()
+        # a model that reads prompts sees keyframe overlays: the perceived frames of the window span are
+        # kept (by frame index) and the overlays written to a scratch folder at each stride
+        self._scratch = tempfile.TemporaryDirectory(prefix="crashcast-predict-") if model.reads_prompts else None
+        self._recent: dict[int, np.ndarray] = {}
+        self._keep_frames = round(history_s(cfg) * cfg.video.fps) + cfg.perception.frame_step
+
+    def close(self) -> None:
+        """Remove the scratch folder of keyframe overlays (a model that reads prompts)."""
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def feed(self, t: float, frame: np.ndarray) -> dict | None:
+        from crashcast.features.build import build_window_meta
+
+        cfg, fps, step = self.cfg, self.cfg.video.fps, self.cfg.perception.frame_step
+        k = round(t * fps)  # the frame's index on the fps grid
+        if self.perception is None:
+            h, w = frame.shape[:2]
+            if self._backends is None:
+                self._backends = Backends.build(cfg.perception, cfg.runtime)
+            self.perception = Perception(self._backends, cfg.perception, w, h, fps, self.clip_id, history_s=history_s(cfg))
+            self.perception_info["backends"] = dict(self.perception.backend_names)
+        if k % step == 0:
+            if self._scratch is not None:
+                self._recent[k] = frame
+                for old in [i for i in self._recent if i < k - self._keep_frames]:
+                    del self._recent[old]
+            # a model reading prompts sees the overlays extraction draws: with the masks
+            result = self.perception.step(frame, t, keep_masks=self._scratch is not None)
+            self.last_det = result.detections
+            self.last_depths = {o.track_id: o.depth_m for o in result.objects}
+        if t + 1e-9 < self._next_t:
+            return None
+        perc = self.perception.result()
+        win = _window_at(t, cfg, self.clip_id)
+        objects = window_objects(perc, win, cfg.features, cfg.perception.geometry.ego_front_m, fps)
+        names: list[str | None] = [None] * 3
+        if self._scratch is not None:
+            names = overlays.write_keyframes(Path(self._scratch.name), win, perc,
+                                             lambda j, times=perc.times_s: self._recent[round(times[j] * fps)], objects,
+                                             caption=cfg.features.keyframe_caption)
+        meta = build_window_meta(win, perc, cfg, names, objects, self._chash)
+        windows = WindowSet.from_metas([meta], [Path(self._scratch.name) if self._scratch else None], cfg.features.top_k)
+        main = windows.table
+        self.last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
+        scores = self.model.score(windows)
+        raw = float(np.clip(self.model.calibration(scores.raw), 0.0, 1.0)[0])
+        if not math.isfinite(raw):
+            raise ModelError(f"{self.clip_id}: the {self.model.kind} model gave a non-finite risk ({raw}) at {t:.2f} s")
+        decided = self._alerts.step(raw)  # the alert policy: causal, one stride at a time
+        self.risk, self.raw, self.alert, self.reason = decided.shown, raw, decided.alert, scores.rationale[0]
+        row = {"time_s": round(t, 3), "risk": round(self.risk, 4), "risk_raw": round(raw, 4),
+               "alert": int(self.alert), "reason": self.reason,
+               "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
+               "n_objects": int(main.n_objects.iloc[0]),
+               **{k: v[0] for k, v in scores.columns.items()},  # a VLM's answer, as it wrote it
+               **_evidence_columns(scores)}
+        self.rows.append(row)
+        while self._next_t <= t + 1e-9:  # once, unless frames were missing (a gap)
+            self._next_t += self.stride_s
+        now = time.perf_counter()
+        self.stride_seconds.append(now - self._t_stride)
+        self._t_stride = now
+        return row
+
+    def annotated(self, frame: np.ndarray, t: float) -> np.ndarray:
+        """`frame` with the latest boxes, depths, TTCs, risk gauge, alert and reason drawn on."""
+        return _annotated(frame, self.last_det, self.last_depths, self.last_ttc, self.risk, self.threshold, self.reason,
+                          t, raw=self.raw, alert=self.alert, perception=perception_label(self.perception_info))
+
+    def prediction(self, video: Path, seconds: float) -> Prediction:
+        """The strides so far as a `Prediction` (timeline, first alert, reasons)."""
+        return _prediction(video, self, seconds)
+
+
 def predict(
     path: str | Path,
     model: str | Path | RiskModel | None = None,
@@ -196,101 +299,37 @@ def predict(
     strides) turns each stride's raw risk (`risk_raw`) into the risk shown (`risk`) and the alert
     state (`alert`), causally; `annotate` writes an MP4 with boxes and a risk gauge.
     `backends`: perception backends built once for many videos (`Backends.build`); built here when None."""
-    from crashcast.features.build import build_window_meta
-
     check_settings(stride_s, threshold, smooth)
     t_start = time.time()
     path = Path(path)
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
     policy = alert_policy_for(cfg, threshold, alert_policy, smooth)
-    alert_stream = policy.start()
-    risk_model = resolve_model(model, cfg)
-    step = cfg.perception.frame_step
-    fps = cfg.video.fps
-    perception: Perception | None = None
-    rows: list[dict] = []
-    stride_seconds: list[float] = []
+    stepper = Stepper(resolve_model(model, cfg), cfg, stride_s, threshold, policy, path.stem, backends)
     writer: VideoWriter | None = None
-    last_det = None
-    last_depths: dict[int, float] = {}
-    last_ttc: dict[int, float] = {}
-    current_risk, current_raw, current_alert, current_reason = 0.0, 0.0, False, ""
-    perception_info: dict = {"preset": cfg.name, "extraction_hash": cfg.extraction_hash()}
-    next_t = stride_s
-    chash = cfg.extraction_hash()
-    t_stride = time.perf_counter()
-    # a model that reads prompts sees keyframe overlays: the perceived frames of the window span are
-    # kept (by frame index) and the overlays written to a scratch folder at each stride
-    scratch = tempfile.TemporaryDirectory(prefix="crashcast-predict-") if risk_model.reads_prompts else None
-    recent: dict[int, np.ndarray] = {}
-    keep_frames = round(history_s(cfg) * fps) + step
     try:
         # without an annotated video only the perceived frames are needed (the others are never converted)
-        for t, frame in iter_resampled(path, fps, cfg.video.long_side, every=1 if annotate else step):
-            k = round(t * fps)  # the frame's index on the fps grid
-            if perception is None:
-                h, w = frame.shape[:2]
-                if backends is None:
-                    backends = Backends.build(cfg.perception, cfg.runtime)
-                perception = Perception(backends, cfg.perception, w, h, fps, path.stem, history_s=history_s(cfg))
-                perception_info["backends"] = dict(perception.backend_names)
-                if annotate:
-                    writer = VideoWriter(annotate, fps, (w, h))
-            if k % step == 0:
-                if scratch is not None:
-                    recent[k] = frame
-                    for old in [i for i in recent if i < k - keep_frames]:
-                        del recent[old]
-                # a model reading prompts sees the overlays extraction draws: with the masks
-                result = perception.step(frame, t, keep_masks=scratch is not None)
-                last_det = result.detections
-                last_depths = {o.track_id: o.depth_m for o in result.objects}
-            if t + 1e-9 >= next_t:
-                perc = perception.result()
-                win = _window_at(t, cfg, path.stem)
-                objects = window_objects(perc, win, cfg.features, cfg.perception.geometry.ego_front_m, fps)
-                names: list[str | None] = [None] * 3
-                if scratch is not None:
-                    names = overlays.write_keyframes(Path(scratch.name), win, perc,
-                                                     lambda j, times=perc.times_s: recent[round(times[j] * fps)], objects,
-                                                     caption=cfg.features.keyframe_caption)
-                meta = build_window_meta(win, perc, cfg, names, objects, chash)
-                windows = WindowSet.from_metas([meta], [Path(scratch.name) if scratch else None], cfg.features.top_k)
-                main = windows.table
-                last_ttc = {o.object_id: o.ttc_s for o in meta.objects if o.ttc_s is not None}
-                scores = risk_model.score(windows)
-                raw = float(np.clip(risk_model.calibration(scores.raw), 0.0, 1.0)[0])
-                if not math.isfinite(raw):
-                    raise ModelError(f"{path}: the {risk_model.kind} model gave a non-finite risk ({raw}) at {t:.2f} s")
-                decided = alert_stream.step(raw)  # the alert policy: causal, one stride at a time
-                current_risk, current_raw, current_alert = decided.shown, raw, decided.alert
-                current_reason = scores.rationale[0]
-                rows.append({"time_s": round(t, 3), "risk": round(current_risk, 4), "risk_raw": round(raw, 4),
-                             "alert": int(current_alert), "reason": current_reason,
-                             "min_ttc_s": float(main.min_ttc_s.iloc[0]), "looming_per_s": float(main.looming_per_s.iloc[0]),
-                             "n_objects": int(main.n_objects.iloc[0]),
-                             **{k: v[0] for k, v in scores.columns.items()},  # a VLM's answer, as it wrote it
-                             **_evidence_columns(scores)})
-                while next_t <= t + 1e-9:  # once, unless frames were missing (a gap in a damaged file)
-                    next_t += stride_s
-                now = time.perf_counter()
-                stride_seconds.append(now - t_stride)
-                t_stride = now
+        every = 1 if annotate else cfg.perception.frame_step
+        for t, frame in iter_resampled(path, cfg.video.fps, cfg.video.long_side, every=every):
+            if annotate and writer is None:
+                writer = VideoWriter(annotate, cfg.video.fps, (frame.shape[1], frame.shape[0]))
+            stepper.feed(t, frame)
             if writer is not None:
-                writer.write(_annotated(frame, last_det, last_depths, last_ttc, current_risk, threshold, current_reason, t,
-                                        raw=current_raw, alert=current_alert,
-                                        perception=perception_label(perception_info)))
+                writer.write(stepper.annotated(frame, t))
     except BaseException:
         if writer is not None:
             writer.close(keep=False)  # no half video under the final name
         raise
     finally:
-        if scratch is not None:
-            scratch.cleanup()
+        stepper.close()
     if writer is not None:
         writer.close()
-    if perception is None:
+    if stepper.perception is None:
         raise CrashcastError(f"{path}: no frames")
+    return stepper.prediction(path, time.time() - t_start)
+
+
+def _prediction(path: Path, stepper: Stepper, seconds: float) -> Prediction:
+    rows = stepper.rows
     columns = ["time_s", "risk", "risk_raw", "alert", "reason", "min_ttc_s", "looming_per_s", "n_objects"]
     timeline = pd.DataFrame(rows, columns=list(dict.fromkeys(columns + [k for r in rows[:1] for k in r])))
     alert_rows = timeline[timeline.alert == 1]
@@ -304,10 +343,11 @@ def predict(
         if not reasons or timeline.reason[i] != alert_rows.reason.iloc[0]:
             reasons.append(peak_reason)
     if timeline.empty:
-        log.info("%s: shorter than one stride (%.2f s): no risk estimate", path, stride_s)
-    return Prediction(path, timeline, threshold, risk_model.kind, first_alert, reasons, time.time() - t_start,
-                      perception.frames_processed, stride_seconds, alert_policy=policy.describe(),
-                      perception=perception_info)
+        log.info("%s: shorter than one stride (%.2f s): no risk estimate", path, stepper.stride_s)
+    frames = stepper.perception.frames_processed if stepper.perception is not None else 0
+    return Prediction(path, timeline, stepper.threshold, stepper.model.kind, first_alert, reasons, seconds,
+                      frames, stepper.stride_seconds, alert_policy=stepper.policy.describe(),
+                      perception=stepper.perception_info)
 
 
 def _evidence_columns(scores) -> dict[str, str]:

@@ -1,0 +1,207 @@
+"""Frames from a live source: a camera device (`/dev/video0`), a stream URL (RTSP, HTTP, UDP/MPEG-TS,
+RTMP, SRT, TCP) or a video file played at its real rate, decoded by PyAV's FFmpeg on a reader thread.
+
+Real time or honest about it: the reader puts frames into a bounded queue; when the consumer
+(perception) falls behind, the oldest waiting frame is dropped (never an unbounded backlog) and
+counted. Each frame carries its stream time (seconds from the first frame, continued across
+reconnections) and the monotonic clock time it was decoded, from which the consumer measures
+end-to-end latency. A source that fails or ends (camera unplugged, network lost) is reopened with
+exponential backoff, and each attempt is logged; a file ends at its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from crashcast.data.video import SourceFrame
+from crashcast.errors import CrashcastError
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
+_END = object()  # what the reader queues when the source has ended for good
+
+
+@dataclass
+class LiveFrame:
+    """One decoded frame: `t` its stream time (s), `captured` the monotonic clock when it was
+    decoded, `frame` the picture (`SourceFrame`: converted to RGB only when used)."""
+
+    t: float
+    captured: float
+    frame: SourceFrame
+
+
+def source_kind(source: str) -> str:
+    """'url', 'device' (/dev/video*) or 'file'; a file that does not exist is a CrashcastError."""
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme in URL_SCHEMES:
+        return "url"
+    if source.startswith("/dev/video"):
+        return "device"
+    if scheme:
+        raise CrashcastError(f"{source}: unknown stream scheme {scheme!r} (known: {', '.join(URL_SCHEMES)})")
+    if not Path(source).is_file():
+        raise CrashcastError(f"{source}: no such file, camera device or stream URL")
+    return "file"
+
+
+class LiveSource:
+    """A source read on a thread into a queue of at most `queue_size` frames (`frames()` iterates
+    them). `realtime` (default: files only) paces decoding at the stream's own rate, as a camera
+    delivers it; a file read with `realtime=False` goes as fast as the consumer takes its frames,
+    none dropped. `reconnect` (default: streams and devices, not files) reopens a source that fails
+    or ends, waiting 0.5 s, 1 s, 2 s ... up to `max_backoff_s` between attempts. `dropped`,
+    `received` and `reconnects` count what happened. `open_timeout_s` bounds opening the source
+    and each read (a stream with no data for that long has dropped)."""
+
+    def __init__(self, source: str, queue_size: int = 8, realtime: bool | None = None, reconnect: bool | None = None,
+                 open_timeout_s: float = 10.0, max_backoff_s: float = 8.0) -> None:
+        if queue_size < 1:
+            raise CrashcastError(f"queue_size={queue_size}: at least one frame")
+        self.source = str(source)
+        self.kind = source_kind(self.source)
+        self.realtime = self.kind == "file" if realtime is None else realtime
+        self.reconnect = self.kind != "file" if reconnect is None else reconnect
+        self.open_timeout_s, self.max_backoff_s = open_timeout_s, max_backoff_s
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.dropped = self.received = self.reconnects = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name=f"crashcast-source {self.source}", daemon=True)
+
+    def __enter__(self) -> LiveSource:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading; the reader thread ends within the source's read timeout."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.open_timeout_s + 1.0)
+
+    def frames(self) -> Iterator[LiveFrame]:
+        """The frames, oldest first, until the source ends for good (or `close()`)."""
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set() or (not self._thread.is_alive() and self._queue.empty()):
+                    break
+                continue
+            if item is _END:
+                break
+            yield item
+        if self.error is not None:
+            raise self.error
+
+    # ------------------------------------------------------------------ the reader thread
+
+    def _put(self, item: object) -> None:
+        """Queue `item`; when the queue is full, drop the oldest frame waiting (counted), or, for a
+        file read as fast as it decodes (not `realtime`), wait: nothing is lost there."""
+        if self.kind == "file" and not self.realtime:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+            return
+        while not self._stop.is_set():
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    old = self._queue.get_nowait()
+                    if old is not _END:
+                        with self._lock:
+                            self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _open(self):
+        import av
+
+        options = {"rtsp_transport": "tcp"} if self.source.startswith(("rtsp://", "rtsps://")) else {}
+        fmt = "v4l2" if self.kind == "device" else None
+        return av.open(self.source, format=fmt, options=options, timeout=self.open_timeout_s)
+
+    def _read(self) -> None:
+        offset = 0.0  # stream time where this connection's frames start (continuity across reconnections)
+        backoff = 0.5
+        last_t = -math.inf
+        try:
+            while not self._stop.is_set():
+                try:
+                    last_t = self._read_once(offset, last_t)
+                    backoff = 0.5
+                    ended = "ended"
+                except Exception as e:  # any decode or network failure: reconnect, or stop
+                    ended = f"failed ({type(e).__name__}: {e})"
+                    if not self.reconnect:
+                        if self.received:  # it ran, then stopped (a stream with no more data): its end
+                            log.warning("%s: %s; not reconnecting", self.source, ended)
+                        else:
+                            self.error = CrashcastError(f"{self.source}: {ended}")
+                        break
+                if not self.reconnect or self._stop.is_set():
+                    break
+                log.warning("%s: %s; reopening in %.1f s", self.source, ended, backoff)
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self.max_backoff_s)
+                self.reconnects += 1
+                offset = last_t + 1e-3 if math.isfinite(last_t) else 0.0
+        finally:
+            self._put(_END)
+
+    def _read_once(self, offset: float, last_t: float) -> float:
+        """Decode one connection to its end; returns the last stream time queued."""
+        from crashcast.data.video import _orientation
+
+        container = self._open()
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            orientation = None
+            first: float | None = None
+            wall0 = time.monotonic()
+            log.info("%s: open (%s, %dx%d)", self.source, stream.codec_context.name, stream.width, stream.height)
+            for frame in container.decode(stream):
+                if self._stop.is_set():
+                    break
+                ft = frame.time
+                if ft is None:
+                    continue
+                if first is None:
+                    first = ft
+                    orientation = _orientation(Path(self.source), stream, frame) if self.kind == "file" else (0, False)
+                t = offset + (ft - first)
+                if t <= last_t:  # a repeated or reordered timestamp: keep time moving forward
+                    continue
+                if self.realtime:
+                    wait = wall0 + (t - offset) - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        break
+                with self._lock:
+                    self.received += 1
+                self._put(LiveFrame(t, time.monotonic(), SourceFrame(frame, orientation, None)))
+                last_t = t
+        finally:
+            container.close()
+        return last_t

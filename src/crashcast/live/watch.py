@@ -1,0 +1,127 @@
+"""Collision warnings from a live source, one stride at a time (`crashcast watch`, `crashcast.live.watch`).
+
+`watch(source)` yields one dict per stride: what `predict`'s timeline row holds (time_s, risk,
+risk_raw, alert, reason, ...) plus how live it was: `latency_s` (from the decoding of the newest
+frame the stride used to its risk), `dropped` (frames the bounded queue dropped since the previous
+stride because perception fell behind), `drop_rate` (of all frames received so far), `reconnects`.
+It runs the same causal `prediction.Stepper` as `predict`: on a file played without drops the
+timeline is predict's (the frames are put on the same `video.fps` grid by the same hold rule: a
+grid time shows the last frame decoded at or before it).
+
+The event recorder (`record`): the annotated frames of the last `pre_s` seconds are kept; at each
+alert onset a clip from `pre_s` before to `post_s` after (extended while alerts go on) is written
+as MP4 + JSON, atomically, into the folder, the oldest clips deleted beyond `max_record_bytes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from crashcast.config import CrashcastConfig, load_config
+from crashcast.data.video import target_size
+from crashcast.live.source import LiveSource
+from crashcast.prediction import Stepper, alert_policy_for, check_settings, resolve_model
+from crashcast.risk.alerts import AlertPolicy
+from crashcast.risk.models import RiskModel
+
+log = logging.getLogger(__name__)
+
+GAP_FILL_S = 1.0  # a gap between frames longer than this is not filled by holding the last frame
+KEEP_UP_STRIDES = 4  # strides measured before saying whether the preset keeps up
+
+
+def watch(source: str | Path, model: str | Path | RiskModel | None = None,
+          config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
+          alert_policy: str | AlertPolicy | None = None, record: str | Path | None = None, pre_s: float = 5.0,
+          post_s: float = 5.0, max_record_bytes: int = 2 * 2**30, queue_size: int = 8, realtime: bool | None = None,
+          reconnect: bool | None = None, timeout_s: float = 10.0) -> Iterator[dict]:
+    """One dict per stride from `source` (a camera device, a stream URL, or a file played at its real
+    rate), until the source ends for good; see the module docstring. Closing the iterator (or
+    Ctrl-C) stops the reader and finishes the recording being written. `timeout_s`: a source that
+    gives no frame for that long has dropped (reopened when `reconnect`: streams and devices)."""
+    check_settings(stride_s, threshold)
+    cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
+    policy = alert_policy_for(cfg, threshold, alert_policy)
+    name = Path(str(source)).stem if "://" not in str(source) else "stream"
+    stepper = Stepper(resolve_model(model, cfg), cfg, stride_s, threshold, policy, name)
+    fps, step = cfg.video.fps, cfg.perception.frame_step
+    recorder = None
+    if record is not None:
+        from crashcast.live.recorder import EventRecorder
+
+        recorder = EventRecorder(Path(record), fps, pre_s=pre_s, post_s=post_s, max_bytes=max_record_bytes)
+    src = LiveSource(str(source), queue_size=queue_size, realtime=realtime, reconnect=reconnect, open_timeout_s=timeout_s)
+    k, prev, size = 0, None, None
+    work = 0.0  # seconds spent in perception, the model and the recorder after the first stride
+    dropped_before = 0
+    alert_before = False
+    try:
+        with src:
+            for live in src.frames():
+                if prev is not None:
+                    hold = live.t - prev.t <= GAP_FILL_S
+                    while hold and k / fps < live.t - 1e-9:  # grid times the previous frame is on screen for
+                        t0 = time.perf_counter()
+                        row = _feed(stepper, recorder, k, prev, fps, step, size)
+                        if stepper.rows:  # the first stride also built the backends: not counted
+                            work += time.perf_counter() - t0
+                        if row is not None:
+                            out = _live_row(row, prev, src, dropped_before)
+                            dropped_before = src.dropped
+                            if recorder is not None:
+                                recorder.note(out)
+                                if out["alert"] and not alert_before:
+                                    recorder.trigger(out["time_s"], {"reason": out["reason"], "risk": out["risk"]})
+                            alert_before = bool(out["alert"])
+                            _keep_up(len(stepper.rows), work, stride_s, cfg.name)
+                            yield out
+                        k += 1
+                    k = max(k, math.ceil(live.t * fps - 1e-9))
+                else:
+                    size = target_size(live.frame.width, live.frame.height, cfg.video.long_side)
+                    k = math.ceil(live.t * fps - 1e-9)
+                prev = live
+    finally:
+        stepper.close()
+        if recorder is not None:
+            for path in recorder.close():
+                log.info("event recording %s", path)
+        if src.received:
+            log.info("%s: %d frames received, %d dropped (%.1f %%), %d reconnection(s)", source, src.received,
+                     src.dropped, 100.0 * src.dropped / max(1, src.received), src.reconnects)
+
+
+def _feed(stepper: Stepper, recorder, k: int, live, fps: float, step: int, size) -> dict | None:
+    """Grid frame k (showing `live`'s picture) through the stepper, and into the recorder."""
+    t = k / fps
+    if recorder is None and k % step:
+        return None  # neither perceived nor recorded: never converted (as predict without --annotate)
+    rgb = live.frame.rgb(size)
+    row = stepper.feed(t, rgb)
+    if recorder is not None:
+        for path in recorder.add(t, stepper.annotated(rgb, t)):
+            log.info("event recording %s", path)
+    return row
+
+
+def _live_row(row: dict, live, src: LiveSource, dropped_before: int) -> dict:
+    received = max(1, src.received)
+    return {**row, "latency_s": round(time.monotonic() - live.captured, 4), "dropped": src.dropped - dropped_before,
+            "drop_rate": round(src.dropped / received, 4), "reconnects": src.reconnects}
+
+
+def _keep_up(strides: int, work_s: float, stride_s: float, preset: str) -> None:
+    """After the first strides, say once whether perception and the model keep up with real time
+    (`work_s`: the seconds they took after the first stride)."""
+    if strides != KEEP_UP_STRIDES + 1:
+        return
+    per_stride = work_s / KEEP_UP_STRIDES
+    if per_stride <= 0.8 * stride_s:
+        log.info("keeping up: %.2f s of work per %.2f s stride (%s preset)", per_stride, stride_s, preset)
+    else:
+        log.warning("falling behind: %.2f s of work per %.2f s stride with the %s preset on this machine; frames "
+                    "will be dropped (a faster preset, a GPU, or a longer stride)", per_stride, stride_s, preset)

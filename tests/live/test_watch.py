@@ -1,0 +1,194 @@
+"""`crashcast watch`: a synthetic collision clip streamed at its real rate over UDP (MPEG-TS) on
+127.0.0.1 into watch: the alert arrives before the event, every stdout line is JSON, the event
+recording exists and plays, and the timeline equals predict's on the same file (the stream carries
+the file's own packets, remuxed: the same pictures, so the tolerance is exact where no frame was
+dropped). A stream cut mid-way is reopened and watch goes on; Ctrl-C (SIGINT) leaves a complete
+recording and no temporary file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import cli_exit_code
+
+from crashcast.data.video import probe
+from crashcast.prediction import predict
+
+POSITIVE = "synth0007_0000"  # synth_small's first clip: a collision at 9.99 s the physics model sees coming
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _remux(path: Path, url: str, start_after: float = 0.5) -> threading.Thread:
+    """Send `path`'s own H.264 packets as MPEG-TS to `url` at their real rate (a camera's stream), after
+    `start_after` seconds (the receiver listens by then)."""
+    import av
+
+    def run() -> None:
+        time.sleep(start_after)
+        inp = av.open(str(path))
+        out = av.open(url, mode="w", format="mpegts")
+        try:
+            src = inp.streams.video[0]
+            dst = out.add_stream_from_template(src)
+            t0 = time.monotonic()
+            for pkt in inp.demux(src):
+                if pkt.dts is None:
+                    continue
+                wait = t0 + float(pkt.dts * pkt.time_base) - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                pkt.stream = dst
+                out.mux(pkt)
+        finally:
+            out.close()
+            inp.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def _encode_part(path: Path, url: str, start_s: float, end_s: float) -> None:
+    """Send the frames of [start_s, end_s) of `path`, encoded afresh (its first frame a keyframe) as
+    MPEG-TS at their real rate: one connection of a camera that then goes away."""
+    import av
+
+    inp = av.open(str(path))
+    out = av.open(url, mode="w", format="mpegts")
+    try:
+        src = inp.streams.video[0]
+        dst = out.add_stream("libx264", rate=30)
+        dst.width, dst.height, dst.pix_fmt = src.width, src.height, "yuv420p"
+        dst.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "15"}
+        t0, i = time.monotonic(), 0
+        for frame in inp.decode(src):
+            if frame.time < start_s:
+                continue
+            if frame.time >= end_s:
+                break
+            wait = t0 + (frame.time - start_s) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            new = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            new.pts, new.time_base = i, frame.time_base.__class__(1, 30)
+            i += 1
+            for pkt in dst.encode(new):
+                out.mux(pkt)
+        for pkt in dst.encode():
+            out.mux(pkt)
+    finally:
+        out.close()
+        inp.close()
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_a_udp_stream_alerts_before_the_event_records_it_and_equals_predict(synth_small, tmp_path, capsys):
+    clip = synth_small / f"{POSITIVE}.mp4"
+    event = next(float(r.split(",")[1]) for r in (synth_small / "annotations.csv").read_text().splitlines()
+                 if r.startswith(POSITIVE + ","))
+    port = _free_udp_port()
+    sender = _remux(clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    record = tmp_path / "events"
+    rc = cli_exit_code(["watch", f"udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=10000000", "--record", record,
+                        "--pre", "2", "--post", "1", "--timeout", "3", "--queue", "64", "--offline"])
+    sender.join(timeout=30)
+    assert rc == 0
+    rows = _lines(capsys.readouterr().out)  # every stdout line parses
+    assert rows and all({"time_s", "risk", "risk_raw", "alert", "reason", "latency_s", "drop_rate"} <= set(r) for r in rows)
+    first_alert = next(r["time_s"] for r in rows if r["alert"])
+    assert first_alert < event
+    # the same pictures as the file: predict's timeline, stride for stride, where no frame was dropped
+    pred = predict(clip)
+    expected = dict(zip(pred.timeline.time_s, pred.timeline.risk_raw, strict=True))
+    dropped = sum(r["dropped"] for r in rows)
+    got = {r["time_s"]: r["risk_raw"] for r in rows}
+    if dropped == 0:
+        assert got == pytest.approx(expected, abs=1e-9)
+    else:  # a loaded machine dropped frames: the strides are still predict's times
+        assert set(got) <= set(expected)
+    assert all(0 <= r["latency_s"] < 5 for r in rows)
+    # the event recording: an MP4 that plays, from 2 s before the first alert to 1 s after the last
+    mp4s = sorted(record.glob("*.mp4"))
+    assert len(mp4s) >= 1 and {p.with_suffix(".json") for p in mp4s} <= set(record.iterdir())
+    info = probe(mp4s[0])
+    assert info.n_frames > 0 and 2.0 <= info.duration_s <= 2.0 + (rows[-1]["time_s"] - first_alert) + 1.5
+    meta = json.loads(mp4s[0].with_suffix(".json").read_text())
+    assert any(r.get("alert") for r in meta.get("timeline", meta.get("strides", [])))
+    assert not [p for p in record.iterdir() if p.suffix not in (".mp4", ".json")]  # no temporary file left
+
+
+def test_a_cut_stream_is_reopened_and_watch_goes_on(synth_small):
+    from crashcast.live.watch import watch
+
+    clip = synth_small / f"{POSITIVE}.mp4"
+    port = _free_udp_port()
+    url = f"udp://127.0.0.1:{port}?pkt_size=1316"
+
+    def camera() -> None:  # 4 s, a 2.5 s cut (the receiver times out after 1 s), then 4 s more
+        time.sleep(0.5)
+        _encode_part(clip, url, 0.0, 4.0)
+        time.sleep(2.5)
+        _encode_part(clip, url, 4.0, 8.0)
+
+    sender = threading.Thread(target=camera, daemon=True)
+    sender.start()
+    stream = watch(f"udp://127.0.0.1:{port}?overrun_nonfatal=1", timeout_s=1.0, queue_size=64)
+    rows = []
+    try:
+        for row in stream:
+            rows.append(row)
+            if not sender.is_alive() and row["reconnects"] >= 1 and len(rows) > 10:
+                break
+            if len(rows) > 40:
+                break
+    finally:
+        stream.close()
+    sender.join(timeout=30)
+    reconnected = [r for r in rows if r["reconnects"] >= 1]
+    assert reconnected, "no stride after the stream came back"
+    before = [r for r in rows if r["reconnects"] == 0]
+    assert before and reconnected[0]["time_s"] > before[-1]["time_s"]  # time goes on across the cut
+    assert len(reconnected) >= 4  # about 4 s of strides after it
+
+
+def test_ctrl_c_leaves_a_complete_recording_and_no_temporary_file(synth_small, tmp_path):
+    clip = synth_small / f"{POSITIVE}.mp4"
+    record = tmp_path / "events"
+    cmd = [sys.executable, "-m", "crashcast.cli", "watch", str(clip), "--record", str(record), "--pre", "1",
+           "--post", "30", "--offline"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ.copy())
+    try:
+        for line in proc.stdout:  # at its real rate: the alert comes about 9 s in
+            if json.loads(line)["alert"]:
+                break
+        time.sleep(1.0)  # a second into the 30 s after the alert: the clip is being written
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 130
+    mp4s = sorted(record.glob("*.mp4"))
+    assert len(mp4s) == 1
+    info = probe(mp4s[0])  # complete: its header and every frame read back
+    assert info.n_frames >= 30 and np.isclose(info.duration_s, info.n_frames / info.fps, atol=0.2)
+    assert mp4s[0].with_suffix(".json").is_file()
+    assert sorted(p.name for p in record.iterdir()) == sorted([mp4s[0].name, mp4s[0].with_suffix(".json").name])

@@ -1,1 +1,2 @@
-"""Live sources: collision warnings from a camera stream, in real time (`crashcast watch`)."""
+"""Live sources: collision warnings from a camera stream, in real time (`crashcast watch`): the source
+reader (`source`), the causal loop (`watch`) and the event recorder (`recorder`)."""

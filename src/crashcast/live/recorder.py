@@ -27,6 +27,10 @@ Rules (stream times, seconds):
 * Files appear whole or not at all: the MP4 is written under a temporary name and renamed when it
   is finished (`VideoWriter`), then the JSON (`atomic_write_text`); a recording given up on
   (an error while writing it) leaves neither.
+* Killed hard (SIGKILL, power loss), a recorder leaves its unfinished clip as a hidden temporary
+  file (`.<name>.<pid>-<hex>.part.mp4`); the next EventRecorder on the folder removes it. Ctrl-C and
+  SIGTERM are the caller's to turn into an exception (e.g. `signal.signal(signal.SIGTERM,
+  handler)` raising KeyboardInterrupt) that reaches `close()` or the `with` block's end.
 * Size cap: after each finished recording, the oldest `<prefix>_*.mp4` files of the folder (by
   modification time) are deleted with their JSON until the total is at most `max_bytes`. The
   recording just finished is never deleted; when it alone is over the cap a warning is logged.
@@ -113,6 +117,10 @@ class EventRecorder:
         self._last_t: float | None = None
         self._recorded_until: float = -math.inf  # the last frame time an earlier recording holds
         self._rec: _Recording | None = None
+        from crashcast.runtime.store import remove_partial
+
+        if remove_partial(self.folder):  # what a killed recorder left (SIGKILL, power loss): never a clip
+            log.info("event recorder: removed unfinished temporary files in %s", self.folder)
 
     @property
     def recording(self) -> bool:

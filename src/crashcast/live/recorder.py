@@ -42,9 +42,12 @@ Memory: the ring buffer holds up to round(pre_s * fps) + 1 raw RGB frames (a cop
 640x360 x 3 bytes x 151 frames (5 s at 30 fps) is about 104 MB, 1280x720 about 418 MB. Frames are
 kept raw (no JPEG/PNG encoding) to spend no CPU per frame while nothing is recorded.
 
-CPU: nothing is encoded while no recording is open. A trigger encodes the whole pre-roll at once
-(libx264 "veryfast": some tens of ms for 150 frames of 640x360 on one core, more for larger
-frames) in the caller's thread; afterwards each `add` encodes one frame.
+CPU: nothing is encoded while no recording is open (an idle `add` copies the frame: about 0.1 ms
+at 640x360). A trigger encodes the whole pre-roll at once in the caller's thread (libx264
+"veryfast"), then each `add` encodes one frame, and `close()` flushes the encoder. Measured on 2
+shared CPU cores, 640x360 at 30 fps, pre_s = post_s = 5: a smooth moving picture took 0.6 s at the
+trigger and about 3 ms a frame; random noise (the worst case) 2 s, 11 ms a frame and 1.9 s at
+close. A live loop that cannot stall that long should call the recorder from a thread of its own.
 
 Not thread-safe: call it from one thread.
 """

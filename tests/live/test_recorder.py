@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -97,6 +99,8 @@ def test_pre_roll_never_repeats_the_previous_clip(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.5, post_s=0.2)
     done = _feed(rec, {5: "a", 9: "b"})  # the second pre-roll would reach back to frame 4
     assert [_decoded_indices(p) for p in done] == [list(range(0, 8)), list(range(8, 12))]
+    metas = [json.loads(p.with_suffix(".json").read_text()) for p in done]
+    assert [[round(r["time_s"] * FPS) for r in m["records"]] for m in metas] == [list(range(0, 8)), list(range(8, 12))]
 
 
 def test_close_mid_recording_leaves_a_complete_clip(tmp_path):
@@ -198,3 +202,25 @@ def test_bad_frames_and_times_are_refused(tmp_path):
         rec.add(2.0, np.zeros((48, 64), np.uint8))
     with pytest.raises(ValueError, match="time_s"):
         rec.note({"risk": 1.0})
+
+
+_KILLED_CHILD = """
+import os, signal, sys, numpy as np
+from crashcast.live.recorder import EventRecorder
+rec = EventRecorder(sys.argv[1], 10.0, pre_s=0.2, post_s=10.0)
+for i in range(5):
+    rec.add(i / 10, np.full((48, 64, 3), 10 * i, np.uint8))
+    if i == 2:
+        rec.trigger(0.2, {})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_recorder_leaves_no_clip_and_its_leftover_goes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(tmp_path)], env=env, timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    left = _folder_names(tmp_path)
+    assert len(left) == 1 and next(iter(left)).startswith(".")  # the unfinished clip, hidden, under a temporary name
+    EventRecorder(tmp_path, FPS)
+    assert _folder_names(tmp_path) == set()

@@ -557,7 +557,7 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
     recordings. Close the iterator (or leave the loop) to stop; the recording in progress is finished."""
     from crashcast.live.watch import watch as run
 
-    cfg = config if isinstance(config, CrashcastConfig) else load(config)
+    cfg = load(config)  # a config as it is, or a preset / YAML
     return run(source, model, cfg, stride_s, threshold, alert_policy, record, pre_s, post_s, max_record_bytes,
                queue_size, realtime, reconnect, timeout_s)
 

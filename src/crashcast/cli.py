@@ -544,6 +544,8 @@ def watch_command(
                                                          "(it is reopened, with backoff)")] = 10.0,
     realtime: Annotated[bool | None, typer.Option("--realtime/--no-realtime", help="play a file at its real rate "
                                                   "(default) or as fast as it is processed (nothing dropped)")] = None,
+    reconnect: Annotated[bool | None, typer.Option("--reconnect/--no-reconnect", help="reopen a stream or camera that "
+                                                   "drops, with backoff (default for them; a file ends at its end)")] = None,
     offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
 ) -> None:
     """Collision warnings from a live camera stream: one JSON line per stride on stdout (time_s, risk, risk_raw, alert,
@@ -553,7 +555,8 @@ def watch_command(
                          offline=offline or None)
     stream = api.watch(source, model, cfg, stride_s=stride, threshold=threshold,
                        alert_policy=alert_policy.value if alert_policy else None, record=record, pre_s=pre, post_s=post,
-                       max_record_bytes=record_max_mb * 2**20, queue_size=queue, realtime=realtime, timeout_s=timeout)
+                       max_record_bytes=record_max_mb * 2**20, queue_size=queue, realtime=realtime, reconnect=reconnect,
+                       timeout_s=timeout)
     with sigterm_raises():
         try:
             for row in stream:

@@ -108,7 +108,7 @@ def test_a_udp_stream_alerts_before_the_event_records_it_and_equals_predict(synt
     sender = _remux(clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
     record = tmp_path / "events"
     rc = cli_exit_code(["watch", f"udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=10000000", "--record", record,
-                        "--pre", "2", "--post", "1", "--timeout", "3", "--queue", "64", "--offline"])
+                        "--pre", "2", "--post", "1", "--timeout", "3", "--queue", "64", "--no-reconnect", "--offline"])
     sender.join(timeout=30)
     assert rc == 0
     rows = _lines(capsys.readouterr().out)  # every stdout line parses
@@ -131,7 +131,7 @@ def test_a_udp_stream_alerts_before_the_event_records_it_and_equals_predict(synt
     info = probe(mp4s[0])
     assert info.n_frames > 0 and 2.0 <= info.duration_s <= 2.0 + (rows[-1]["time_s"] - first_alert) + 1.5
     meta = json.loads(mp4s[0].with_suffix(".json").read_text())
-    assert any(r.get("alert") for r in meta.get("timeline", meta.get("strides", [])))
+    assert any(r.get("alert") for r in meta["records"])  # the strides it covers, the alert among them
     assert not [p for p in record.iterdir() if p.suffix not in (".mp4", ".json")]  # no temporary file left
 
 
@@ -142,22 +142,20 @@ def test_a_cut_stream_is_reopened_and_watch_goes_on(synth_small):
     port = _free_udp_port()
     url = f"udp://127.0.0.1:{port}?pkt_size=1316"
 
-    def camera() -> None:  # 4 s, a 2.5 s cut (the receiver times out after 1 s), then 4 s more
+    def camera() -> None:  # 4 s, a 2.5 s cut (the receiver times out after 1 s), then 5.5 s more
         time.sleep(0.5)
         _encode_part(clip, url, 0.0, 4.0)
         time.sleep(2.5)
-        _encode_part(clip, url, 4.0, 8.0)
+        _encode_part(clip, url, 4.0, 9.5)
 
     sender = threading.Thread(target=camera, daemon=True)
     sender.start()
     stream = watch(f"udp://127.0.0.1:{port}?overrun_nonfatal=1", timeout_s=1.0, queue_size=64)
     rows = []
     try:
-        for row in stream:
+        for row in stream:  # (after the second part the stream ends: stop at 4 strides after the cut)
             rows.append(row)
-            if not sender.is_alive() and row["reconnects"] >= 1 and len(rows) > 10:
-                break
-            if len(rows) > 40:
+            if sum(r["reconnects"] >= 1 for r in rows) >= 4 or len(rows) > 40:
                 break
     finally:
         stream.close()
@@ -166,7 +164,7 @@ def test_a_cut_stream_is_reopened_and_watch_goes_on(synth_small):
     assert reconnected, "no stride after the stream came back"
     before = [r for r in rows if r["reconnects"] == 0]
     assert before and reconnected[0]["time_s"] > before[-1]["time_s"]  # time goes on across the cut
-    assert len(reconnected) >= 4  # about 4 s of strides after it
+    assert len(reconnected) >= 4  # of about 4 s of strides after it
 
 
 def test_ctrl_c_leaves_a_complete_recording_and_no_temporary_file(synth_small, tmp_path):

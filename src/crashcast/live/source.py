@@ -75,6 +75,7 @@ class LiveSource:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.dropped = self.received = self.reconnects = 0
+        self.last_t = -math.inf  # the stream time of the last frame queued
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name=f"crashcast-source {self.source}", daemon=True)
 
@@ -144,15 +145,16 @@ class LiveSource:
     def _read(self) -> None:
         offset = 0.0  # stream time where this connection's frames start (continuity across reconnections)
         backoff = 0.5
-        last_t = -math.inf
         try:
             while not self._stop.is_set():
                 try:
-                    last_t = self._read_once(offset, last_t)
+                    self._read_once(offset)
                     backoff = 0.5
                     ended = "ended"
                 except Exception as e:  # any decode or network failure: reconnect, or stop
                     ended = f"failed ({type(e).__name__}: {e})"
+                    if type(e).__name__ == "ExitError":  # FFmpeg's read timeout ("Immediate exit requested")
+                        ended = f"gave no data for {self.open_timeout_s:g} s"
                     if not self.reconnect:
                         if self.received:  # it ran, then stopped (a stream with no more data): its end
                             log.warning("%s: %s; not reconnecting", self.source, ended)
@@ -166,12 +168,14 @@ class LiveSource:
                     break
                 backoff = min(backoff * 2, self.max_backoff_s)
                 self.reconnects += 1
-                offset = last_t + 1e-3 if math.isfinite(last_t) else 0.0
+                # the next connection's first frame comes one frame interval after the last one queued
+                offset = self.last_t + 1 / 30 if math.isfinite(self.last_t) else 0.0
         finally:
             self._put(_END)
 
-    def _read_once(self, offset: float, last_t: float) -> float:
-        """Decode one connection to its end; returns the last stream time queued."""
+    def _read_once(self, offset: float) -> None:
+        """Decode one connection to its end (or its failure), queueing its frames; `last_t` is the
+        stream time of the last frame queued, kept when the connection fails."""
         from crashcast.data.video import _orientation
 
         container = self._open()
@@ -192,7 +196,7 @@ class LiveSource:
                     first = ft
                     orientation = _orientation(Path(self.source), stream, frame) if self.kind == "file" else (0, False)
                 t = offset + (ft - first)
-                if t <= last_t:  # a repeated or reordered timestamp: keep time moving forward
+                if t <= self.last_t:  # a repeated or reordered timestamp: keep time moving forward
                     continue
                 if self.realtime:
                     wait = wall0 + (t - offset) - time.monotonic()
@@ -201,7 +205,6 @@ class LiveSource:
                 with self._lock:
                     self.received += 1
                 self._put(LiveFrame(t, time.monotonic(), SourceFrame(frame, orientation, None)))
-                last_t = t
+                self.last_t = t
         finally:
             container.close()
-        return last_t

@@ -1,0 +1,128 @@
+"""Live latency: end-to-end latency (a frame decoded -> the stride's risk) and frame drop rate of
+`crashcast watch` for a perception preset at a frame size, on this machine.
+
+A synthetic collision clip is rendered at each size and played to `crashcast.live.watch` at its real
+rate (30 fps, as a camera delivers frames; `--udp` streams it over UDP MPEG-TS on 127.0.0.1
+instead, through FFmpeg's network input); perception runs at the preset's `video.long_side` set to
+the size's long side. Printed per preset and size: strides, latency median and 95th percentile,
+the share of frames the bounded queue dropped because perception fell behind, and whether it kept up.
+
+    python benchmarks/live_latency.py                         # classic and fast, 640x360 and 1280x720
+    python benchmarks/live_latency.py --preset classic --size 640x360 --seconds 8
+
+A preset whose weights are not on disk (fast: `crashcast weights download fast`) is skipped with a
+line saying so. On a GPU machine the model presets run on CUDA (runtime.device auto).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crashcast.config import load_config
+from crashcast.data.synthetic import SynthConfig, generate
+from crashcast.live.watch import watch
+from crashcast.readiness import preset_status
+
+log = logging.getLogger("live_latency")
+
+
+def _clip(folder: Path, width: int, height: int, seconds: float) -> Path:
+    """A positive synthetic clip at `width`x`height` (the generator's own renderer)."""
+    out = folder / f"{width}x{height}"
+    generate(2, out, seed=3, workers=1, cfg=SynthConfig(width=width, height=height, min_duration_s=seconds,
+                                                        max_duration_s=seconds))
+    import csv
+
+    rows = list(csv.DictReader((out / "annotations.csv").open()))
+    positive = next(r for r in rows if r["target"] == "1")
+    return out / f"{positive['id']}.mp4"
+
+
+def _udp_sender(path: Path, port: int) -> threading.Thread:
+    import av
+
+    def run() -> None:
+        time.sleep(0.5)
+        inp, out = av.open(str(path)), av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", mode="w", format="mpegts")
+        try:
+            src = inp.streams.video[0]
+            dst = out.add_stream_from_template(src)
+            t0 = time.monotonic()
+            for pkt in inp.demux(src):
+                if pkt.dts is None:
+                    continue
+                wait = t0 + float(pkt.dts * pkt.time_base) - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                pkt.stream = dst
+                out.mux(pkt)
+        finally:
+            out.close()
+            inp.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def run(preset: str, clip: Path, long_side: int, udp: bool) -> dict:
+    cfg = load_config(preset, [f"video.long_side={long_side}"])
+    if udp:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        sender = _udp_sender(clip, port)
+        source = f"udp://127.0.0.1:{port}?overrun_nonfatal=1"
+        rows = list(watch(source, config=cfg, reconnect=False, timeout_s=3.0))
+        sender.join(timeout=30)
+    else:
+        rows = list(watch(str(clip), config=cfg, realtime=True))
+    lat = np.array([r["latency_s"] for r in rows[1:]])  # the first stride also built the models
+    return {"preset": preset, "strides": len(rows), "latency_median_s": float(np.median(lat)) if len(lat) else None,
+            "latency_p95_s": float(np.percentile(lat, 95)) if len(lat) else None,
+            "drop_rate": rows[-1]["drop_rate"] if rows else None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", action="append", help="perception preset (repeatable; default: classic, fast)")
+    ap.add_argument("--size", action="append", help="WxH (repeatable; default: 640x360, 1280x720)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    ap.add_argument("--udp", action="store_true", help="stream over UDP MPEG-TS on 127.0.0.1 instead of a file")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    presets = args.preset or ["classic", "fast"]
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in (args.size or ["640x360", "1280x720"])]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="crashcast-live-bench-") as tmp:
+        for w, h in sizes:
+            clip = _clip(Path(tmp), w, h, args.seconds)
+            for preset in presets:
+                status = preset_status(preset)
+                if not status.ready:
+                    print(f"{preset} {w}x{h}: skipped ({status.why()})")
+                    continue
+                r = {**run(preset, clip, max(w, h), args.udp), "size": f"{w}x{h}", "source": "udp" if args.udp else "file"}
+                results.append(r)
+                kept = "keeps up" if (r["drop_rate"] or 0) < 0.01 else "falls behind"
+                print(f"{preset:8s} {w}x{h} ({r['source']}): {r['strides']} strides, latency median "
+                      f"{r['latency_median_s']:.3f} s, p95 {r['latency_p95_s']:.3f} s, dropped "
+                      f"{100 * r['drop_rate']:.1f} % of frames: {kept}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

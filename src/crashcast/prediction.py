@@ -179,7 +179,6 @@ def perception_label(perception: dict) -> str:
     return f"{perception.get('preset', '?')} {perception.get('extraction_hash', '')}".strip()
 
 
-@sigterm_raises()  # SIGTERM as Ctrl-C: the annotated video's temporary file and the scratch folder are removed
 class Stepper:
     """The causal core of `predict`, one frame at a time: `feed(t, frame)` takes the frames of the
     `video.fps` grid in time order (t = k / fps; every `frame_step`-th is perceived, the others only
@@ -283,6 +282,7 @@ class Stepper:
         return _prediction(video, self, seconds)
 
 
+@sigterm_raises()  # SIGTERM as Ctrl-C: the annotated video's temporary file and the scratch folder are removed
 def predict(
     path: str | Path,
     model: str | Path | RiskModel | None = None,

@@ -2,7 +2,7 @@
 127.0.0.1 into watch: the alert arrives before the event, every stdout line is JSON, the event
 recording exists and plays, and the timeline equals predict's on the same file (the stream carries
 the file's own packets, remuxed: the same pictures, so the tolerance is exact where no frame was
-dropped). A stream cut mid-way is reopened and watch goes on; Ctrl-C (SIGINT) leaves a complete
+dropped). A stream cut mid-way is reopened and watch goes on; Ctrl-C (SIGINT) or SIGTERM leaves a complete
 recording and no temporary file."""
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ def test_a_cut_stream_is_reopened_and_watch_goes_on(synth_small):
     assert len(reconnected) >= 4  # of about 4 s of strides after it
 
 
-def test_ctrl_c_leaves_a_complete_recording_and_no_temporary_file(synth_small, tmp_path):
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
+def test_ctrl_c_or_sigterm_leaves_a_complete_recording_and_no_temporary_file(synth_small, tmp_path, sig, status):
     clip = synth_small / f"{POSITIVE}.mp4"
     record = tmp_path / "events"
     cmd = [sys.executable, "-m", "crashcast.cli", "watch", str(clip), "--record", str(record), "--pre", "1",
@@ -178,12 +179,12 @@ def test_ctrl_c_leaves_a_complete_recording_and_no_temporary_file(synth_small, t
             if json.loads(line)["alert"]:
                 break
         time.sleep(1.0)  # a second into the 30 s after the alert: the clip is being written
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rc = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert rc == 130
+    assert rc == status  # Ctrl-C: 130; SIGTERM: the process ends by SIGTERM, after the recording is finished
     mp4s = sorted(record.glob("*.mp4"))
     assert len(mp4s) == 1
     info = probe(mp4s[0])  # complete: its header and every frame read back

@@ -21,14 +21,13 @@ import json
 import logging
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 from crashcast.config import load_config
 from crashcast.data.synthetic import SynthConfig, generate
+from crashcast.live.replay import replay_in_thread
 from crashcast.live.watch import watch
 from crashcast.readiness import preset_status
 
@@ -47,33 +46,6 @@ def _clip(folder: Path, width: int, height: int, seconds: float) -> Path:
     return out / f"{positive['id']}.mp4"
 
 
-def _udp_sender(path: Path, port: int) -> threading.Thread:
-    import av
-
-    def run() -> None:
-        time.sleep(0.5)
-        inp, out = av.open(str(path)), av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", mode="w", format="mpegts")
-        try:
-            src = inp.streams.video[0]
-            dst = out.add_stream_from_template(src)
-            t0 = time.monotonic()
-            for pkt in inp.demux(src):
-                if pkt.dts is None:
-                    continue
-                wait = t0 + float(pkt.dts * pkt.time_base) - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                pkt.stream = dst
-                out.mux(pkt)
-        finally:
-            out.close()
-            inp.close()
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th
-
-
 def run(preset: str, clip: Path, long_side: int, udp: bool) -> dict:
     cfg = load_config(preset, [f"video.long_side={long_side}"])
     if udp:
@@ -82,7 +54,7 @@ def run(preset: str, clip: Path, long_side: int, udp: bool) -> dict:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        sender = _udp_sender(clip, port)
+        sender = replay_in_thread(clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
         source = f"udp://127.0.0.1:{port}?overrun_nonfatal=1"
         rows = list(watch(source, config=cfg, reconnect=False, timeout_s=3.0))
         sender.join(timeout=30)

@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import cli_exit_code
 
 from crashcast.data.video import probe
+from crashcast.live.replay import replay_in_thread
 from crashcast.prediction import predict
 
 POSITIVE = "synth0007_0000"  # synth_small's first clip: a collision at 9.99 s the physics model sees coming
@@ -31,36 +32,6 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _remux(path: Path, url: str, start_after: float = 0.5) -> threading.Thread:
-    """Send `path`'s own H.264 packets as MPEG-TS to `url` at their real rate (a camera's stream), after
-    `start_after` seconds (the receiver listens by then)."""
-    import av
-
-    def run() -> None:
-        time.sleep(start_after)
-        inp = av.open(str(path))
-        out = av.open(url, mode="w", format="mpegts")
-        try:
-            src = inp.streams.video[0]
-            dst = out.add_stream_from_template(src)
-            t0 = time.monotonic()
-            for pkt in inp.demux(src):
-                if pkt.dts is None:
-                    continue
-                wait = t0 + float(pkt.dts * pkt.time_base) - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                pkt.stream = dst
-                out.mux(pkt)
-        finally:
-            out.close()
-            inp.close()
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th
 
 
 def _encode_part(path: Path, url: str, start_s: float, end_s: float) -> None:
@@ -105,7 +76,7 @@ def test_a_udp_stream_alerts_before_the_event_records_it_and_equals_predict(synt
     event = next(float(r.split(",")[1]) for r in (synth_small / "annotations.csv").read_text().splitlines()
                  if r.startswith(POSITIVE + ","))
     port = _free_udp_port()
-    sender = _remux(clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    sender = replay_in_thread(clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
     record = tmp_path / "events"
     rc = cli_exit_code(["watch", f"udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=10000000", "--record", record,
                         "--pre", "2", "--post", "1", "--timeout", "3", "--queue", "64", "--no-reconnect", "--offline"])

@@ -27,16 +27,22 @@ log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
 _END = object()  # what the reader queues when the source has ended for good
+#: how much of a stream FFmpeg reads to find its streams before it opens (FFmpeg's default: 5 s, 5 MB);
+#: a stream joined between keyframes may open before its first picture can be decoded (`_decode` waits)
+PROBE_US, PROBE_BYTES = 1_000_000, 1_000_000
 
 
 @dataclass
 class LiveFrame:
     """One decoded frame: `t` its stream time (s), `captured` the monotonic clock when it was
-    decoded, `frame` the picture (`SourceFrame`: converted to RGB only when used)."""
+    decoded, `frame` the picture (`SourceFrame`: converted to RGB only when used), `seq` its number
+    among the frames received (1, 2, ...: a jump between two frames taken means the queue dropped
+    the frames between them)."""
 
     t: float
     captured: float
     frame: SourceFrame
+    seq: int = 0
 
 
 def source_kind(source: str) -> str:
@@ -59,7 +65,7 @@ class LiveSource:
     delivers it; a file read with `realtime=False` goes as fast as the consumer takes its frames,
     none dropped. `reconnect` (default: streams and devices, not files) reopens a source that fails
     or ends, waiting 0.5 s, 1 s, 2 s ... up to `max_backoff_s` between attempts. `dropped`,
-    `received` and `reconnects` count what happened. `open_timeout_s` bounds opening the source
+    `received`, `reconnects` and `undecodable` (packets skipped) count what happened. `open_timeout_s` bounds opening the source
     and each read (a stream with no data for that long has dropped)."""
 
     def __init__(self, source: str, queue_size: int = 8, realtime: bool | None = None, reconnect: bool | None = None,
@@ -74,7 +80,7 @@ class LiveSource:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.dropped = self.received = self.reconnects = 0
+        self.dropped = self.received = self.reconnects = self.undecodable = 0
         self.last_t = -math.inf  # the stream time of the last frame queued
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name=f"crashcast-source {self.source}", daemon=True)
@@ -139,6 +145,8 @@ class LiveSource:
         import av
 
         options = {"rtsp_transport": "tcp"} if self.source.startswith(("rtsp://", "rtsps://")) else {}
+        if self.kind == "url":  # FFmpeg probes 5 s of a stream before it opens; 1 s (or 1 MB) is enough to
+            options |= {"analyzeduration": str(PROBE_US), "probesize": str(PROBE_BYTES)}  # start sooner
         fmt = "v4l2" if self.kind == "device" else None
         return av.open(self.source, format=fmt, options=options, timeout=self.open_timeout_s)
 
@@ -152,7 +160,7 @@ class LiveSource:
                     backoff = 0.5
                     ended = "ended"
                 except Exception as e:  # any decode or network failure: reconnect, or stop
-                    ended = f"failed ({type(e).__name__}: {e})"
+                    ended = f"failed ({e})" if isinstance(e, CrashcastError) else f"failed ({type(e).__name__}: {e})"
                     if type(e).__name__ == "ExitError":  # FFmpeg's read timeout ("Immediate exit requested")
                         ended = f"gave no data for {self.open_timeout_s:g} s"
                     if not self.reconnect:
@@ -186,7 +194,7 @@ class LiveSource:
             first: float | None = None
             wall0 = time.monotonic()
             log.info("%s: open (%s, %dx%d)", self.source, stream.codec_context.name, stream.width, stream.height)
-            for frame in container.decode(stream):
+            for frame in self._decode(container, stream):
                 if self._stop.is_set():
                     break
                 ft = frame.time
@@ -204,7 +212,30 @@ class LiveSource:
                         break
                 with self._lock:
                     self.received += 1
-                self._put(LiveFrame(t, time.monotonic(), SourceFrame(frame, orientation, None)))
+                    seq = self.received
+                self._put(LiveFrame(t, time.monotonic(), SourceFrame(frame, orientation, None), seq))
                 self.last_t = t
         finally:
             container.close()
+
+    def _decode(self, container, stream) -> Iterator:
+        """The stream's frames, packet by packet. A packet the decoder refuses (a stream joined between
+        keyframes, before its parameter sets; a packet damaged in transit) is skipped and counted in
+        `undecodable`; only when no packet has decoded for `open_timeout_s` is it the connection's failure."""
+        import av
+
+        good = time.monotonic()
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                self.undecodable += 1
+                if self.undecodable == 1:
+                    log.info("%s: skipping packets the decoder cannot read yet (joined between keyframes, or "
+                             "damaged); waiting for a keyframe", self.source)
+                if time.monotonic() - good > self.open_timeout_s:
+                    raise CrashcastError(f"no picture could be decoded for {self.open_timeout_s:g} s "
+                                         f"({self.undecodable} packets skipped; no keyframe came)") from None
+                continue
+            good = time.monotonic()
+            yield from frames

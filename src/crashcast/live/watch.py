@@ -8,6 +8,12 @@ It runs the same causal `prediction.Stepper` as `predict`: on a file played with
 timeline is predict's (the frames are put on the same `video.fps` grid by the same hold rule: a
 grid time shows the last frame decoded at or before it).
 
+Keeping up: the backends and the model are built before the source opens, then (`probe`) timed on
+a synthetic scene, and a line says whether they keep up; after the first strides a second line says
+what the stream itself cost. When perception falls behind, the source's queue drops the oldest
+frames; the picture before a run of dropped frames then fills only its own grid slot (perceiving it
+again over the missing ones would cost the very time that was missing), and the stepper sees a gap.
+
 The event recorder (`record`): the annotated frames of the last `pre_s` seconds are kept; at each
 alert onset a clip from `pre_s` before to `post_s` after (extended while alerts go on) is written
 as MP4 + JSON, atomically, into the folder, the oldest clips deleted beyond `max_record_bytes`.
@@ -23,7 +29,9 @@ from pathlib import Path
 
 from crashcast.config import CrashcastConfig, load_config
 from crashcast.data.video import target_size
+from crashcast.live.probe import keep_up_message, probe_size, work_per_stride
 from crashcast.live.source import LiveSource
+from crashcast.perception.pipeline import Backends
 from crashcast.prediction import Stepper, alert_policy_for, check_settings, resolve_model
 from crashcast.risk.alerts import AlertPolicy
 from crashcast.risk.models import RiskModel
@@ -38,16 +46,25 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
           config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
           alert_policy: str | AlertPolicy | None = None, record: str | Path | None = None, pre_s: float = 5.0,
           post_s: float = 5.0, max_record_bytes: int = 2 * 2**30, queue_size: int = 8, realtime: bool | None = None,
-          reconnect: bool | None = None, timeout_s: float = 10.0) -> Iterator[dict]:
+          reconnect: bool | None = None, timeout_s: float = 10.0, probe: bool = True) -> Iterator[dict]:
     """One dict per stride from `source` (a camera device, a stream URL, or a file played at its real
     rate), until the source ends for good; see the module docstring. Closing the iterator (or
     Ctrl-C) stops the reader and finishes the recording being written. `timeout_s`: a source that
-    gives no frame for that long has dropped (reopened when `reconnect`: streams and devices)."""
+    gives no frame for that long has dropped (reopened when `reconnect`: streams and devices).
+    The perception backends and the model are built before the source opens; `probe` then measures
+    them on a synthetic scene and says whether they keep up (`crashcast.live.probe`)."""
     check_settings(stride_s, threshold)
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
     policy = alert_policy_for(cfg, threshold, alert_policy)
     name = Path(str(source)).stem if "://" not in str(source) else "stream"
-    stepper = Stepper(resolve_model(model, cfg), cfg, stride_s, threshold, policy, name)
+    risk_model = resolve_model(model, cfg)
+    backends = Backends.build(cfg.perception, cfg.runtime)  # before the source opens: no frame waits for it
+    if probe:
+        per_stride = work_per_stride(risk_model, cfg, backends, stride_s, threshold, policy, annotate=record is not None)
+        w, h = probe_size(cfg)
+        level, said = keep_up_message(per_stride, stride_s, cfg.name, f"at start, on a synthetic {w}x{h} scene")
+        log.log(level, said)
+    stepper = Stepper(risk_model, cfg, stride_s, threshold, policy, name, backends)
     fps, step = cfg.video.fps, cfg.perception.frame_step
     recorder = None
     if record is not None:
@@ -64,7 +81,11 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
             for live in src.frames():
                 if prev is not None:
                     hold = live.t - prev.t <= GAP_FILL_S
-                    while hold and k / fps < live.t - 1e-9:  # grid times the previous frame is on screen for
+                    # grid times the previous frame is on screen for; when the queue dropped the frames
+                    # between the two, only the previous frame's own slot (perceiving a held picture over
+                    # the dropped ones would cost the very time that was missing)
+                    end = live.t if live.seq == prev.seq + 1 else min(live.t, (k + 1) / fps)
+                    while hold and k / fps < end - 1e-9:
                         t0 = time.perf_counter()
                         row = _feed(stepper, recorder, k, prev, fps, step, size)
                         if stepper.rows:  # the first stride also built the backends: not counted
@@ -119,9 +140,5 @@ def _keep_up(strides: int, work_s: float, stride_s: float, preset: str) -> None:
     (`work_s`: the seconds they took after the first stride)."""
     if strides != KEEP_UP_STRIDES + 1:
         return
-    per_stride = work_s / KEEP_UP_STRIDES
-    if per_stride <= 0.8 * stride_s:
-        log.info("keeping up: %.2f s of work per %.2f s stride (%s preset)", per_stride, stride_s, preset)
-    else:
-        log.warning("falling behind: %.2f s of work per %.2f s stride with the %s preset on this machine; frames "
-                    "will be dropped (a faster preset, a GPU, or a longer stride)", per_stride, stride_s, preset)
+    level, said = keep_up_message(work_s / KEEP_UP_STRIDES, stride_s, preset, f"on the stream, strides 2-{strides}")
+    log.log(level, said)

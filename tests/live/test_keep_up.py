@@ -1,0 +1,143 @@
+"""Keeping up with a live source: the start-up probe says whether the preset keeps up (timed on a
+synthetic scene before the source opens), and frames the queue dropped are not made up by
+perceiving the picture before them again."""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import numpy as np
+
+from crashcast.config import load_config
+from crashcast.live import probe as probe_mod
+from crashcast.live import watch as watch_mod
+from crashcast.live.probe import keep_up_message, probe_frames, probe_size
+from crashcast.live.source import LiveFrame
+from crashcast.prediction import Stepper
+
+
+def test_the_three_verdicts_and_the_drop_share():
+    level, said = keep_up_message(0.2, 0.5, "classic", "x")
+    assert level == logging.INFO and said.startswith("keeping up (x): 0.20 s of work per 0.50 s stride")
+    level, said = keep_up_message(0.45, 0.5, "classic", "x")
+    assert level == logging.WARNING and said.startswith("at the limit")
+    level, said = keep_up_message(2.0, 0.5, "paper", "x")
+    assert level == logging.WARNING and said.startswith("falling behind") and "about 75 % of frames dropped" in said
+
+
+def test_the_probe_scene_is_a_car_ahead_at_the_size_perception_sees():
+    cfg = load_config("classic")
+    w, h = probe_size(cfg)
+    assert (w, h) == (640, 360)  # classic: long side 640, a 16:9 source
+    frames = probe_frames(w, h, 30.0, 1.0)
+    assert len(frames) == 30 and frames[0].shape == (360, 640, 3) and frames[0].dtype == np.uint8
+    # it ends at the collision: the lead car fills more of the picture at the end than at the start
+    # (frame-to-frame change is largest where the car is)
+    assert not np.array_equal(frames[0], frames[-1])
+    centre = (slice(120, 300), slice(200, 440))
+    assert np.abs(frames[-1][centre].astype(int) - frames[0][centre]).mean() > 5
+
+
+class _FakeSource:
+    """A LiveSource stand-in: the frames given, then the end; `dropped` as the source counts it."""
+
+    frames_given: ClassVar[list[LiveFrame]] = []
+
+    def __init__(self, source, **kwargs):
+        self.received = len(self.frames_given)
+        self.dropped = sum(b.seq - a.seq - 1 for a, b in zip(self.frames_given, self.frames_given[1:], strict=False))
+        self.reconnects = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def frames(self):
+        yield from self.frames_given
+
+
+class _Picture:
+    """A SourceFrame stand-in of a flat gray picture."""
+
+    width, height = 320, 180
+
+    def rgb(self, size):
+        w, h = size
+        return np.full((h, w, 3), 110, np.uint8)
+
+
+def test_dropped_frames_are_a_gap_not_a_held_picture(monkeypatch, tmp_path):
+    """Frames 0..9 arrive, 10..19 were dropped by the queue, 20..44 arrive: the grid slots of the
+    dropped frames are never fed (frame 9 is not perceived again in their place); an arrival
+    gap without drops (a 25 fps source on the 30 fps grid) is still filled by holding."""
+    fed: list[float] = []
+    real_feed = Stepper.feed
+
+    def spy(self, t, frame):
+        fed.append(round(t * 30))
+        return real_feed(self, t, frame)
+
+    monkeypatch.setattr(Stepper, "feed", spy)
+    keep = [i for i in range(45) if not 10 <= i < 20]
+    _FakeSource.frames_given = [LiveFrame(i / 30, 0.0, _Picture(), seq=i + 1) for i in keep]
+    monkeypatch.setattr(watch_mod, "LiveSource", _FakeSource)
+    cfg = load_config("classic", ["perception.frame_step=1", "video.long_side=320"])
+    rows = list(watch_mod.watch("x.mp4", config=cfg, probe=False))
+    assert [r["time_s"] for r in rows] == [0.667, 1.0]  # 0.5 s fell in the gap; 1.5 s would need frame 45
+    assert sorted(set(fed)) == [i for i in range(44) if not 10 <= i < 20]  # 44: the last frame has no successor yet
+
+    # no drop, a gap in time: 25 fps frames on the 30 fps grid are held (the hold rule, as predict)
+    fed.clear()
+    _FakeSource.frames_given = [LiveFrame(i / 25, 0.0, _Picture(), seq=i + 1) for i in range(30)]
+    list(watch_mod.watch("x.mp4", config=cfg, probe=False))
+    assert sorted(set(fed)) == list(range(35))  # every grid slot before the last frame's (29/25 s = slot 34.8)
+
+
+def test_watch_says_whether_the_preset_keeps_up_before_the_source_opens(monkeypatch, caplog):
+    calls = []
+    real = probe_mod.work_per_stride
+
+    def timed(*args, **kwargs):
+        calls.append("probe")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watch_mod, "work_per_stride", timed)
+
+    class _Opened(_FakeSource):
+        def __init__(self, source, **kwargs):
+            calls.append("open")
+            super().__init__(source, **kwargs)
+
+    _FakeSource.frames_given = []
+    monkeypatch.setattr(watch_mod, "LiveSource", _Opened)
+    with caplog.at_level(logging.INFO, logger="crashcast.live.watch"):
+        list(watch_mod.watch("x.mp4", config="classic"))
+    assert calls == ["probe", "open"]
+    said = [r.getMessage() for r in caplog.records if "on a synthetic 640x360 scene" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(("keeping up", "at the limit", "falling behind"))
+    per_stride = float(said[0].split(": ")[1].split(" s of work")[0])
+    assert 0.0 < per_stride < 60.0
+
+
+def test_the_probe_times_drawing_when_recording(monkeypatch):
+    """With the recorder on, each frame is also drawn (annotated) and the probe counts that time: a
+    drawing made to take 10 ms puts at least 15 x 10 ms into each 0.5 s stride of 30 fps."""
+    import time
+
+    from crashcast.perception.pipeline import Backends
+    from crashcast.prediction import alert_policy_for, resolve_model
+
+    real = Stepper.annotated
+
+    def slow(self, frame, t):
+        time.sleep(0.01)
+        return real(self, frame, t)
+
+    monkeypatch.setattr(Stepper, "annotated", slow)
+    cfg = load_config("classic")
+    backends = Backends.build(cfg.perception, cfg.runtime)
+    args = (resolve_model(None, cfg), cfg, backends, 0.5, 0.5, alert_policy_for(cfg, 0.5, None))
+    assert probe_mod.work_per_stride(*args, annotate=True) >= 0.15

@@ -44,6 +44,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from crashcast.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: the most JPEG encodings a second (frames asked for sooner get the last encoding)
@@ -55,17 +57,17 @@ JPEG_QUALITY = 80
 
 def parse_serve(value: str) -> tuple[str, int]:
     """("host", port) from "HOST:PORT", ":PORT" (host 127.0.0.1) or "[IPv6]:PORT"; port 0: any free
-    port. A ValueError names what is wrong."""
+    port. A ConfigError (a ValueError) names what is wrong."""
     text = value.strip()
     host, sep, port = text.rpartition(":")
     if not sep:
-        raise ValueError(f"--serve {value!r}: expected HOST:PORT or :PORT (e.g. 127.0.0.1:8080)")
+        raise ConfigError(f"serve={value!r}: expected HOST:PORT or :PORT (e.g. 127.0.0.1:8080)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f"--serve {value!r}: write an IPv6 host in brackets, e.g. [::1]:8080")
+        raise ConfigError(f"serve={value!r}: write an IPv6 host in brackets, e.g. [::1]:8080")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--serve {value!r}: the port must be a number from 0 to 65535 (0: any free port)")
+        raise ConfigError(f"serve={value!r}: the port must be a number from 0 to 65535 (0: any free port)")
     return host or "127.0.0.1", int(port)
 
 
@@ -108,7 +110,7 @@ class LiveView:
             why = "the port is in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             raise OSError(e.errno, f"cannot serve the live view on {_hostport(host, port)}: {why}") from None
         except (OverflowError, UnicodeError) as e:  # a port out of range, a host name IDNA cannot encode
-            raise ValueError(f"cannot serve the live view on {_hostport(host, port)}: {e}") from None
+            raise ConfigError(f"cannot serve the live view on {_hostport(host, port)}: {e}") from None
         self.host, self.port = host, int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"crashcast-web {self.url}", daemon=True)

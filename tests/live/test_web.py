@@ -6,6 +6,7 @@ watch(serve=...) serves each stride while it runs."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import urllib.error
@@ -125,3 +126,36 @@ def test_headless_chromium_renders_the_risk_and_the_alert(tmp_path):
     assert "vehicle 3 closing: TTC 1.2 s" in dom
     assert '<dd id="time">9.5 s</dd>' in dom and '<dd id="drop-rate">2.0 %</dd>' in dom
     assert 'data-size="200x120"' in dom  # the frame came and was decoded by the browser
+
+
+def test_watch_serves_each_stride_and_the_frames_while_it_runs(synth_small, caplog):
+    import cv2
+
+    from crashcast.config import load_config
+    from crashcast.data.video import probe, target_size
+    from crashcast.live.watch import watch
+
+    clip = synth_small / "synth0007_0000.mp4"
+    caplog.set_level(logging.INFO, logger="crashcast.live.watch")
+    stream = watch(clip, serve="127.0.0.1:0", realtime=False)
+    rows, served, frames = [], [], []
+    try:
+        for row in stream:
+            if not rows:
+                url = next(r.args[0] for r in caplog.records if r.msg == "live view: %s")
+            rows.append(row)
+            served.append(json.loads(_get(url + "state.json")[2]))
+            status, _, body = _get(url + "frame.jpg")  # the first ask: no frame yet; then drawn for the page
+            if status == 200:
+                frames.append(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR))
+            if len(rows) == 6:
+                break
+    finally:
+        stream.close()
+    assert [s["time_s"] for s in served] == [r["time_s"] for r in rows]  # the newest stride, each time
+    assert served[-1] == json.loads(json.dumps({k: (None if v != v else v) for k, v in rows[-1].items()}))
+    info = probe(clip)
+    w, h = target_size(info.width, info.height, load_config("classic").video.long_side)
+    assert len(frames) >= 4 and all(f.shape == (h, w, 3) for f in frames)  # the perceived size, annotated
+    with pytest.raises(urllib.error.URLError):  # closed with the stream
+        urllib.request.urlopen(url, timeout=5)

@@ -551,16 +551,19 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
           config: str | Path | CrashcastConfig | None = None, *, stride_s: float = 0.5, threshold: float = 0.5,
           alert_policy: str | AlertPolicy | None = None, record: str | Path | None = None, pre_s: float = 5.0,
           post_s: float = 5.0, max_record_bytes: int = 2 * 2**30, queue_size: int = 8, realtime: bool | None = None,
-          reconnect: bool | None = None, timeout_s: float = 10.0, probe: bool = True) -> Iterator[dict]:
+          reconnect: bool | None = None, timeout_s: float = 10.0, probe: bool = True,
+          serve: str | None = None) -> Iterator[dict]:
     """Collision warnings from a live source, one dict per stride (`crashcast.live.watch`): a camera
     device, a stream URL or a file played at its real rate; `record` a folder for the event
-    recordings; `probe` times the preset on a synthetic scene first and says whether it keeps up.
-    Close the iterator (or leave the loop) to stop; the recording in progress is finished."""
+    recordings; `probe` times the preset on a synthetic scene first and says whether it keeps up;
+    `serve` "HOST:PORT" (or ":PORT": 127.0.0.1) of a web page showing the annotated view and the risk
+    while it runs (`crashcast.live.web`). Close the iterator (or leave the loop) to stop; the
+    recording in progress is finished."""
     from crashcast.live.watch import watch as run
 
     cfg = load(config)  # a config as it is, or a preset / YAML
     return run(source, model, cfg, stride_s, threshold, alert_policy, record, pre_s, post_s, max_record_bytes,
-               queue_size, realtime, reconnect, timeout_s, probe)
+               queue_size, realtime, reconnect, timeout_s, probe, serve)
 
 
 def predict_many(videos: Sequence[str | Path], model: str | Path | None = None,

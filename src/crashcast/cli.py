@@ -548,6 +548,10 @@ def watch_command(
                                                    "drops, with backoff (default for them; a file ends at its end)")] = None,
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="time the preset on a short synthetic scene before "
                                         "the source opens and say whether it keeps up")] = True,
+    serve: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="serve a web page with the live annotated view "
+                                              "and the risk gauge; :PORT binds 127.0.0.1 (this machine only), another "
+                                              "host (0.0.0.0) shows the video to the network, unauthenticated; port 0: "
+                                              "any free port (the URL is logged)")] = None,
     offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
 ) -> None:
     """Collision warnings from a live camera stream: one JSON line per stride on stdout (time_s, risk, risk_raw, alert,
@@ -558,7 +562,7 @@ def watch_command(
     stream = api.watch(source, model, cfg, stride_s=stride, threshold=threshold,
                        alert_policy=alert_policy.value if alert_policy else None, record=record, pre_s=pre, post_s=post,
                        max_record_bytes=record_max_mb * 2**20, queue_size=queue, realtime=realtime, reconnect=reconnect,
-                       timeout_s=timeout, probe=probe)
+                       timeout_s=timeout, probe=probe, serve=serve)
     with sigterm_raises():
         try:
             for row in stream:

@@ -17,6 +17,9 @@ again over the missing ones would cost the very time that was missing), and the 
 The event recorder (`record`): the annotated frames of the last `pre_s` seconds are kept; at each
 alert onset a clip from `pre_s` before to `post_s` after (extended while alerts go on) is written
 as MP4 + JSON, atomically, into the folder, the oldest clips deleted beyond `max_record_bytes`.
+
+The live page (`serve`, "HOST:PORT" or ":PORT" for 127.0.0.1): `live.web.LiveView` shows the newest
+annotated frame and stride; frames are drawn for it only while a browser is looking (at most 15 a second).
 """
 
 from __future__ import annotations
@@ -46,14 +49,20 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
           config: str | Path | CrashcastConfig | None = None, stride_s: float = 0.5, threshold: float = 0.5,
           alert_policy: str | AlertPolicy | None = None, record: str | Path | None = None, pre_s: float = 5.0,
           post_s: float = 5.0, max_record_bytes: int = 2 * 2**30, queue_size: int = 8, realtime: bool | None = None,
-          reconnect: bool | None = None, timeout_s: float = 10.0, probe: bool = True) -> Iterator[dict]:
+          reconnect: bool | None = None, timeout_s: float = 10.0, probe: bool = True,
+          serve: str | None = None) -> Iterator[dict]:
     """One dict per stride from `source` (a camera device, a stream URL, or a file played at its real
     rate), until the source ends for good; see the module docstring. Closing the iterator (or
     Ctrl-C) stops the reader and finishes the recording being written. `timeout_s`: a source that
     gives no frame for that long has dropped (reopened when `reconnect`: streams and devices).
     The perception backends and the model are built before the source opens; `probe` then measures
-    them on a synthetic scene and says whether they keep up (`crashcast.live.probe`)."""
+    them on a synthetic scene and says whether they keep up (`crashcast.live.probe`).
+    `serve`: "HOST:PORT" of the live page (`live.web`; port 0: any free one), its URL logged."""
     check_settings(stride_s, threshold)
+    if serve is not None:
+        from crashcast.live.web import LiveView, parse_serve
+
+        host, port = parse_serve(serve)  # a bad value fails before the model is loaded
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
     policy = alert_policy_for(cfg, threshold, alert_policy)
     name = Path(str(source)).stem if "://" not in str(source) else "stream"
@@ -72,11 +81,15 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
 
         recorder = EventRecorder(Path(record), fps, pre_s=pre_s, post_s=post_s, max_bytes=max_record_bytes)
     src = LiveSource(str(source), queue_size=queue_size, realtime=realtime, reconnect=reconnect, open_timeout_s=timeout_s)
+    view = None
     k, prev, size = 0, None, None
     work = 0.0  # seconds spent in perception, the model and the recorder after the first stride
     dropped_before = 0
     alert_before = False
     try:
+        if serve is not None:
+            view = LiveView(host, port)  # a port in use fails here, the stepper and recorder closed below
+            log.info("live view: %s", view.url)
         with src:
             for live in src.frames():
                 if prev is not None:
@@ -87,12 +100,14 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
                     end = live.t if live.seq == prev.seq + 1 else min(live.t, (k + 1) / fps)
                     while hold and k / fps < end - 1e-9:
                         t0 = time.perf_counter()
-                        row = _feed(stepper, recorder, k, prev, fps, step, size)
+                        row = _feed(stepper, recorder, view, k, prev, fps, step, size)
                         if stepper.rows:  # the first stride also built the backends: not counted
                             work += time.perf_counter() - t0
                         if row is not None:
                             out = _live_row(row, prev, src, dropped_before)
                             dropped_before = src.dropped
+                            if view is not None:
+                                view.note(out)
                             if recorder is not None:
                                 recorder.note(out)
                                 if out["alert"] and not alert_before:
@@ -107,6 +122,8 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
                     k = math.ceil(live.t * fps - 1e-9)
                 prev = live
     finally:
+        if view is not None:
+            view.close()
         stepper.close()
         if recorder is not None:
             for path in recorder.close():
@@ -116,16 +133,23 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
                      src.dropped, 100.0 * src.dropped / max(1, src.received), src.reconnects)
 
 
-def _feed(stepper: Stepper, recorder, k: int, live, fps: float, step: int, size) -> dict | None:
-    """Grid frame k (showing `live`'s picture) through the stepper, and into the recorder."""
+def _feed(stepper: Stepper, recorder, view, k: int, live, fps: float, step: int, size) -> dict | None:
+    """Grid frame k (showing `live`'s picture) through the stepper, into the recorder, and onto the
+    live page when a browser is looking."""
     t = k / fps
-    if recorder is None and k % step:
-        return None  # neither perceived nor recorded: never converted (as predict without --annotate)
+    fed = recorder is not None or not k % step  # the stepper's frames do not depend on the view: nor do the rows
+    shown = view is not None and view.wants(t)
+    if not fed and not shown:
+        return None  # neither perceived, recorded nor shown: never converted (as predict without --annotate)
     rgb = live.frame.rgb(size)
-    row = stepper.feed(t, rgb)
-    if recorder is not None:
-        for path in recorder.add(t, stepper.annotated(rgb, t)):
-            log.info("event recording %s", path)
+    row = stepper.feed(t, rgb) if fed else None
+    if recorder is not None or shown:
+        frame = stepper.annotated(rgb, t)
+        if recorder is not None:
+            for path in recorder.add(t, frame):
+                log.info("event recording %s", path)
+        if shown:
+            view.add(t, frame)  # kept by reference: the recorder copies what it keeps, nothing writes into it
     return row
 
 

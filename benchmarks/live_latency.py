@@ -11,7 +11,18 @@ the share of frames the bounded queue dropped because perception fell behind, an
     python benchmarks/live_latency.py --preset classic --size 640x360 --seconds 8
 
 A preset whose weights are not on disk (fast: `crashcast weights download fast`) is skipped with a
-line saying so. On a GPU machine the model presets run on CUDA (runtime.device auto).
+line saying so, unless `--random-weights`: every model weight is then replaced by its full-size
+`random:<arch>` architecture (benchmarks/perception_models.py's table: yolo11n.pt -> random:yolo11n,
+Depth-Anything-V2-Metric-Outdoor-Small-hf -> random:small), which costs what the checkpoint costs
+per frame without a download. A random detector finds arbitrary boxes, so its boxes per frame are
+capped at --boxes (8, a plausible street; the tracker and features then see that many objects).
+The figures of such a run are marked "random weights". On a GPU machine the model presets run on
+CUDA (runtime.device auto). Also printed: what watch's start-up probe estimated (a synthetic scene,
+before the source opened) next to what the stream measured.
+
+    # the fast preset's figures on this CPU without its weights (ultralytics needs a torchvision
+    # that matches torch: the torch 2.14.1 + torchvision 0.29.1 pair of docs/INSTALL.md)
+    python benchmarks/live_latency.py --preset fast --random-weights
 """
 
 from __future__ import annotations
@@ -46,8 +57,42 @@ def _clip(folder: Path, width: int, height: int, seconds: float) -> Path:
     return out / f"{positive['id']}.mp4"
 
 
-def run(preset: str, clip: Path, long_side: int, udp: bool) -> dict:
-    cfg = load_config(preset, [f"video.long_side={long_side}"])
+class _Said(logging.Handler):
+    """Keeps what watch says about keeping up."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(("keeping up", "at the limit", "falling behind")):
+            self.lines.append(record.getMessage())
+
+
+def bench_config(preset: str, long_side: int, random_weights: bool, boxes: int):
+    """The preset at `long_side`; with `random_weights` every weight its full-size random architecture
+    and each random detector capped at `boxes` boxes a frame. Returns the config and what was replaced."""
+    from crashcast.config import CrashcastConfig
+
+    data = load_config(preset, [f"video.long_side={long_side}"]).model_dump(mode="json")
+    changed: list[str] = []
+    if random_weights:
+        from perception_models import randomize_weights  # benchmarks/ (this script's folder, on sys.path)
+
+        randomize_weights(data["perception"], changed)
+        for det in [data["perception"]["detector"], *data["perception"]["detector"].get("detectors", [])]:
+            if str(det.get("weights", "")).startswith("random:") and "max_det" in det:
+                det["max_det"] = boxes
+    return CrashcastConfig.model_validate(data), changed
+
+
+def run(preset: str, clip: Path, long_side: int, udp: bool, random_weights: bool = False, boxes: int = 8) -> dict:
+    cfg, changed = bench_config(preset, long_side, random_weights, boxes)
+    for line in changed:
+        print(f"  random weights: {line}")
+    said = _Said()
+    logging.getLogger("crashcast.live.watch").addHandler(said)
+    logging.getLogger("crashcast.live.watch").setLevel(logging.INFO)
     if udp:
         import socket
 
@@ -60,8 +105,9 @@ def run(preset: str, clip: Path, long_side: int, udp: bool) -> dict:
         sender.join(timeout=30)
     else:
         rows = list(watch(str(clip), config=cfg, realtime=True))
+    logging.getLogger("crashcast.live.watch").removeHandler(said)
     lat = np.array([r["latency_s"] for r in rows[1:]])  # the first stride also built the models
-    return {"preset": preset, "strides": len(rows), "latency_median_s": float(np.median(lat)) if len(lat) else None,
+    return {"preset": preset, "random_weights": bool(changed), "said": said.lines, "strides": len(rows), "latency_median_s": float(np.median(lat)) if len(lat) else None,
             "latency_p95_s": float(np.percentile(lat, 95)) if len(lat) else None,
             "drop_rate": rows[-1]["drop_rate"] if rows else None}
 
@@ -72,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", action="append", help="WxH (repeatable; default: 640x360, 1280x720)")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length")
     ap.add_argument("--udp", action="store_true", help="stream over UDP MPEG-TS on 127.0.0.1 instead of a file")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="replace every model weight by its full-size random architecture (no download)")
+    ap.add_argument("--boxes", type=int, default=8, help="with --random-weights: a random detector's boxes per frame")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -83,15 +132,19 @@ def main(argv: list[str] | None = None) -> None:
             clip = _clip(Path(tmp), w, h, args.seconds)
             for preset in presets:
                 status = preset_status(preset)
-                if not status.ready:
+                if not status.ready and not args.random_weights:
                     print(f"{preset} {w}x{h}: skipped ({status.why()})")
                     continue
-                r = {**run(preset, clip, max(w, h), args.udp), "size": f"{w}x{h}", "source": "udp" if args.udp else "file"}
+                r = {**run(preset, clip, max(w, h), args.udp, args.random_weights, args.boxes), "size": f"{w}x{h}",
+                     "source": "udp" if args.udp else "file"}
                 results.append(r)
                 kept = "keeps up" if (r["drop_rate"] or 0) < 0.01 else "falls behind"
-                print(f"{preset:8s} {w}x{h} ({r['source']}): {r['strides']} strides, latency median "
+                weights = ", random weights" if r["random_weights"] else ""
+                print(f"{preset:8s} {w}x{h} ({r['source']}{weights}): {r['strides']} strides, latency median "
                       f"{r['latency_median_s']:.3f} s, p95 {r['latency_p95_s']:.3f} s, dropped "
                       f"{100 * r['drop_rate']:.1f} % of frames: {kept}", flush=True)
+                for line in r["said"]:
+                    print(f"  watch said: {line}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

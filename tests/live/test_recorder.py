@@ -1,7 +1,9 @@
 """The event recorder (crashcast.live.recorder): which frames each MP4 holds (decoded back from frames
 whose grey level encodes their index), the pre-roll and post-roll, extension by a second alert, two
 clips for two far-apart alerts, close() mid-recording, the timeline JSON, the size cap, and that
-nothing but finished MP4 + JSON pairs is ever left in the folder."""
+nothing but finished MP4 + JSON pairs is ever left in the folder. The clips are written by the
+recorder's writer thread: `add` returns those finished since the previous call, `close()` the rest
+(`_feed_and_close`)."""
 
 from __future__ import annotations
 
@@ -54,10 +56,18 @@ def _feed(rec: EventRecorder, triggers: dict[int, str], upto: int = N, notes: bo
     return done
 
 
+def _feed_and_close(rec: EventRecorder, triggers: dict[int, str], upto: int = N) -> list[Path]:
+    """`_feed`, then `close()`: every recording finished, in order."""
+    done = _feed(rec, triggers, upto)
+    return done + rec.close()
+
+
 def test_pre_and_post_roll(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.5, post_s=0.8)
     done = _feed(rec, {10: "close"})
-    assert len(done) == 1 and not rec.recording
+    assert not rec.recording  # ended by the first frame after 1.8 s
+    done += rec.close()  # the writer's clip, if add has not returned it yet
+    assert len(done) == 1
     assert _decoded_indices(done[0]) == list(range(5, 19))  # 1.0 s - 0.5 s .. 1.0 s + 0.8 s
     meta = json.loads(done[0].with_suffix(".json").read_text())
     assert meta["start_s"] == pytest.approx(0.5) and meta["end_s"] == pytest.approx(1.8)
@@ -70,14 +80,14 @@ def test_pre_and_post_roll(tmp_path):
 
 def test_pre_roll_at_stream_start(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=1.0, post_s=0.3)
-    done = _feed(rec, {2: "early"}, upto=10)
+    done = _feed_and_close(rec, {2: "early"}, upto=10)
     assert len(done) == 1
     assert _decoded_indices(done[0]) == [0, 1, 2, 3, 4, 5]
 
 
 def test_second_trigger_extends_one_clip(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.3, post_s=0.5)
-    done = _feed(rec, {8: "a", 12: "b"})  # 1.2 s is inside 0.8 + 0.5
+    done = _feed_and_close(rec, {8: "a", 12: "b"})  # 1.2 s is inside 0.8 + 0.5
     assert len(done) == 1
     assert _decoded_indices(done[0]) == list(range(5, 18))
     meta = json.loads(done[0].with_suffix(".json").read_text())
@@ -87,7 +97,7 @@ def test_second_trigger_extends_one_clip(tmp_path):
 
 def test_far_apart_triggers_give_two_clips(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.3, post_s=0.3)
-    done = _feed(rec, {5: "a", 20: "b"})
+    done = _feed_and_close(rec, {5: "a", 20: "b"})
     assert len(done) == 2 and done[0] != done[1]
     assert _decoded_indices(done[0]) == list(range(2, 9))
     assert _decoded_indices(done[1]) == list(range(17, 24))
@@ -97,7 +107,7 @@ def test_far_apart_triggers_give_two_clips(tmp_path):
 
 def test_pre_roll_never_repeats_the_previous_clip(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.5, post_s=0.2)
-    done = _feed(rec, {5: "a", 9: "b"})  # the second pre-roll would reach back to frame 4
+    done = _feed_and_close(rec, {5: "a", 9: "b"})  # the second pre-roll would reach back to frame 4
     assert [_decoded_indices(p) for p in done] == [list(range(0, 8)), list(range(8, 12))]
     metas = [json.loads(p.with_suffix(".json").read_text()) for p in done]
     assert [[round(r["time_s"] * FPS) for r in m["records"]] for m in metas] == [list(range(0, 8)), list(range(8, 12))]
@@ -138,13 +148,13 @@ def test_ctrl_c_while_recording_then_close(tmp_path):
 
 def test_size_cap_deletes_oldest_first(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.1, post_s=0.1, max_bytes=10**9)
-    done = _feed(rec, {3: "a", 12: "b", 21: "c"})
+    done = _feed_and_close(rec, {3: "a", 12: "b", 21: "c"})
     assert len(done) == 3
     sizes = [p.stat().st_size + p.with_suffix(".json").stat().st_size for p in done]
     assert max(sizes) < 1.2 * min(sizes)  # clips of 3 like frames: about the same size
     # room for three such clips, not four: one more clip pushes the oldest out, only it
     rec2 = EventRecorder(tmp_path, FPS, pre_s=0.1, post_s=0.1, max_bytes=sizes[1] + sizes[2] + int(1.5 * max(sizes)))
-    newest = _feed(rec2, {5: "d"})
+    newest = _feed_and_close(rec2, {5: "d"})
     assert len(newest) == 1
     assert rec2.event_files() == [done[1], done[2], newest[0]]
     assert not done[0].with_suffix(".json").exists()
@@ -154,7 +164,7 @@ def test_size_cap_deletes_oldest_first(tmp_path):
 def test_size_cap_keeps_the_newest_even_alone_over_it(tmp_path, caplog):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.1, post_s=0.1, max_bytes=1)
     with caplog.at_level("WARNING"):
-        done = _feed(rec, {3: "a", 12: "b"})
+        done = _feed_and_close(rec, {3: "a", 12: "b"})
     assert len(done) == 2
     assert rec.event_files() == [done[1]]  # the older one deleted, the newest kept
     assert "over the 1-byte cap" in caplog.text
@@ -205,13 +215,16 @@ def test_bad_frames_and_times_are_refused(tmp_path):
 
 
 _KILLED_CHILD = """
-import os, signal, sys, numpy as np
+import os, signal, sys, time, numpy as np
 from crashcast.live.recorder import EventRecorder
 rec = EventRecorder(sys.argv[1], 10.0, pre_s=0.2, post_s=10.0)
 for i in range(5):
     rec.add(i / 10, np.full((48, 64, 3), 10 * i, np.uint8))
     if i == 2:
         rec.trigger(0.2, {})
+deadline = time.monotonic() + 60
+while not os.listdir(sys.argv[1]) and time.monotonic() < deadline:  # the writer thread has begun the clip
+    time.sleep(0.01)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

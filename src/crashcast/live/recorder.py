@@ -76,7 +76,7 @@ Memory: the ring buffer holds up to round(pre_s * fps) + 1 raw RGB frames (a cop
 kept raw (no JPEG/PNG encoding) to spend no CPU per frame while nothing is recorded. The queue
 shares the ring's arrays: what it adds is its frames that have left the ring, not yet encoded (a
 writer that keeps up: the part of a pre-roll the stream has pushed out of the ring while it was
-being encoded, about 20-60 frames at 640x360 here), and at most its bound, round(pre_s * fps) + 1 +
+being encoded: the frames the stream brings in the 0.6-5 s that takes here), and at most its bound, round(pre_s * fps) + 1 +
 round(max_lag_s * fps) frames (211 at 30 fps, pre_s = 5, max_lag_s = 2: 146 MB at 640x360).
 
 CPU: nothing is encoded while no recording is open (an idle `add` copies the frame: about 0.1 ms
@@ -353,12 +353,13 @@ class EventRecorder:
     def _open(self, t: float, entry: dict) -> None:
         path, opened = self._new_path()
         start = t - self.pre_s
-        rec = self._rec = _Recording(path, start, t + self.post_s, [entry])
+        rec = _Recording(path, start, t + self.post_s, [entry])
         rec.records = [r for r in self._notes if float(r["time_s"]) >= start - _EPS]
         log.info("event recorder: alert at %.2f s, recording %s", t, path.name)
         if self._writer is None:
             self._writer = _Writer(self, self.queue_frames)
         self._writer.put(_Open(path, opened, start))
+        self._rec = rec  # only now: a Ctrl-C before it leaves the writer a clip without frames, discarded
         pre = [(ft, f) for ft, f in self._ring if ft >= start - _EPS and ft > self._recorded_until + _EPS]
         skip = max(0, len(pre) - self._writer.room())  # the writer still busy: the oldest frames go
         for i, (ft, frame) in enumerate(pre):
@@ -378,10 +379,11 @@ class EventRecorder:
 
     def _end(self) -> None:
         """End the open recording: the writer finishes it after the frames queued for it."""
-        rec, self._rec = self._rec, None
+        rec = self._rec
+        self._writer.put(_Finish(rec.end_s, rec.triggers, rec.records, rec.dropped))
+        self._rec = None  # only now: after a Ctrl-C before it, close() ends it (a second _Finish does nothing)
         if rec.last_t is not None:
             self._recorded_until = rec.last_t
-        self._writer.put(_Finish(rec.end_s, rec.triggers, rec.records, rec.dropped))
 
     def _collect(self, writer: _Writer) -> None:
         done, error = writer.take()
@@ -478,11 +480,13 @@ class _Writer:
                 if isinstance(item, _Frame):
                     self._frames -= 1
             if item is _STOP:
+                self._discard()  # never one in order; only after a Ctrl-C between the caller's steps
                 return
             try:
                 if isinstance(item, _Frame):
                     self._write(item)
                 elif isinstance(item, _Open):
+                    self._discard()
                     self._clip = _Clip(item.path, item.opened_utc, item.start_s)
                 else:
                     self._finish(item)
@@ -506,6 +510,16 @@ class _Writer:
         clip.first_t = frame.t if clip.first_t is None else clip.first_t
         clip.last_t = frame.t
         clip.n_frames += 1
+
+    def _discard(self) -> None:
+        """Drop a clip the caller never ended (its temporary file removed)."""
+        clip, self._clip = self._clip, None
+        if clip is not None and clip.writer is not None:
+            log.warning("event recorder: %s was never ended; discarded", clip.path.name)
+            try:
+                clip.writer.close(keep=False)
+            except Exception:  # pragma: no cover - the temporary file goes regardless
+                log.debug("event recorder: discarding %s", clip.path.name, exc_info=True)
 
     def _give_up(self, exc: BaseException) -> None:
         """An error while opening or writing the current clip: it is discarded, the error reported."""

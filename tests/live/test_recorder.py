@@ -188,6 +188,19 @@ def test_other_sizes_are_resized_and_odd_sides_cropped(tmp_path):
     assert [round(float(f.mean())) for f in frames] == pytest.approx([50, 90], abs=2)
 
 
+def test_frames_are_copied_even_when_cropped(tmp_path):
+    """The caller may reuse its frame buffer at once: an odd-height frame (cropped by one row) too."""
+    rec = EventRecorder(tmp_path, FPS, pre_s=0.5, post_s=0.0)
+    buffer = np.empty((49, 64, 3), np.uint8)
+    for i in range(4):
+        buffer[:] = FRAMES[i][0, 0]
+        rec.add(i / FPS, buffer)
+    rec.trigger(0.3, {})
+    buffer[:] = 0
+    (mp4,) = rec.close()
+    assert _decoded_indices(mp4) == [0, 1, 2, 3]
+
+
 def test_json_is_valid_with_numpy_values_and_nan(tmp_path):
     rec = EventRecorder(tmp_path, FPS, pre_s=0.1, post_s=0.1)
     rec.add(0.0, FRAMES[0])

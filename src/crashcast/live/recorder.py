@@ -323,7 +323,7 @@ class EventRecorder:
         if (w, h) == self._size:
             return frame.copy()
         if (w - w % 2, h - h % 2) == self._size:  # the first frame's odd last row / column
-            return np.ascontiguousarray(frame[: self._size[1], : self._size[0]])
+            return frame[: self._size[1], : self._size[0]].copy()  # a copy even when the slice is contiguous
         import cv2
 
         if not self._resize_logged:

@@ -215,6 +215,7 @@ def test_json_is_valid_with_numpy_values_and_nan(tmp_path):
 @pytest.mark.parametrize("kwargs, word", [
     ({"fps": 0}, "fps"), ({"fps": float("nan")}, "fps"), ({"pre_s": -1}, "pre_s"),
     ({"post_s": -0.1}, "post_s"), ({"max_bytes": 0}, "max_bytes"), ({"prefix": "a/b"}, "prefix"),
+    ({"max_lag_s": float("inf")}, "max_lag_s"),
 ])
 def test_arguments_are_checked(tmp_path, kwargs, word):
     with pytest.raises(ValueError, match=word):

@@ -141,3 +141,17 @@ def test_the_probe_times_drawing_when_recording(monkeypatch):
     backends = Backends.build(cfg.perception, cfg.runtime)
     args = (resolve_model(None, cfg), cfg, backends, 0.5, 0.5, alert_policy_for(cfg, 0.5, None))
     assert probe_mod.work_per_stride(*args, annotate=True) >= 0.15
+
+
+def test_on_the_stream_dropped_frames_are_what_is_said(caplog):
+    """Work per stride shrinks when frames are dropped (fewer perceived): then the share dropped is said."""
+    with caplog.at_level(logging.INFO, logger="crashcast.live.watch"):
+        watch_mod._keep_up(5, 4 * 0.3, 0.5, "fast", dropped=15, received=61)
+        watch_mod._keep_up(5, 4 * 0.1, 0.5, "classic", dropped=0, received=60)
+        watch_mod._keep_up(4, 4 * 0.1, 0.5, "classic", dropped=0, received=60)  # said once, after stride 5
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (logging.WARNING, "falling behind (on the stream, strides 2-5): 15 of 61 frames dropped (25 %) with the fast "
+                          "preset on this machine (a faster preset, a GPU, or a longer --stride)"),
+        (logging.INFO, "keeping up (on the stream, strides 2-5): 0.10 s of work per 0.50 s stride with the classic preset"),
+    ]

@@ -84,6 +84,7 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
     view = None
     k, prev, size = 0, None, None
     work = 0.0  # seconds spent in perception, the model and the recorder after the first stride
+    counts_at_first = (0, 0)  # (dropped, received) at the first stride
     dropped_before = 0
     alert_before = False
     try:
@@ -113,7 +114,10 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
                                 if out["alert"] and not alert_before:
                                     recorder.trigger(out["time_s"], {"reason": out["reason"], "risk": out["risk"]})
                             alert_before = bool(out["alert"])
-                            _keep_up(len(stepper.rows), work, stride_s, cfg.name)
+                            if len(stepper.rows) == 1:
+                                counts_at_first = (src.dropped, src.received)
+                            _keep_up(len(stepper.rows), work, stride_s, cfg.name, src.dropped - counts_at_first[0],
+                                     src.received - counts_at_first[1])
                             yield out
                         k += 1
                     k = max(k, math.ceil(live.t * fps - 1e-9))
@@ -159,10 +163,18 @@ def _live_row(row: dict, live, src: LiveSource, dropped_before: int) -> dict:
             "drop_rate": round(src.dropped / received, 4), "reconnects": src.reconnects}
 
 
-def _keep_up(strides: int, work_s: float, stride_s: float, preset: str) -> None:
+def _keep_up(strides: int, work_s: float, stride_s: float, preset: str, dropped: int, received: int) -> None:
     """After the first strides, say once whether perception and the model keep up with real time
-    (`work_s`: the seconds they took after the first stride)."""
+    (`work_s`: the seconds they took after the first stride; `dropped` of `received` frames since).
+    Frames dropped make the work per stride smaller than the preset's cost (fewer frames perceived),
+    so then the share dropped is what is said."""
     if strides != KEEP_UP_STRIDES + 1:
         return
-    level, said = keep_up_message(work_s / KEEP_UP_STRIDES, stride_s, preset, f"on the stream, strides 2-{strides}")
+    measured_on = f"on the stream, strides 2-{strides}"
+    if dropped:
+        log.warning("falling behind (%s): %d of %d frames dropped (%.0f %%) with the %s preset on this machine (a "
+                    "faster preset, a GPU, or a longer --stride)", measured_on, dropped, received,
+                    100.0 * dropped / max(1, received), preset)
+        return
+    level, said = keep_up_message(work_s / KEEP_UP_STRIDES, stride_s, preset, measured_on)
     log.log(level, said)

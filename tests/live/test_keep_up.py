@@ -8,6 +8,7 @@ import logging
 from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from crashcast.config import load_config
 from crashcast.live import probe as probe_mod
@@ -49,10 +50,12 @@ class _FakeSource:
         self.dropped = sum(b.seq - a.seq - 1 for a, b in zip(self.frames_given, self.frames_given[1:], strict=False))
         self.reconnects = 0
 
+    stopped = False
+
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def close(self):
         return None
 
     def frames(self):
@@ -72,7 +75,8 @@ class _Picture:
 def test_dropped_frames_are_a_gap_not_a_held_picture(monkeypatch, tmp_path):
     """Frames 0..9 arrive, 10..19 were dropped by the queue, 20..44 arrive: the grid slots of the
     dropped frames are never fed (frame 9 is not perceived again in their place); an arrival
-    gap without drops (a 25 fps source on the 30 fps grid) is still filled by holding."""
+    gap without drops (a 25 fps source on the 30 fps grid) is still filled by holding, as predict
+    does, up to the end of the last frame when the source ends."""
     fed: list[float] = []
     real_feed = Stepper.feed
 
@@ -87,13 +91,13 @@ def test_dropped_frames_are_a_gap_not_a_held_picture(monkeypatch, tmp_path):
     cfg = load_config("classic", ["perception.frame_step=1", "video.long_side=320"])
     rows = list(watch_mod.watch("x.mp4", config=cfg, probe=False))
     assert [r["time_s"] for r in rows] == [0.667, 1.0]  # 0.5 s fell in the gap; 1.5 s would need frame 45
-    assert sorted(set(fed)) == [i for i in range(44) if not 10 <= i < 20]  # 44: the last frame has no successor yet
+    assert sorted(set(fed)) == [i for i in range(45) if not 10 <= i < 20]  # the last lasts one frame as the source ends
 
     # no drop, a gap in time: 25 fps frames on the 30 fps grid are held (the hold rule, as predict)
     fed.clear()
     _FakeSource.frames_given = [LiveFrame(i / 25, 0.0, _Picture(), seq=i + 1) for i in range(30)]
     list(watch_mod.watch("x.mp4", config=cfg, probe=False))
-    assert sorted(set(fed)) == list(range(35))  # every grid slot before the last frame's (29/25 s = slot 34.8)
+    assert sorted(set(fed)) == list(range(36))  # every grid slot before the last frame's end (30/25 s = slot 36)
 
 
 def test_watch_says_whether_the_preset_keeps_up_before_the_source_opens(monkeypatch, caplog):
@@ -107,9 +111,9 @@ def test_watch_says_whether_the_preset_keeps_up_before_the_source_opens(monkeypa
     monkeypatch.setattr(watch_mod, "work_per_stride", timed)
 
     class _Opened(_FakeSource):
-        def __init__(self, source, **kwargs):
+        def __enter__(self):  # the reader thread starts: the source opens
             calls.append("open")
-            super().__init__(source, **kwargs)
+            return self
 
     _FakeSource.frames_given = []
     monkeypatch.setattr(watch_mod, "LiveSource", _Opened)
@@ -155,3 +159,90 @@ def test_on_the_stream_dropped_frames_are_what_is_said(caplog):
                           "preset on this machine (a faster preset, a GPU, or a longer --stride)"),
         (logging.INFO, "keeping up (on the stream, strides 2-5): 0.10 s of work per 0.50 s stride with the classic preset"),
     ]
+
+
+def test_a_stretch_with_no_frame_is_a_gap_as_in_predict(monkeypatch):
+    """No frame for 0.5 s (more than GAP_LIMIT_S beyond a frame's duration), nothing dropped: the frame
+    before is shown for its own duration only, as predict shows a damaged file's gap; 0.2 s missing
+    (within the limit) is held over."""
+    fed: list[int] = []
+    real_feed = Stepper.feed
+    monkeypatch.setattr(Stepper, "feed", lambda self, t, frame: (fed.append(round(t * 30)), real_feed(self, t, frame))[1])
+    times = [i / 30 for i in range(10)] + [(i + 15) / 30 for i in range(10)] + [(i + 31) / 30 for i in range(10)]
+    _FakeSource.frames_given = [LiveFrame(t, 0.0, _Picture(), seq=n + 1) for n, t in enumerate(times)]
+    monkeypatch.setattr(watch_mod, "LiveSource", _FakeSource)
+    cfg = load_config("classic", ["perception.frame_step=1", "video.long_side=320"])
+    list(watch_mod.watch("x.mp4", config=cfg, probe=False))
+    # frames 0-9, a hole of 5 frames (0.17 s beyond frame 9's duration: held), 15-24, a hole of 6 frames
+    # (0.2 s: held), 31-40; frame 40 lasts one frame
+    assert sorted(set(fed)) == list(range(41))
+    fed.clear()
+    times = [i / 30 for i in range(10)] + [(i + 25) / 30 for i in range(10)]  # 15 frames (0.5 s) missing
+    _FakeSource.frames_given = [LiveFrame(t, 0.0, _Picture(), seq=n + 1) for n, t in enumerate(times)]
+    list(watch_mod.watch("x.mp4", config=cfg, probe=False))
+    assert sorted(set(fed)) == list(range(10)) + list(range(25, 35))
+
+
+def test_a_recorder_error_does_not_end_the_warnings(monkeypatch, tmp_path, caplog):
+    """The event recorder's writer fails (disk full): that is logged, and the strides go on."""
+    from crashcast.live.recorder import EventRecorder
+
+    calls = {"n": 0}
+    real_add = EventRecorder.add
+
+    def failing(self, t, frame):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise OSError(28, "No space left on device")
+        return real_add(self, t, frame)
+
+    monkeypatch.setattr(EventRecorder, "add", failing)
+    _FakeSource.frames_given = [LiveFrame(i / 30, 0.0, _Picture(), seq=i + 1) for i in range(61)]
+    monkeypatch.setattr(watch_mod, "LiveSource", _FakeSource)
+    cfg = load_config("classic", ["video.long_side=320"])
+    with caplog.at_level(logging.ERROR, logger="crashcast.live.watch"):
+        rows = list(watch_mod.watch("x.mp4", config=cfg, probe=False, record=tmp_path / "events"))
+    assert [r["time_s"] for r in rows] == [0.5, 1.0, 1.5, 2.0]
+    assert any("No space left on device" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stride_longer_than_the_probe_scene_is_said_later(monkeypatch, caplog):
+    _FakeSource.frames_given = []
+    monkeypatch.setattr(watch_mod, "LiveSource", _FakeSource)
+    with caplog.at_level(logging.INFO, logger="crashcast.live.watch"):
+        list(watch_mod.watch("x.mp4", config="classic", stride_s=6.0))
+    assert any(r.getMessage().startswith("no start-up estimate for a 6.00 s stride") for r in caplog.records)
+
+
+def test_closing_raises_a_close_error_only_when_nothing_else_is_on_its_way_out(caplog):
+    """A recorder that fails to close: raised after a normal end; logged (not raised) while Ctrl-C is
+    on its way out, so the exit status stays Ctrl-C's; the other parts are closed either way."""
+    closed = []
+
+    class Part:
+        def __init__(self, name, error=None):
+            self.name, self.error = name, error
+
+        def close(self):
+            closed.append(self.name)
+            if self.error:
+                raise self.error
+            return []
+
+    def parts():
+        return (Part("source"), Part("stepper"), Part("recorder", OSError("disk full")), Part("view"))
+
+    src, stepper, recorder, view = parts()
+    src.received = src.dropped = src.reconnects = 0
+    with pytest.raises(OSError, match="disk full"):
+        watch_mod._close_all(src, stepper, recorder, view, "cam")
+    assert closed == ["recorder", "view", "source", "stepper"]  # the recording first
+    closed.clear()
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            watch_mod._close_all(src, stepper, recorder, view, "cam")
+            raise
+    assert closed == ["recorder", "view", "source", "stepper"]
+    assert any("disk full" in r.getMessage() for r in caplog.records)

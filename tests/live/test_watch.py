@@ -94,8 +94,10 @@ def test_a_udp_stream_alerts_before_the_event_records_it_and_equals_predict(synt
     got = {r["time_s"]: r["risk_raw"] for r in rows}
     if dropped == 0:
         assert got == pytest.approx(expected, abs=1e-9)
-    else:  # a loaded machine dropped frames: the strides are still predict's times
-        assert set(got) <= set(expected)
+    else:  # a loaded machine dropped frames: a stride missed ends at the next frame that came, on the grid
+        times = list(got)
+        assert times == sorted(times) and all(abs(t * 30 - round(t * 30)) < 0.02 for t in times)
+        assert len(times) >= len(expected) // 2
     assert all(0 <= r["latency_s"] < 5 for r in rows)
     # the event recording: an MP4 that plays, from 2 s before the first alert to 1 s after the last
     mp4s = sorted(record.glob("*.mp4"))
@@ -135,7 +137,8 @@ def test_a_cut_stream_is_reopened_and_watch_goes_on(synth_small):
     reconnected = [r for r in rows if r["reconnects"] >= 1]
     assert reconnected, "no stride after the stream came back"
     before = [r for r in rows if r["reconnects"] == 0]
-    assert before and reconnected[0]["time_s"] > before[-1]["time_s"]  # time goes on across the cut
+    # time goes on across the cut by about the outage (2.5 s without data), not by one frame
+    assert before and reconnected[0]["time_s"] - before[-1]["time_s"] >= 2.0
     assert len(reconnected) >= 4  # of about 4 s of strides after it
 
 

@@ -63,6 +63,33 @@ def test_state_and_frame_are_what_was_fed_and_unknown_paths_are_404():
         assert _get(view.url + "state.json/../x")[0] == 404
 
 
+def _get_as(url: str, host: str) -> int:
+    req = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_a_page_on_127_0_0_1_answers_only_requests_addressed_to_it():
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 makes the browser send
+    `Host: evil.example:PORT`; the view on a loopback address refuses it (the camera's frames stay here)."""
+    with LiveView("127.0.0.1", 0) as view:
+        view.note(ROW)
+        port = view.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+            assert _get_as(view.url + "state.json", host) == 200, host
+        for host in (f"evil.example:{port}", "evil.example", f"192.168.1.5:{port}", ""):
+            assert _get_as(view.url + "state.json", host) == 403, host
+            assert _get_as(view.url + "frame.jpg", host) == 403, host
+
+
+def test_a_page_put_on_the_network_answers_any_host():
+    with LiveView("0.0.0.0", 0) as view:
+        assert _get_as(f"http://127.0.0.1:{view.port}/state.json", f"dashcam.local:{view.port}") == 200
+
+
 def test_close_releases_the_port_and_a_port_in_use_is_named():
     view = LiveView("127.0.0.1", 0)
     port = view.port

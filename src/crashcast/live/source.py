@@ -3,9 +3,10 @@ RTMP, SRT, TCP) or a video file played at its real rate, decoded by PyAV's FFmpe
 
 Real time or honest about it: the reader puts frames into a bounded queue; when the consumer
 (perception) falls behind, the oldest waiting frame is dropped (never an unbounded backlog) and
-counted. Each frame carries its stream time (seconds from the first frame, continued across
-reconnections) and the monotonic clock time it was decoded, from which the consumer measures
-end-to-end latency. A source that fails or ends (camera unplugged, network lost) is reopened with
+counted. Each frame carries its stream time (seconds from the first frame) and the monotonic clock
+time it was decoded, from which the consumer measures end-to-end latency. Stream time goes on across
+a reconnection or a discontinuity in the stream's own timestamps (an encoder restarted) by the wall
+time that passed, so an outage reads as a gap of about its length. A source that fails or ends (camera unplugged, network lost) is reopened with
 exponential backoff, and each attempt is logged; a file ends at its end.
 """
 
@@ -30,6 +31,10 @@ _END = object()  # what the reader queues when the source has ended for good
 #: how much of a stream FFmpeg reads to find its streams before it opens (FFmpeg's default: 5 s, 5 MB);
 #: a stream joined between keyframes may open before its first picture can be decoded (`_decode` waits)
 PROBE_US, PROBE_BYTES = 1_000_000, 1_000_000
+#: a timestamp this far (s) behind the last frame's (any source), or ahead of it beyond the wall time
+#: since (a stream or camera: a file's gaps are its own), is a discontinuity, not a reordered frame
+JUMP_S = 1.0
+MIN_STEP_S = 1 / 120  # the least stream time between two frames across a reconnection or discontinuity
 
 
 @dataclass
@@ -82,12 +87,25 @@ class LiveSource:
         self._lock = threading.Lock()
         self.dropped = self.received = self.reconnects = self.undecodable = 0
         self.last_t = -math.inf  # the stream time of the last frame queued
+        self._last_wall = math.nan  # the monotonic clock when it was decoded
+        self._started = False
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name=f"crashcast-source {self.source}", daemon=True)
 
     def __enter__(self) -> LiveSource:
-        self._thread.start()
+        self._start()
         return self
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    @property
+    def stopped(self) -> bool:
+        """`close()` was called (the frames stopped because of it, not because the source ended)."""
+        return self._stop.is_set()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -100,8 +118,8 @@ class LiveSource:
 
     def frames(self) -> Iterator[LiveFrame]:
         """The frames, oldest first, until the source ends for good (or `close()`)."""
-        if not self._thread.is_alive() and not self._stop.is_set():
-            self._thread.start()
+        if not self._stop.is_set():
+            self._start()
         while True:
             try:
                 item = self._queue.get(timeout=0.2)
@@ -176,8 +194,7 @@ class LiveSource:
                     break
                 backoff = min(backoff * 2, self.max_backoff_s)
                 self.reconnects += 1
-                # the next connection's first frame comes one frame interval after the last one queued
-                offset = self.last_t + 1 / 30 if math.isfinite(self.last_t) else 0.0
+                offset = self._resume_time()
         finally:
             self._put(_END)
 
@@ -204,7 +221,15 @@ class LiveSource:
                     first = ft
                     orientation = _orientation(Path(self.source), stream, frame) if self.kind == "file" else (0, False)
                 t = offset + (ft - first)
-                if t <= self.last_t:  # a repeated or reordered timestamp: keep time moving forward
+                if math.isfinite(self.last_t) and (t <= self.last_t - JUMP_S or (
+                        self.kind != "file" and t > self.last_t + JUMP_S + time.monotonic() - self._last_wall)):
+                    # a discontinuity (an encoder restarted, a wrapped clock; a live source's time leaping
+                    # ahead of the clock): time goes on from the last frame by the wall time since it, so
+                    # the stretch reads as a gap of about its length, not as a jump
+                    offset, first, wall0 = self._resume_time(), ft, time.monotonic()
+                    log.warning("%s: its timestamps jumped; stream time goes on at %.2f s", self.source, offset)
+                    t = offset
+                elif t <= self.last_t:  # a repeated or reordered timestamp: keep time moving forward
                     continue
                 if self.realtime:
                     wait = wall0 + (t - offset) - time.monotonic()
@@ -213,10 +238,18 @@ class LiveSource:
                 with self._lock:
                     self.received += 1
                     seq = self.received
-                self._put(LiveFrame(t, time.monotonic(), SourceFrame(frame, orientation, None), seq))
-                self.last_t = t
+                now = time.monotonic()
+                self._put(LiveFrame(t, now, SourceFrame(frame, orientation, None), seq))
+                self.last_t, self._last_wall = t, now
         finally:
             container.close()
+
+    def _resume_time(self) -> float:
+        """Where stream time goes on after a reconnection or a discontinuity: the last frame's time
+        plus the wall time since it was decoded (an outage is a gap of about its length); 0 at first."""
+        if not math.isfinite(self.last_t):
+            return 0.0
+        return self.last_t + max(MIN_STEP_S, time.monotonic() - self._last_wall)
 
     def _decode(self, container, stream) -> Iterator:
         """The stream's frames, packet by packet. A packet the decoder refuses (a stream joined between

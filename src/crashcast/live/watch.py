@@ -11,8 +11,11 @@ grid time shows the last frame decoded at or before it).
 Keeping up: the backends and the model are built before the source opens, then (`probe`) timed on
 a synthetic scene, and a line says whether they keep up; after the first strides a second line says
 what the stream itself cost. When perception falls behind, the source's queue drops the oldest
-frames; the picture before a run of dropped frames then fills only its own grid slot (perceiving it
-again over the missing ones would cost the very time that was missing), and the stepper sees a gap.
+frames; the picture before a run of dropped frames is then shown for its own duration only
+(perceiving it again over the missing ones would cost the very time that was missing), and the
+stepper sees a gap, as it does where nothing came for more than `GAP_LIMIT_S` beyond a picture's
+duration (predict's rule for a damaged file). When the source ends, its last picture lasts a typical
+frame, as the last frame of a file does in predict.
 
 The event recorder (`record`): the annotated frames of the last `pre_s` seconds are kept; at each
 alert onset a clip from `pre_s` before to `post_s` after (extended while alerts go on) is written
@@ -26,12 +29,16 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from crashcast.config import CrashcastConfig, load_config
-from crashcast.data.video import target_size
+from crashcast.data.video import GAP_LIMIT_S, MAX_FRAME_S, target_size
 from crashcast.live.probe import keep_up_message, probe_size, work_per_stride
 from crashcast.live.source import LiveSource
 from crashcast.perception.pipeline import Backends
@@ -41,7 +48,8 @@ from crashcast.risk.models import RiskModel
 
 log = logging.getLogger(__name__)
 
-GAP_FILL_S = 1.0  # a gap between frames longer than this is not filled by holding the last frame
+INTERVALS_KEPT = 31  # times between frames whose median is a picture's duration
+_EPS = 1e-9
 KEEP_UP_STRIDES = 4  # strides measured before saying whether the preset keeps up
 
 
@@ -59,82 +67,131 @@ def watch(source: str | Path, model: str | Path | RiskModel | None = None,
     them on a synthetic scene and says whether they keep up (`crashcast.live.probe`).
     `serve`: "HOST:PORT" of the live page (`live.web`; port 0: any free one), its URL logged."""
     check_settings(stride_s, threshold)
-    if serve is not None:
-        from crashcast.live.web import LiveView, parse_serve
-
-        host, port = parse_serve(serve)  # a bad value fails before the model is loaded
     cfg = config if isinstance(config, CrashcastConfig) else load_config(config or "classic")
     policy = alert_policy_for(cfg, threshold, alert_policy)
     name = Path(str(source)).stem if "://" not in str(source) else "stream"
-    risk_model = resolve_model(model, cfg)
-    backends = Backends.build(cfg.perception, cfg.runtime)  # before the source opens: no frame waits for it
-    if probe:
-        per_stride = work_per_stride(risk_model, cfg, backends, stride_s, threshold, policy, annotate=record is not None)
-        w, h = probe_size(cfg)
-        level, said = keep_up_message(per_stride, stride_s, cfg.name, f"at start, on a synthetic {w}x{h} scene")
-        log.log(level, said)
-    stepper = Stepper(risk_model, cfg, stride_s, threshold, policy, name, backends)
-    fps, step = cfg.video.fps, cfg.perception.frame_step
-    recorder = None
-    if record is not None:
-        from crashcast.live.recorder import EventRecorder
-
-        recorder = EventRecorder(Path(record), fps, pre_s=pre_s, post_s=post_s, max_bytes=max_record_bytes)
+    # what can fail without a model fails first: the source's name, the page's address and port
     src = LiveSource(str(source), queue_size=queue_size, realtime=realtime, reconnect=reconnect, open_timeout_s=timeout_s)
-    view = None
+    view = recorder = stepper = None
+    try:
+        if serve is not None:
+            from crashcast.live.web import LiveView, parse_serve
+
+            view = LiveView(*parse_serve(serve))
+            log.info("live view: %s", view.url)
+        risk_model = resolve_model(model, cfg)
+        backends = Backends.build(cfg.perception, cfg.runtime)  # before the source opens: no frame waits for it
+        if probe:
+            _say_probe(risk_model, cfg, backends, stride_s, threshold, policy, annotate=record is not None)
+        stepper = Stepper(risk_model, cfg, stride_s, threshold, policy, name, backends)
+        if record is not None:
+            from crashcast.live.recorder import EventRecorder
+
+            recorder = EventRecorder(Path(record), cfg.video.fps, pre_s=pre_s, post_s=post_s, max_bytes=max_record_bytes)
+        yield from _run(src, stepper, recorder, view, cfg, stride_s)
+    finally:
+        _close_all(src, stepper, recorder, view, source)
+
+
+def _run(src: LiveSource, stepper: Stepper, recorder, view, cfg: CrashcastConfig, stride_s: float) -> Iterator[dict]:
+    """The source's frames onto the `video.fps` grid and through the stepper, one row per stride."""
+    fps, step = cfg.video.fps, cfg.perception.frame_step
     k, prev, size = 0, None, None
+    intervals: deque[float] = deque(maxlen=INTERVALS_KEPT)  # between the last frames received in sequence
     work = 0.0  # seconds spent in perception, the model and the recorder after the first stride
     counts_at_first = (0, 0)  # (dropped, received) at the first stride
     dropped_before = 0
     alert_before = False
-    try:
-        if serve is not None:
-            view = LiveView(host, port)  # a port in use fails here, the stepper and recorder closed below
-            log.info("live view: %s", view.url)
-        with src:
-            for live in src.frames():
-                if prev is not None:
-                    hold = live.t - prev.t <= GAP_FILL_S
-                    # grid times the previous frame is on screen for; when the queue dropped the frames
-                    # between the two, only the previous frame's own slot (perceiving a held picture over
-                    # the dropped ones would cost the very time that was missing)
-                    end = live.t if live.seq == prev.seq + 1 else min(live.t, (k + 1) / fps)
-                    while hold and k / fps < end - 1e-9:
-                        t0 = time.perf_counter()
-                        row = _feed(stepper, recorder, view, k, prev, fps, step, size)
-                        if stepper.rows:  # the first stride also built the backends: not counted
-                            work += time.perf_counter() - t0
-                        if row is not None:
-                            out = _live_row(row, prev, src, dropped_before)
-                            dropped_before = src.dropped
-                            if view is not None:
-                                view.note(out)
-                            if recorder is not None:
-                                recorder.note(out)
-                                if out["alert"] and not alert_before:
-                                    recorder.trigger(out["time_s"], {"reason": out["reason"], "risk": out["risk"]})
-                            alert_before = bool(out["alert"])
-                            if len(stepper.rows) == 1:
-                                counts_at_first = (src.dropped, src.received)
-                            _keep_up(len(stepper.rows), work, stride_s, cfg.name, src.dropped - counts_at_first[0],
-                                     src.received - counts_at_first[1])
-                            yield out
-                        k += 1
-                    k = max(k, math.ceil(live.t * fps - 1e-9))
-                else:
-                    size = target_size(live.frame.width, live.frame.height, cfg.video.long_side)
-                    k = math.ceil(live.t * fps - 1e-9)
-                prev = live
-    finally:
-        if view is not None:
-            view.close()
-        stepper.close()
-        if recorder is not None:
-            for path in recorder.close():
-                log.info("event recording %s", path)
-        if src.received:
-            log.info("%s: %d frames received, %d dropped (%.1f %%), %d reconnection(s)", source, src.received,
-                     src.dropped, 100.0 * src.dropped / max(1, src.received), src.reconnects)
+
+    def through(until: float) -> Iterator[dict]:
+        """Feed `prev`'s picture to every grid time before `until`; the rows of strides that end."""
+        nonlocal k, work, dropped_before, alert_before, counts_at_first
+        while k / fps < until - _EPS:
+            t0 = time.perf_counter()
+            row = _feed(stepper, recorder, view, k, prev, fps, step, size)
+            if stepper.rows:  # the first stride is not counted
+                work += time.perf_counter() - t0
+            k += 1
+            if row is None:
+                continue
+            dropped = src.dropped  # read once: the reader thread goes on counting
+            out = _live_row(row, prev, src, dropped - dropped_before, dropped)
+            dropped_before = dropped
+            if view is not None:
+                view.note(out)
+            if recorder is not None:
+                recorder.note(out)
+                if out["alert"] and not alert_before:
+                    recorder.trigger(out["time_s"], {"reason": out["reason"], "risk": out["risk"]})
+            alert_before = bool(out["alert"])
+            if len(stepper.rows) == 1:
+                counts_at_first = (dropped, src.received)
+            _keep_up(len(stepper.rows), work, stride_s, cfg.name, dropped - counts_at_first[0],
+                     src.received - counts_at_first[1])
+            yield out
+
+    src.__enter__()
+    for live in src.frames():
+        if prev is None:
+            size = target_size(live.frame.width, live.frame.height, cfg.video.long_side)
+            k = math.ceil(live.t * fps - _EPS)
+        else:
+            if live.seq == prev.seq + 1:
+                intervals.append(live.t - prev.t)
+            # as predict's decoding: the previous picture is shown until the next one, unless nothing came
+            # for more than GAP_LIMIT_S beyond its own duration (a gap: shown for its duration only). And
+            # where the queue dropped the frames between the two, for its duration only too: perceiving it
+            # again over the dropped ones would cost the very time that was missing.
+            shown_until = prev.t + _frame_duration(intervals, fps)
+            gap = live.seq != prev.seq + 1 or live.t - shown_until > GAP_LIMIT_S + _EPS
+            yield from through(min(live.t, shown_until) if gap else live.t)
+            k = max(k, math.ceil(live.t * fps - _EPS))
+        prev = live
+    if prev is not None and not src.stopped:  # the source ended: its last picture lasts a typical frame
+        yield from through(prev.t + _frame_duration(intervals, fps))
+
+
+def _frame_duration(intervals: deque[float], fps: float) -> float:
+    """How long a picture is shown: the median time between the last frames received in sequence
+    (at most MAX_FRAME_S); one grid step before any."""
+    return min(float(np.median(intervals)), MAX_FRAME_S) if intervals else 1.0 / fps
+
+
+def _say_probe(model: RiskModel, cfg: CrashcastConfig, backends: Backends, stride_s: float, threshold: float,
+               policy: AlertPolicy, annotate: bool) -> None:
+    per_stride = work_per_stride(model, cfg, backends, stride_s, threshold, policy, annotate=annotate)
+    w, h = probe_size(cfg)
+    if per_stride is None:
+        log.info("no start-up estimate for a %.2f s stride (the probe scene is too short); it is said after the "
+                 "first strides", stride_s)
+        return
+    level, said = keep_up_message(per_stride, stride_s, cfg.name, f"at start, on a synthetic {w}x{h} scene")
+    log.log(level, said)
+
+
+def _close_all(src: LiveSource, stepper: Stepper | None, recorder, view, source) -> None:
+    """Finish the recording first (the clip in progress is written whole), then stop the page, the
+    reader and the stepper. Each is closed even when another fails; a failure is raised only when no
+    other exception is on its way out (Ctrl-C keeps its exit status), else logged."""
+    errors: list[BaseException] = []
+    steps = [("event recorder", recorder), ("live view", view), ("source", src), ("stepper", stepper)]
+    for what, thing in steps:
+        if thing is None:
+            continue
+        try:
+            done = thing.close()
+            if what == "event recorder":
+                for path in done:
+                    log.info("event recording %s", path)
+        except Exception as e:
+            log.error("closing the %s: %s", what, e)
+            errors.append(e)
+    if src.received:
+        log.info("%s: %d frames received, %d dropped (%.1f %%), %d reconnection(s)", source, src.received,
+                 src.dropped, 100.0 * src.dropped / max(1, src.received), src.reconnects)
+    in_flight = sys.exc_info()[1]
+    if errors and (in_flight is None or isinstance(in_flight, GeneratorExit)):
+        raise errors[0]
 
 
 def _feed(stepper: Stepper, recorder, view, k: int, live, fps: float, step: int, size) -> dict | None:
@@ -150,17 +207,20 @@ def _feed(stepper: Stepper, recorder, view, k: int, live, fps: float, step: int,
     if recorder is not None or shown:
         frame = stepper.annotated(rgb, t)
         if recorder is not None:
-            for path in recorder.add(t, frame):
-                log.info("event recording %s", path)
+            try:
+                for path in recorder.add(t, frame):
+                    log.info("event recording %s", path)
+            except Exception as e:  # the writer's error (disk full, ...): that clip is lost, the warnings go on
+                log.error("event recorder: %s; recording resumes at the next alert", e)
         if shown:
             view.add(t, frame)  # kept by reference: the recorder copies what it keeps, nothing writes into it
     return row
 
 
-def _live_row(row: dict, live, src: LiveSource, dropped_before: int) -> dict:
+def _live_row(row: dict, live, src: LiveSource, dropped: int, dropped_total: int) -> dict:
     received = max(1, src.received)
-    return {**row, "latency_s": round(time.monotonic() - live.captured, 4), "dropped": src.dropped - dropped_before,
-            "drop_rate": round(src.dropped / received, 4), "reconnects": src.reconnects}
+    return {**row, "latency_s": round(time.monotonic() - live.captured, 4), "dropped": dropped,
+            "drop_rate": round(dropped_total / received, 4), "reconnects": src.reconnects}
 
 
 def _keep_up(strides: int, work_s: float, stride_s: float, preset: str, dropped: int, received: int) -> None:

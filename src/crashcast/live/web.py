@@ -35,6 +35,7 @@ threads of the server; one lock hands the newest frame and record over.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import math
@@ -186,6 +187,33 @@ class LiveView:
             return self._jpeg
 
 
+REQUEST_TIMEOUT_S = 10.0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.")
+
+
+def _host_allowed(bound: str, header: str | None) -> bool:
+    """A view bound to a loopback address answers only requests addressed to a loopback name or
+    address (the Host header): a web page elsewhere that rebinds its own domain name to 127.0.0.1 (DNS
+    rebinding) cannot read the camera's frames through the visitor's browser. A view bound to another
+    host was put on the network by its user and answers any."""
+    if not _is_loopback(bound):
+        return True
+    if not header:
+        return False
+    host = header.strip()
+    if host.startswith("["):  # [::1]:8080
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return _is_loopback(host)
+
+
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -212,9 +240,13 @@ def _handler(view: LiveView) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "crashcast-live"
 
+        timeout = REQUEST_TIMEOUT_S  # a client that sends nothing does not hold its thread
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path in ("/", "/index.html"):
+            if not _host_allowed(view.host, self.headers.get("Host")):
+                self._send(403, "text/plain; charset=utf-8", b"this page answers to 127.0.0.1 and localhost only\n")
+            elif path in ("/", "/index.html"):
                 self._send(200, "text/html; charset=utf-8", PAGE.encode())
             elif path == "/state.json":
                 self._send(200, "application/json", view._state())

@@ -428,6 +428,8 @@ def test_close_gives_up_waiting_for_a_hung_writer(tmp_path, monkeypatch, gate, c
     for th in threading.enumerate():  # let the writer end before the test does
         if th.name == "crashcast-event-recorder":
             th.join(60)
+    # the writer came back after it was given up on: its clip is discarded, nothing is left behind
+    assert _folder_names(tmp_path) == set()
 
 
 _KILLED_CHILD = """

@@ -92,6 +92,7 @@ clip's end waited 1-3 ms for the writer (noise: 0.2-1 s, its flush).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -291,8 +292,10 @@ class EventRecorder:
                             "are skipped to finish the clip", timeout_s)
                 writer.abort()
                 if not writer.join(ABORT_WAIT_S):
+                    writer.abandon()
                     log.warning("event recorder: the writer did not finish; the clip being written is left as a "
-                                "temporary file (the next recorder on %s removes it)", self.folder)
+                                "temporary file (the next recorder on %s removes it; should the writer come "
+                                "back, it removes it itself)", self.folder)
             self._collect(writer)
             self._writer = None
         self._raise_pending()
@@ -418,6 +421,7 @@ class _Writer:
         self._frames = 0  # frames in _items
         self._cond = threading.Condition()
         self._abort = threading.Event()
+        self._abandoned = False
         self._stopping = False
         self._done: list[Path] = []
         self._error: BaseException | None = None
@@ -455,6 +459,12 @@ class _Writer:
 
     def abort(self) -> None:
         """Skip the frames still queued (the clips are finished with the frames written)."""
+        self._abort.set()
+
+    def abandon(self) -> None:
+        """Given up on (hung past every wait): should it come back, the clip it was writing is
+        discarded (its temporary file removed) and nothing more is written or deleted."""
+        self._abandoned = True
         self._abort.set()
 
     def join(self, timeout_s: float) -> bool:
@@ -573,6 +583,11 @@ class _Writer:
             "records": records,
         }
         writer, clip.writer = clip.writer, None
+        if self._abandoned:  # close() gave up on this thread: a clip nobody is told of is not left behind
+            with contextlib.suppress(Exception):
+                writer.close(keep=False)
+            log.warning("event recorder: a writer given up on came back; %s discarded", clip.path.name)
+            return
         try:
             writer.close()  # on failure the writer removes its temporary file and this raises
             try:

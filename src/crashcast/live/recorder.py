@@ -92,7 +92,6 @@ clip's end waited 1-3 ms for the writer (noise: 0.2-1 s, its flush).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -526,10 +525,7 @@ class _Writer:
         clip, self._clip = self._clip, None
         if clip is not None and clip.writer is not None:
             log.warning("event recorder: %s was never ended; discarded", clip.path.name)
-            try:
-                clip.writer.close(keep=False)
-            except Exception:  # pragma: no cover - the temporary file goes regardless
-                log.debug("event recorder: discarding %s", clip.path.name, exc_info=True)
+            _drop(clip.writer, clip.path)
 
     def _give_up(self, exc: BaseException) -> None:
         """An error while opening or writing the current clip: it is discarded, the error reported."""
@@ -540,10 +536,7 @@ class _Writer:
         clip.failed = True
         writer, clip.writer = clip.writer, None
         if writer is not None:
-            try:
-                writer.close(keep=False)
-            except Exception:  # pragma: no cover - the temporary file goes regardless
-                log.debug("event recorder: discarding %s", clip.path.name, exc_info=True)
+            _drop(writer, clip.path)
         self._report(exc, f"writing {clip.path.name} (given up)")
 
     def _report(self, exc: BaseException, what: str) -> None:
@@ -584,8 +577,7 @@ class _Writer:
         }
         writer, clip.writer = clip.writer, None
         if self._abandoned:  # close() gave up on this thread: a clip nobody is told of is not left behind
-            with contextlib.suppress(Exception):
-                writer.close(keep=False)
+            _drop(writer, clip.path)
             log.warning("event recorder: a writer given up on came back; %s discarded", clip.path.name)
             return
         try:
@@ -607,6 +599,14 @@ class _Writer:
             _enforce_cap(self.folder, self.prefix, self.max_bytes, clip.path)
         except Exception as exc:
             self._report(exc, f"the size cap after {clip.path.name}")
+
+
+def _drop(writer: Any, path: Path) -> None:
+    """Close a clip's VideoWriter without keeping it (its temporary file removed)."""
+    try:
+        writer.close(keep=False)
+    except Exception:  # pragma: no cover - the temporary file goes regardless
+        log.debug("event recorder: discarding %s", path.name, exc_info=True)
 
 
 def _event_files(folder: Path, prefix: str) -> list[Path]:
